@@ -1,0 +1,449 @@
+"""The ``msgcube`` command: thin wrappers that parse arguments, call one library function, print.
+
+Every command accepts every setting as a flag (``--db``, ``--tz`` …, generated from the
+settings table), so ``msgcube stats --db x.db …`` and ``MSGCUBE_DB=x.db msgcube stats …``
+mean the same thing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import secrets
+import sys
+from collections.abc import Callable, Iterator
+from datetime import date, timedelta
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import click
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from msgcube.domain.endpoints import BY_NAME, ENDPOINTS, Period
+from msgcube.domain.messages import MSG_TYPE_NAMES_EN
+from msgcube.domain.periods import local_today
+from msgcube.errors import ApiError, ConfigError, MsgcubeError
+from msgcube.ingest.files import ImportReport, detect_format, import_stream
+from msgcube.ingest.store import import_followers
+from msgcube.rollup.engine import refresh
+from msgcube.rollup.query import served_list
+from msgcube.settings import SETTINGS, Settings
+from msgcube.storage.accounts import Account, add_account, get_account, list_accounts, set_account
+from msgcube.storage.db import Store, open_store
+from msgcube.storage.records import SenderIds
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+err = Console(stderr=True)
+out = Console()
+
+
+SETTINGS_EPILOG = "Every setting is also a flag (--db, --port, …): see `msgcube settings --help`."
+
+
+def with_settings(func: F) -> F:
+    """Add one ``--x`` option per setting and pass the resolved ``settings``.
+
+    The options are hidden from each command's help (they are the same everywhere) and
+    listed once by ``msgcube settings --help``.
+    """
+    return _settings_options(func, hidden=True)
+
+
+def _settings_options(func: F, *, hidden: bool) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        flags = {s.name: kwargs.pop(s.name, None) for s in SETTINGS}
+        try:
+            kwargs["settings"] = Settings.load(flags)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from exc
+        return func(*args, **kwargs)
+
+    for setting in reversed(SETTINGS):
+        wrapper = click.option(
+            setting.flag, setting.name, default=None, metavar=setting.name.upper(),
+            help=f"{setting.help} [env {setting.env}]", hidden=hidden,
+        )(wrapper)  # fmt: skip
+    return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def opened(settings: Settings) -> Iterator[Store]:
+    store = open_store(settings.db_url)
+    try:
+        yield store
+    finally:
+        store.dispose()
+
+
+def require_account(store: Store, appid: str) -> Account:
+    with store.read() as conn:
+        account = get_account(conn, appid)
+    if account is None:
+        raise click.ClickException(f"unknown appid {appid!r} (add it with `msgcube account add`)")
+    return account
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=SETTINGS_EPILOG,
+)
+@click.version_option(package_name="msgcube")
+def cli() -> None:
+    """msgcube — WeChat's message analysis data interface, self-hosted."""
+
+
+# --- accounts -------------------------------------------------------------------------------
+
+
+@cli.group()
+def account() -> None:
+    """Register and change official accounts."""
+
+
+@account.command("add")
+@click.option("--appid", required=True)
+@click.option("--secret", help="AppSecret; generated and printed when omitted.")
+@click.option("--original-id", default="", help="Original id (gh_...).")
+@click.option("--token", "callback_token", default="", help="Callback token (server config).")
+@click.option("--aes-key", default=None, help="EncodingAESKey (43 characters).")
+@click.option("--unverified", is_flag=True, help="Unverified account: datacube answers 48001.")
+@with_settings
+def account_add(
+    appid: str,
+    secret: str | None,
+    original_id: str,
+    callback_token: str,
+    aes_key: str | None,
+    unverified: bool,
+    settings: Settings,
+) -> None:
+    """Register an account. The last line printed is the appid and secret."""
+    secret = secret or secrets.token_hex(16)
+    with opened(settings) as store, store.write() as conn:
+        try:
+            add_account(
+                conn, appid=appid, secret=secret, tz=settings.tz, original_id=original_id,
+                callback_token=callback_token, aes_key=aes_key, verified=not unverified,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"{appid} {secret}")
+
+
+@account.command("set")
+@click.option("--appid", required=True)
+@click.option("--secret", default=None)
+@click.option("--original-id", default=None)
+@click.option("--token", "callback_token", default=None)
+@click.option("--aes-key", default=None)
+@click.option("--verified/--unverified", default=None)
+@click.option("--account-tz", default=None, help="Time zone of this account's statistics.")
+@with_settings
+def account_set(appid: str, settings: Settings, **changes: Any) -> None:
+    """Change an account's settings."""
+    values = {k: v for k, v in changes.items() if v is not None}
+    if "account_tz" in values:
+        values["tz"] = values.pop("account_tz")
+    if not values:
+        raise click.UsageError("nothing to change")
+    with opened(settings) as store, store.write() as conn:
+        try:
+            set_account(conn, appid, **values)
+        except KeyError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"updated {appid}")
+
+
+@account.command("list")
+@with_settings
+def account_list(settings: Settings) -> None:
+    """List accounts."""
+    with opened(settings) as store, store.read() as conn:
+        for a in list_accounts(conn):
+            click.echo(
+                f"{a.appid}\t{a.original_id or '-'}\t{a.tz}\t"
+                f"{'verified' if a.verified else 'unverified'}\t"
+                f"followers:{'known' if a.follower_base else 'unknown'}\t"
+                f"since:{a.stats_since or '-'}"
+            )
+
+
+# --- data in ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _open_input(path: str) -> Iterator[IO[bytes]]:
+    if path == "-":
+        yield sys.stdin.buffer
+    else:
+        with open(path, "rb") as handle:
+            yield handle
+
+
+@cli.command("import")
+@click.option("--appid", required=True)
+@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "csv"]), default="auto")
+@click.option(
+    "--rejects",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Where bad lines go (default: FILE.rejects; rejects.jsonl for stdin).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.argument("files", nargs=-1, required=True)
+@with_settings
+def import_cmd(
+    appid: str,
+    fmt: str,
+    rejects: str | None,
+    quiet: bool,
+    files: tuple[str, ...],
+    settings: Settings,
+) -> None:
+    """Bulk-import pushes (JSON Lines or CSV with WeChat's field names; - is stdin)."""
+    with opened(settings) as store:
+        account = require_account(store, appid)
+        today = local_today(settings.clock(), account.tz)
+        report = ImportReport()
+        senders = SenderIds(account.id)
+        rejects_path = Path(
+            rejects or (files[0] + ".rejects" if files[0] != "-" else "rejects.jsonl")
+        )
+        with open(rejects_path, "wb") as rejects_file:
+            for path in files:
+                kind = detect_format(path) if fmt == "auto" else fmt
+                with _open_input(path) as stream, _progress(path, stream, quiet) as tick:
+                    import_stream(
+                        store, account, stream, today, source=path, fmt=kind,
+                        rejects=rejects_file, report=report, progress=tick, sender_ids=senders,
+                    )  # fmt: skip
+        if report.bad_count == 0:
+            rejects_path.unlink(missing_ok=True)
+    for bad in report.bad:
+        click.echo(f"{bad.source}:{bad.line}: {bad.reason}", err=True)
+    if report.bad_count > len(report.bad):
+        click.echo(f"… and {report.bad_count - len(report.bad)} more bad lines", err=True)
+    w = report.written
+    summary = (
+        f"{report.lines} lines: {w.messages_new} new messages, {w.messages_duplicate} duplicates, "
+        f"{w.events_new} new events, {w.events_duplicate} duplicate events, {report.bad_count} bad"
+    )
+    if report.bad_count:
+        summary += f" (written to {rejects_path})"
+    click.echo(summary)
+
+
+@contextlib.contextmanager
+def _progress(name: str, stream: IO[bytes], quiet: bool) -> Iterator[Callable[[int], None]]:
+    total: int | None = None
+    with contextlib.suppress(OSError, ValueError):
+        total = Path(name).stat().st_size if name != "-" else None
+    if quiet or not err.is_terminal:
+        yield lambda _n: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[lines]} lines"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(name, total=total, lines=0)
+        lines = 0
+
+        def tick(n: int) -> None:
+            nonlocal lines
+            lines += n
+            position = stream.tell() if total else None
+            bar.update(task, completed=position, lines=lines)
+
+        yield tick
+
+
+@cli.group()
+def followers() -> None:
+    """The follower base (count_interval 0)."""
+
+
+@followers.command("import")
+@click.option("--appid", required=True)
+@click.argument("file")
+@with_settings
+def followers_import(appid: str, file: str, settings: Settings) -> None:
+    """Set the follower base from a file of openids, one per line (- is stdin)."""
+    with _open_input(file) as stream:
+        openids = [ln.strip().decode("utf-8") for ln in stream if ln.strip()]
+    with opened(settings) as store:
+        account = require_account(store, appid)
+        today = local_today(settings.clock(), account.tz)
+        with store.write() as conn:
+            count = import_followers(conn, account, openids, today)
+    click.echo(f"{count} followers")
+
+
+@cli.command()
+@click.option("--appid", required=True)
+@click.option("--days", type=click.IntRange(1, 3660), default=30, show_default=True)
+@click.option("--users", type=click.IntRange(1), default=2000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--per-day", type=click.IntRange(1), default=None, help="Average messages per day.")
+@click.option("--end", "end_text", default=None, help="Last day (default: yesterday).")
+@click.option(
+    "--out", "out_path", default=None, help="Write JSON Lines here instead of the database."
+)
+@with_settings
+def generate(
+    appid: str, days: int, users: int, seed: int, per_day: int | None, end_text: str | None,
+    out_path: str | None, settings: Settings,
+) -> None:  # fmt: skip
+    """Generate realistic synthetic traffic, into the database or a JSONL file."""
+    from msgcube.ingest.synthetic import generate_into, write_jsonl
+
+    end = (
+        date.fromisoformat(end_text)
+        if end_text
+        else local_today(settings.clock(), settings.tz) - timedelta(days=1)
+    )
+    if out_path:
+        n = write_jsonl(out_path, appid=appid, days=days, users=users, seed=seed, end=end,
+                        tz=settings.tz, messages_per_day=per_day)  # fmt: skip
+        click.echo(f"{n} records written to {out_path}")
+        return
+    with opened(settings) as store:
+        account = require_account(store, appid)
+        today = local_today(settings.clock(), account.tz)
+        written = generate_into(store, account, days=days, users=users, seed=seed, end=end,
+                                today=today, messages_per_day=per_day)  # fmt: skip
+    click.echo(
+        f"{written.messages_new} messages and {written.events_new} events stored for {appid}"
+    )
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--appid", default=None, help="Only this account.")
+@with_settings
+def rollup(appid: str | None, settings: Settings) -> None:
+    """Bring every closed period up to date now."""
+    with opened(settings) as store:
+        with store.read() as conn:
+            targets = [require_account(store, appid)] if appid else list_accounts(conn)
+        for a in targets:
+            report = refresh(store, a, local_today(settings.clock(), a.tz))
+            click.echo(
+                f"{a.appid}: {report.computed[Period.DAY]} days, {report.computed[Period.WEEK]} "
+                f"weeks, {report.computed[Period.MONTH]} months in {report.seconds:.2f}s"
+            )
+
+
+@cli.command()
+@click.argument("endpoint", type=click.Choice([e.name for e in ENDPOINTS]))
+@click.argument("begin")
+@click.argument("end")
+@click.option("--appid", required=True)
+@with_settings
+def stats(endpoint: str, begin: str, end: str, appid: str, settings: Settings) -> None:
+    """Print, as JSON, exactly the list the API returns (errors on stderr, exit status 2)."""
+    with opened(settings) as store:
+        account = require_account(store, appid)
+        try:
+            rows = served_list(
+                store, account, BY_NAME[endpoint], begin, end, settings.clock(),
+                span_profile=settings.span_profile, ready_at=settings.ready_time,
+            )  # fmt: skip
+        except ApiError as exc:
+            click.echo(orjson.dumps({"errcode": exc.errcode, "errmsg": exc.errmsg}), err=True)
+            if exc.detail:
+                click.echo(exc.detail, err=True)
+            sys.exit(2)
+    click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+
+
+@cli.command("settings", epilog="Precedence: defaults < msgcube.toml < MSGCUBE_* < flags.")
+@click.option("--markdown", is_flag=True, help="Print the settings reference as a Markdown table.")
+def show_settings(markdown: bool, **flags: Any) -> None:
+    """Print the resolved settings (secrets masked); every option below works on every command."""
+    if markdown:
+        click.echo(settings_markdown())
+        return
+    try:
+        settings = Settings.load(flags)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(orjson.dumps(settings.public(), option=orjson.OPT_INDENT_2).decode())
+
+
+for _setting in reversed(SETTINGS):
+    show_settings = click.option(
+        _setting.flag, _setting.name, default=None, metavar=_setting.name.upper(),
+        help=f"{_setting.help} [env {_setting.env}]",
+    )(show_settings)  # fmt: skip
+
+
+def endpoints_markdown() -> str:
+    """The README's endpoint table, generated from the endpoint table."""
+    lines = [
+        "| endpoint | 中文 | rows per | row fields | max span classic / current |",
+        "|---|---|---|---|---|",
+    ]
+    for e in ENDPOINTS:
+        lines.append(
+            f"| `{e.path}` | {e.title_zh} | {e.period.value} | {', '.join(e.fields)} "
+            f"| {e.span_classic} / {e.span_current} |"
+        )
+    return "\n".join(lines)
+
+
+@cli.command(hidden=True)
+def docs() -> None:
+    """Print the generated reference tables of the README (endpoints, settings)."""
+    click.echo(endpoints_markdown() + "\n\n" + settings_markdown())
+
+
+def settings_markdown() -> str:
+    """The README's settings reference, generated from the settings table."""
+    lines = ["| setting | flag | environment | default | meaning |", "|---|---|---|---|---|"]
+    for s in SETTINGS:
+        default = f"`{s.default}`" if s.default not in ("", None) else "—"
+        lines.append(f"| `{s.name}` | `{s.flag}` | `{s.env}` | {default} | {s.help} |")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("--days", type=click.IntRange(7, 3660), default=120, show_default=True)
+@click.option("--users", type=click.IntRange(10), default=3000, show_default=True)
+@with_settings
+def demo(days: int, users: int, settings: Settings) -> None:
+    """A demo account with months of generated traffic, rolled up, and a few tables printed."""
+    from msgcube.demo import run_demo
+
+    run_demo(settings, days=days, users=users, console=out)
+
+
+def print_rows(title: str, rows: list[dict[str, Any]]) -> None:
+    table = Table(title=title)
+    if not rows:
+        out.print(f"{title}: no rows")
+        return
+    for column in rows[0]:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(*(
+            MSG_TYPE_NAMES_EN.get(v, str(v)) if k == "msg_type" else str(v) for k, v in row.items()
+        ))  # fmt: skip
+    out.print(table)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except MsgcubeError as exc:  # pragma: no cover - last-resort translation
+        err.print(f"[red]error:[/] {exc}")
+        sys.exit(1)

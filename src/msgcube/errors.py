@@ -1,0 +1,80 @@
+"""One exception tree for the whole package.
+
+::
+
+    MsgcubeError
+    ├── ApiError(errcode)      a WeChat errcode; the web edge turns it into {"errcode", "errmsg"}
+    ├── IngestError            a push or an import line that cannot be accepted (with a reason)
+    └── ConfigError            a setting that cannot be used
+
+Library code raises these; the edges (web handlers, the CLI) translate them once.
+The ``ERRMSG`` table holds WeChat's texts verbatim (see shared/reference/wechat-notes.md
+§2.2), so every code is spelled the same way wherever it surfaces.
+"""
+
+from __future__ import annotations
+
+ERRMSG: dict[int, str] = {
+    -1: "system error",
+    0: "ok",
+    40001: "invalid credential, access_token is invalid or not latest",
+    40002: "invalid grant_type",
+    40013: "invalid appid",
+    40125: "invalid appsecret",
+    40164: "invalid ip {ip}, not in whitelist",
+    41001: "access_token missing",
+    41002: "appid missing",
+    41004: "appsecret missing",
+    42001: "access_token expired",
+    43002: "require POST method",
+    44002: "empty post data",
+    45009: "reach max api daily quota limit",
+    47001: "data format error",
+    48001: "api unauthorized",
+    48006: "forbid to clear quota because of reaching the limit",
+    61003: "component is not authorized by this account",
+    61005: "component ticket is expired",
+    61006: "component ticket is invalid",
+    61007: "api is unauthorized to component",
+    61011: "invalid component",
+    61014: "must use component token for component api",
+    61024: "must use api(api_component_token) to get token for component acct",
+    61500: "date format error",
+    61501: "date range error",
+    61503: "data not ready",
+    76003: "cgi_path format error",
+    76021: "cgi_path not found, please check",
+    76022: "token type error",
+}
+
+
+class MsgcubeError(Exception):
+    """Base of every error msgcube raises on purpose."""
+
+
+class ApiError(MsgcubeError):
+    """A WeChat API error: ``errcode`` plus WeChat's own text.
+
+    ``fields`` fill the placeholders of texts such as 40164's ``invalid ip {ip}``.
+    ``detail`` is for logs and the CLI only; it never reaches an API response, because
+    WeChat's clients match on the text.
+    """
+
+    def __init__(self, errcode: int, detail: str | None = None, **fields: str) -> None:
+        self.errcode = errcode
+        template = ERRMSG.get(errcode, "system error")
+        self.errmsg = template.format(**fields) if fields else template
+        self.detail = detail
+        super().__init__(f"{errcode} {self.errmsg}" + (f" ({detail})" if detail else ""))
+
+
+class IngestError(MsgcubeError):
+    """A push or import record that cannot be stored; ``reason`` says why in plain words."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class ConfigError(MsgcubeError):
+    """A setting or command-line value that cannot be used."""

@@ -1,0 +1,57 @@
+"""Storing validated records and marking what they change.
+
+Every path that accepts data — the callback, the bulk import, the generator — ends
+here, so deduplication and dirty-marking behave the same for all of them. A batch is
+one transaction: its rows and the dirty marks they cause commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date
+
+from sqlalchemy import Connection
+
+from msgcube.domain.messages import Event, Message, Record
+from msgcube.rollup.plan import keys_for_days, keys_from
+from msgcube.storage.accounts import Account, extend_stats_since
+from msgcube.storage.records import (
+    SenderIds,
+    WriteResult,
+    replace_followers,
+    write_events,
+    write_messages,
+)
+from msgcube.storage.rollup_state import mark_dirty
+
+
+def store_batch(
+    conn: Connection,
+    account: Account,
+    records: Sequence[Record],
+    today: date,
+    sender_ids: SenderIds | None = None,
+) -> WriteResult:
+    """Store one batch inside the caller's write transaction; returns what was new."""
+    sender_ids = sender_ids or SenderIds(account.id)
+    msgs = [r for r in records if isinstance(r, Message)]
+    evts = [r for r in records if isinstance(r, Event)]
+    result = write_messages(conn, account.id, account.tz, msgs, sender_ids)
+    result.add(write_events(conn, account.id, account.tz, evts))
+    keys = keys_for_days(result.counted_days)
+    if account.follower_base and result.follow_days:
+        keys |= keys_from(min(result.follow_days), today)
+    mark_dirty(conn, account.id, keys)
+    if result.all_days:
+        extend_stats_since(conn, account.id, min(result.all_days))
+    return result
+
+
+def import_followers(
+    conn: Connection, account: Account, openids: Iterable[str], today: date
+) -> int:
+    """Replace the follower base; every period's count_interval 0 may change, so all are dirty."""
+    count = replace_followers(conn, account.id, openids)
+    if account.stats_since is not None:
+        mark_dirty(conn, account.id, keys_from(account.stats_since, today))
+    return count

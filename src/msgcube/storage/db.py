@@ -1,0 +1,141 @@
+"""Opening a database: engines tuned per backend, transactions, migrations.
+
+SQLite is the embedded default (one file, WAL, ``synchronous=FULL`` because a push is
+acknowledged only once it is durable). Write transactions on SQLite start with
+``BEGIN IMMEDIATE`` so that two writers queue on the lock instead of deadlocking when a
+reader upgrades; read transactions use a plain ``BEGIN`` and see one WAL snapshot.
+PostgreSQL uses psycopg 3 with its default READ COMMITTED isolation.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+
+from msgcube.storage.schema import metadata
+
+
+class Store:
+    """A database: an engine plus the transaction styles msgcube uses.
+
+    ``read()`` is a consistent snapshot; ``write()`` is a serialised write transaction.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect: str = engine.dialect.name
+        self._write_lock = threading.Lock() if self.is_sqlite else None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction, committed on success, rolled back on error.
+
+        On SQLite one process-wide lock keeps this process's writers from competing for
+        the file lock (other processes still queue on ``busy_timeout``).
+        """
+        if self._write_lock is None:
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+            return
+        with self._write_lock, self.engine.connect() as raw:
+            conn = raw.execution_options(sqlite_immediate=True)
+            with conn.begin():
+                yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=8,
+        max_overflow=8,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below emit BEGIN, not the sqlite3 module.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=FULL",
+            "busy_timeout=30000",
+            "cache_size=-65536",
+            "temp_store=MEMORY",
+            "mmap_size=268435456",
+            "foreign_keys=OFF",
+        ):
+            cur.execute(f"PRAGMA {pragma}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("sqlite_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def create_store_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url)
+    return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+
+
+def _alembic_config(conn: Connection) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("msgcube.storage") / "migrations"))
+    cfg.attributes["connection"] = conn
+    return cfg
+
+
+def migrate(store: Store) -> None:
+    """Bring the schema to the newest revision (idempotent; safe on an existing database)."""
+    with store.engine.begin() as conn:
+        if store.dialect == "postgresql":
+            # Two processes starting at once must not both create the tables.
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7400263)")
+        command.upgrade(_alembic_config(conn), "head")
+
+
+def open_store(url: str, *, migrate_schema: bool = True) -> Store:
+    """Open (and by default migrate) the database at ``url``."""
+    store = Store(create_store_engine(url))
+    if migrate_schema:
+        migrate(store)
+    return store
+
+
+def table_names(store: Store) -> set[str]:
+    return set(inspect(store.engine).get_table_names())
+
+
+__all__ = ["Store", "metadata", "migrate", "open_store", "table_names"]

@@ -1,0 +1,77 @@
+"""Which periods are dirty: a sequence number per (account, period, start).
+
+Ingest bumps ``dirty_seq`` in the same transaction that stores the data; the rollup
+reads ``dirty_seq`` before it computes and records it as ``done_seq`` afterwards. A period
+is pending while ``dirty_seq > done_seq``, so data that lands *during* a rollup leaves its
+period pending instead of being lost — no lock between ingest and rollup is needed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from datetime import date
+
+from sqlalchemy import Connection, select
+
+from msgcube.domain.endpoints import Period
+from msgcube.storage.dialect import upsert
+from msgcube.storage.schema import rollup_state
+
+Key = tuple[Period, date]
+
+
+def mark_dirty(conn: Connection, account_id: int, keys: Iterable[Key]) -> int:
+    rows = [
+        {"account_id": account_id, "period": p.value, "start": s, "dirty_seq": 1, "done_seq": 0}
+        for p, s in sorted(set(keys))
+    ]
+    if rows:
+        stmt = upsert(
+            conn,
+            rollup_state,
+            ["account_id", "period", "start"],
+            {"dirty_seq": rollup_state.c.dirty_seq + 1},
+        )
+        conn.execute(stmt, rows)
+    return len(rows)
+
+
+def read_states(
+    conn: Connection, account_id: int, periods: Iterable[Period] | None = None
+) -> dict[Key, tuple[int, int]]:
+    """(period, start) → (dirty_seq, done_seq) for one account."""
+    stmt = select(
+        rollup_state.c.period,
+        rollup_state.c.start,
+        rollup_state.c.dirty_seq,
+        rollup_state.c.done_seq,
+    ).where(rollup_state.c.account_id == account_id)
+    if periods is not None:
+        stmt = stmt.where(rollup_state.c.period.in_([p.value for p in periods]))
+    return {(Period(r.period), r.start): (r.dirty_seq, r.done_seq) for r in conn.execute(stmt)}
+
+
+def mark_done(conn: Connection, account_id: int, done: dict[Key, int]) -> None:
+    """Record that each period was computed from data up to its dirty sequence ``seq``."""
+    if not done:
+        return
+    now = int(time.time())
+    rows = [
+        {
+            "account_id": account_id,
+            "period": p.value,
+            "start": s,
+            "dirty_seq": seq,
+            "done_seq": seq,
+            "computed_at": now,
+        }
+        for (p, s), seq in done.items()
+    ]
+    stmt = upsert(
+        conn,
+        rollup_state,
+        ["account_id", "period", "start"],
+        {"done_seq": lambda ex: ex.done_seq, "computed_at": lambda ex: ex.computed_at},
+    )
+    conn.execute(stmt, rows)

@@ -1,0 +1,178 @@
+"""The schema, one definition for SQLite and PostgreSQL (SQLAlchemy Core).
+
+Layers (DESIGN.md "The statistics, layered"):
+
+1. ``messages`` — one row per message, deduplicated on (account, MsgId), with the local
+   ``day`` and ``hour`` computed once at ingest so rollups are plain GROUP BYs;
+2. ``user_day`` — per closed day and sender, messages per msg_type: far smaller than
+   ``messages``, and the only input of weekly and monthly statistics;
+3. ``stat_summary`` / ``stat_dist`` — the finished rows the API reads by index;
+4. ``rollup_state`` — per period, a dirty sequence and the sequence last computed.
+
+Senders are interned (``senders``) so that the big tables carry a small integer instead
+of a 28-character openid, which halves their size and makes distinct counts cheaper.
+
+This module is the truth for the *current* schema; ``storage/migrations`` holds the
+history, and a test checks that migrating an empty database yields exactly this.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only aliases a primary key to its rowid when it is declared INTEGER.
+RowId = BigInteger().with_variant(Integer(), "sqlite")
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("appid", String(64), nullable=False, unique=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("original_id", String(64), nullable=False, server_default=""),
+    Column("callback_token", String(64), nullable=False, server_default=""),
+    Column("aes_key", String(43), nullable=True),
+    Column("prev_aes_key", String(43), nullable=True),
+    Column("tz", String(64), nullable=False),
+    Column("verified", Boolean, nullable=False, server_default="1"),
+    Column("follower_base", Boolean, nullable=False, server_default="0"),
+    Column("ip_whitelist", Text, nullable=False, server_default=""),
+    Column("stats_since", Date, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+senders = Table(
+    "senders",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("account_id", Integer, nullable=False),
+    Column("openid", String(128), nullable=False),
+    UniqueConstraint("account_id", "openid"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("account_id", Integer, nullable=False),
+    Column("msg_id", BigInteger, nullable=False),
+    Column("user_id", BigInteger, nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+    Column("msg_type_name", String(32), nullable=False),
+    Column("msg_type", SmallInteger, nullable=True),  # NULL: stored, not counted
+    Column("day", Date, nullable=False),
+    Column("hour", SmallInteger, nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+    UniqueConstraint("account_id", "msg_id"),
+    # Covering index of every rollup that reads messages, in GROUP BY order.
+    Index(None, "account_id", "day", "user_id", "msg_type", "hour"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("account_id", Integer, nullable=False),
+    Column("openid", String(128), nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+    Column("event", String(64), nullable=False),
+    Column("day", Date, nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+    UniqueConstraint("account_id", "openid", "create_time", "event"),
+)
+
+followers = Table(
+    "followers",
+    metadata,
+    Column("account_id", Integer, nullable=False),
+    Column("openid", String(128), nullable=False),
+    PrimaryKeyConstraint("account_id", "openid"),
+)
+
+user_day = Table(
+    "user_day",
+    metadata,
+    Column("account_id", Integer, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("user_id", BigInteger, nullable=False),
+    Column("week", Date, nullable=False),
+    Column("month", Date, nullable=False),
+    Column("c1", Integer, nullable=False),
+    Column("c2", Integer, nullable=False),
+    Column("c3", Integer, nullable=False),
+    Column("c4", Integer, nullable=False),
+    Column("c6", Integer, nullable=False),
+    Column("total", Integer, nullable=False),
+    PrimaryKeyConstraint("account_id", "day", "user_id"),
+)
+
+stat_summary = Table(
+    "stat_summary",
+    metadata,
+    Column("account_id", Integer, nullable=False),
+    Column("period", String(8), nullable=False),  # day | hour | week | month
+    Column("ref_date", Date, nullable=False),
+    Column("ref_hour", SmallInteger, nullable=False),  # hour*100 for hour rows, else 0
+    Column("msg_type", SmallInteger, nullable=False),
+    Column("msg_user", Integer, nullable=False),
+    Column("msg_count", Integer, nullable=False),
+    PrimaryKeyConstraint("account_id", "period", "ref_date", "ref_hour", "msg_type"),
+)
+
+stat_dist = Table(
+    "stat_dist",
+    metadata,
+    Column("account_id", Integer, nullable=False),
+    Column("period", String(8), nullable=False),  # day | week | month
+    Column("ref_date", Date, nullable=False),
+    Column("count_interval", SmallInteger, nullable=False),
+    Column("msg_user", Integer, nullable=False),
+    PrimaryKeyConstraint("account_id", "period", "ref_date", "count_interval"),
+)
+
+rollup_state = Table(
+    "rollup_state",
+    metadata,
+    Column("account_id", Integer, nullable=False),
+    Column("period", String(8), nullable=False),  # day (incl. its hours) | week | month
+    Column("start", Date, nullable=False),
+    Column("dirty_seq", Integer, nullable=False),
+    Column("done_seq", Integer, nullable=False, server_default="0"),
+    Column("computed_at", BigInteger, nullable=True),
+    PrimaryKeyConstraint("account_id", "period", "start"),
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("appid", String(64), nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("query", Text, nullable=False, server_default=""),
+    Column("body", LargeBinary, nullable=False),
+    Column("replayed_at", BigInteger, nullable=True),
+)

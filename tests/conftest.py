@@ -1,0 +1,71 @@
+"""Shared fixtures: real databases.
+
+``store`` runs a test on SQLite (a file) and on PostgreSQL (a real server named by
+``MSGCUBE_TEST_PG``, default ``postgresql://msgcube:msgcube@localhost/msgcube_test``).
+Locally an unreachable PostgreSQL skips those runs; in CI (``CI`` set) it fails them,
+so a broken database setup can never pass as green.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from msgcube.storage.db import Store, open_store
+from msgcube.storage.schema import metadata
+
+PG_URL = os.environ.get(
+    "MSGCUBE_TEST_PG", "postgresql+psycopg://msgcube:msgcube@localhost/msgcube_test"
+)
+_appids = itertools.count(1)
+
+
+def fresh_appid(prefix: str = "wxtest") -> str:
+    """A new appid per call: tests sharing a database stay isolated by account."""
+    return f"{prefix}{os.getpid()}x{next(_appids)}"
+
+
+def _pg_store() -> Store:
+    try:
+        store = open_store(PG_URL)
+        with store.read() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {PG_URL} is unreachable in CI: {exc}")
+        pytest.skip(f"PostgreSQL unreachable ({exc.__class__.__name__}); set MSGCUBE_TEST_PG")
+    return store
+
+
+def _truncate(store: Store) -> None:
+    with store.write() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+
+
+@pytest.fixture(scope="session")
+def pg_store() -> Iterator[Store]:
+    store = _pg_store()
+    _truncate(store)
+    yield store
+    store.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    path: Path = tmp_path_factory.mktemp("db") / "msgcube.db"
+    store = open_store(f"sqlite:///{path}")
+    yield store
+    store.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest) -> Store:
+    """One database per backend for the whole session; isolate tests with ``fresh_appid``."""
+    name = "sqlite_store" if request.param == "sqlite" else "pg_store"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
