@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import timedelta
+from datetime import date, timedelta
 
 from rich.console import Console
 from rich.table import Table
 
-from msgcube.domain.endpoints import BY_NAME, Endpoint
+from msgcube.domain.endpoints import BY_NAME, ENDPOINTS, Endpoint, Period
 from msgcube.domain.messages import MSG_TYPE_NAMES_EN
 from msgcube.domain.periods import local_today, month_start, week_start
 from msgcube.ingest.synthetic import generate_into
@@ -101,17 +101,62 @@ def show_tables(store: Store, settings: Settings, account: Account, console: Con
         console.print(_table(title, ep, rows))
 
 
-def run_demo(settings: Settings, *, days: int, users: int, console: Console) -> None:
+def example_ranges(settings: Settings, today: date) -> dict[str, tuple[date, date]]:
+    """A useful, valid request range per endpoint under the configured span profile."""
+    yesterday = today - timedelta(days=1)
+    last_monday = week_start(today) - timedelta(days=7)
+    last_month = month_start(month_start(today) - timedelta(days=1))
+    out: dict[str, tuple[date, date]] = {}
+    for ep in ENDPOINTS:
+        span = ep.max_span(settings.span_profile)
+        if ep.period is Period.WEEK:
+            out[ep.name] = (
+                (last_monday - timedelta(days=21), last_monday)
+                if span > 21
+                else (last_monday, last_monday)
+            )
+        elif ep.period is Period.MONTH:
+            out[ep.name] = (last_month, last_month)
+        else:
+            out[ep.name] = (yesterday - timedelta(days=span - 1), yesterday)
+    return out
+
+
+def curl_examples(settings: Settings, today: date) -> str:
+    base = f"http://{settings.host}:{settings.port}"
+    lines = [
+        "# a token (valid 2 hours):",
+        f"TOKEN=$(curl -s '{base}/cgi-bin/token?grant_type=client_credential"
+        f"&appid={DEMO_APPID}&secret={demo_secret()}' | python3 -c "
+        "'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')",
+    ]
+    for name, (begin, end) in example_ranges(settings, today).items():
+        lines.append(
+            f"curl -s -X POST '{base}/datacube/{name}?access_token='$TOKEN "
+            f'-d \'{{"begin_date": "{begin}", "end_date": "{end}"}}\''
+        )
+    return "\n".join(lines)
+
+
+def run_demo(settings: Settings, *, days: int, users: int, console: Console, serve: bool) -> None:
+    """Build (or reuse) the demo, print it, then serve it until interrupted."""
     store = open_store(settings.db_url)
     try:
         account = ensure_demo(store, settings, days=days, users=users, console=console)
         show_tables(store, settings, account, console)
-        console.print(f"\nDatabase: {store.url}")
-        console.print(f"Demo account: appid [bold]{DEMO_APPID}[/]  secret [bold]{demo_secret()}[/]")
-        console.print(
-            f"Try: msgcube stats getupstreammsghour --appid {DEMO_APPID} "
-            f"{(local_today(settings.clock(), account.tz) - timedelta(days=1)).isoformat()} "
-            f"{(local_today(settings.clock(), account.tz) - timedelta(days=1)).isoformat()}"
-        )
     finally:
         store.dispose()
+    today = local_today(settings.clock(), account.tz)
+    console.print(f"\nDatabase: {store.url}")
+    console.print(f"Demo account: appid [bold]{DEMO_APPID}[/]  secret [bold]{demo_secret()}[/]")
+    console.print(
+        f"Callback URL: http://{settings.host}:{settings.port}/wechat/callback/{DEMO_APPID}"
+        f"  (Token {DEMO_TOKEN}, EncodingAESKey {DEMO_AES_KEY})"
+    )
+    console.print(f"OpenAPI: http://{settings.host}:{settings.port}/openapi.json\n")
+    print(curl_examples(settings, today), flush=True)
+    if serve:
+        from msgcube.web.server import serve as run_server
+
+        console.print(f"\nServing on http://{settings.host}:{settings.port} (Ctrl-C stops)")
+        run_server(settings)

@@ -26,6 +26,7 @@ ERRMSG: dict[int, str] = {
     41002: "appid missing",
     41004: "appsecret missing",
     42001: "access_token expired",
+    43001: "require GET method",
     43002: "require POST method",
     44002: "empty post data",
     45009: "reach max api daily quota limit",

@@ -417,14 +417,27 @@ def settings_markdown() -> str:
 
 
 @cli.command()
+@with_settings
+def serve(settings: Settings) -> None:
+    """Serve the API, callback and dashboard; keep rollups current in the background."""
+    from msgcube.web.server import serve as run_server
+
+    with opened(settings):
+        pass  # create and migrate the database before workers start
+    click.echo(f"msgcube serving on http://{settings.host}:{settings.port}", err=True)
+    run_server(settings)
+
+
+@cli.command()
 @click.option("--days", type=click.IntRange(7, 3660), default=120, show_default=True)
 @click.option("--users", type=click.IntRange(10), default=3000, show_default=True)
+@click.option("--no-serve", is_flag=True, help="Build and print the demo, do not serve it.")
 @with_settings
-def demo(days: int, users: int, settings: Settings) -> None:
-    """A demo account with months of generated traffic, rolled up, and a few tables printed."""
+def demo(days: int, users: int, no_serve: bool, settings: Settings) -> None:
+    """A demo account with months of traffic, rolled up, printed with curl examples, served."""
     from msgcube.demo import run_demo
 
-    run_demo(settings, days=days, users=users, console=out)
+    run_demo(settings, days=days, users=users, console=out, serve=not no_serve)
 
 
 def print_rows(title: str, rows: list[dict[str, Any]]) -> None:

@@ -41,7 +41,7 @@ def store_batch(
     keys = keys_for_days(result.counted_days)
     if account.follower_base and result.follow_days:
         keys |= keys_from(min(result.follow_days), today)
-    mark_dirty(conn, account.id, keys)
+    mark_dirty(conn, account.id, keys, today)
     if result.all_days:
         extend_stats_since(conn, account.id, min(result.all_days))
     return result
@@ -52,6 +52,9 @@ def import_followers(
 ) -> int:
     """Replace the follower base; every period's count_interval 0 may change, so all are dirty."""
     count = replace_followers(conn, account.id, openids)
-    if account.stats_since is not None:
-        mark_dirty(conn, account.id, keys_from(account.stats_since, today))
+    if account.stats_since is None:
+        # No data yet: count_interval 0 starts with the day the follower base became known.
+        extend_stats_since(conn, account.id, today)
+    else:
+        mark_dirty(conn, account.id, keys_from(account.stats_since, today), today)
     return count

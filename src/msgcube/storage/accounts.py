@@ -32,6 +32,7 @@ class Account:
     verified: bool
     follower_base: bool
     stats_since: date | None
+    stats_gen: int = 0
     callback_token: str = field(default="", repr=False)
     aes_key: str | None = field(default=None, repr=False)
     prev_aes_key: str | None = field(default=None, repr=False)
@@ -51,6 +52,7 @@ def _from_row(row: Any) -> Account:
         verified=bool(row.verified),
         follower_base=bool(row.follower_base),
         stats_since=row.stats_since,
+        stats_gen=row.stats_gen,
         callback_token=row.callback_token,
         aes_key=row.aes_key,
         prev_aes_key=row.prev_aes_key,

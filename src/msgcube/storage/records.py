@@ -131,7 +131,7 @@ def write_messages(
         stmt = insert_ignore(conn, messages, ["account_id", "msg_id"]).returning(messages.c.msg_id)
         # RETURNING names exactly the rows this call stored: a concurrent writer may have
         # stored some of them between the existence check above and this insert.
-        inserted = conn.execute(stmt, rows).scalars().all()
+        inserted = list(conn.execute(stmt, rows).scalars())
     for msg_id in inserted:
         day, counted = days[msg_id]
         result.all_days.add(day)

@@ -12,19 +12,33 @@ import time
 from collections.abc import Iterable
 from datetime import date
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
 
 from msgcube.domain.endpoints import Period
+from msgcube.domain.periods import has_ended
 from msgcube.storage.dialect import upsert
-from msgcube.storage.schema import rollup_state
+from msgcube.storage.schema import accounts, rollup_state
 
 Key = tuple[Period, date]
 
 
-def mark_dirty(conn: Connection, account_id: int, keys: Iterable[Key]) -> int:
+def mark_dirty(conn: Connection, account_id: int, keys: Iterable[Key], today: date) -> int:
+    """Bump the dirty sequence of each key; returns how many keys were marked.
+
+    When a period that has already ended becomes dirty, the account's ``stats_gen`` moves
+    too, voiding every cached answer computed before (today's periods are never served,
+    so live traffic leaves caches alone).
+    """
+    keys = set(keys)
+    if any(has_ended(p, s, today) for p, s in keys):
+        conn.execute(
+            update(accounts)
+            .where(accounts.c.id == account_id)
+            .values(stats_gen=accounts.c.stats_gen + 1)
+        )
     rows = [
         {"account_id": account_id, "period": p.value, "start": s, "dirty_seq": 1, "done_seq": 0}
-        for p, s in sorted(set(keys))
+        for p, s in sorted(keys)
     ]
     if rows:
         stmt = upsert(
@@ -75,3 +89,9 @@ def mark_done(conn: Connection, account_id: int, done: dict[Key, int]) -> None:
         {"done_seq": lambda ex: ex.done_seq, "computed_at": lambda ex: ex.computed_at},
     )
     conn.execute(stmt, rows)
+
+
+def stats_generation(conn: Connection, account_id: int) -> int:
+    return int(
+        conn.execute(select(accounts.c.stats_gen).where(accounts.c.id == account_id)).scalar_one()
+    )

@@ -61,6 +61,9 @@ accounts = Table(
     Column("follower_base", Boolean, nullable=False, server_default="0"),
     Column("ip_whitelist", Text, nullable=False, server_default=""),
     Column("stats_since", Date, nullable=True),
+    # Bumped whenever a *closed* period becomes dirty: cached API answers carry the
+    # generation they were computed at and are void once it moves.
+    Column("stats_gen", Integer, nullable=False, server_default="0"),
     Column("created_at", BigInteger, nullable=False),
 )
 
@@ -175,4 +178,37 @@ quarantine = Table(
     Column("query", Text, nullable=False, server_default=""),
     Column("body", LargeBinary, nullable=False),
     Column("replayed_at", BigInteger, nullable=True),
+)
+
+access_tokens = Table(
+    "access_tokens",
+    metadata,
+    # Only the SHA-256 of a token is stored; the token itself is shown once, to its caller.
+    Column("token_hash", String(64), primary_key=True),
+    Column("account_id", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),  # token | stable | authorizer
+    Column("platform_id", Integer, nullable=True),  # set for authorizer tokens
+    Column("issued_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("valid_until", BigInteger, nullable=True),  # set when superseded or revoked
+    Column("forced", Boolean, nullable=False, server_default="0"),
+    Column("nonce", String(32), nullable=True),  # stable tokens: re-derivable, see auth/tokens.py
+    Index(None, "account_id", "kind", "issued_at"),
+)
+
+quota_usage = Table(
+    "quota_usage",
+    metadata,
+    Column("account_id", Integer, nullable=False),
+    Column("api", String(64), nullable=False),
+    Column("day", Date, nullable=False),
+    Column("used", Integer, nullable=False),
+    PrimaryKeyConstraint("account_id", "api", "day"),
+)
+
+server_secrets = Table(
+    "server_secrets",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", String(128), nullable=False),
 )

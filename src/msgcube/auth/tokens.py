@@ -1,0 +1,134 @@
+"""Issuing and checking access tokens the way WeChat does.
+
+* ``/cgi-bin/token``: every call issues a new token and supersedes the previous ones,
+  which keep working for 5 minutes (WeChat's documented overlap), then answer 40001.
+* ``/cgi-bin/stable_token``: the same token while it has more than 5 minutes left; in
+  its last 5 minutes a new one is issued and both work until the old one expires, so
+  ``expires_in`` is never below 300. ``force_refresh`` ends the current one at once, at
+  most 20 times a day and 30 s apart (otherwise the normal answer is given).
+  Returning "the same token" again without storing it is done by deriving stable tokens
+  from a per-deployment key (HMAC): the database holds only a nonce and the token hash.
+
+The two kinds are independent: neither call ever invalidates the other's tokens.
+Every function takes ``now`` (Unix seconds) so tests pin the clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import Connection
+
+from msgcube.domain.periods import zone
+from msgcube.errors import ApiError
+from msgcube.storage.accounts import Account
+from msgcube.storage.tokens import (
+    TokenRow,
+    add_usage,
+    count_forced_since,
+    find_token,
+    insert_token,
+    last_forced_at,
+    latest_token,
+    server_secret,
+    supersede,
+)
+
+TOKEN_TTL = 7200
+OVERLAP = 300
+FORCE_PER_DAY = 20
+FORCE_INTERVAL = 30
+MAX_TOKEN_LENGTH = 512
+TOKEN_API = "/cgi-bin/token"
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    access_token: str
+    expires_in: int
+
+    def body(self) -> dict[str, object]:
+        return {"access_token": self.access_token, "expires_in": self.expires_in}
+
+
+def new_token() -> str:
+    """An opaque token: 128 URL-safe characters, 768 bits of randomness."""
+    return secrets.token_urlsafe(96)
+
+
+def issue_access_token(
+    conn: Connection, account: Account, now: int, today: date, daily_limit: int
+) -> Grant:
+    """``/cgi-bin/token``: a new token; previous ones live 5 more minutes."""
+    used = add_usage(conn, account.id, TOKEN_API, today)
+    if used > daily_limit:
+        raise ApiError(45009, f"{TOKEN_API}: {daily_limit} calls a day")
+    supersede(conn, account.id, "token", now + OVERLAP)
+    token = new_token()
+    insert_token(conn, token, account_id=account.id, kind="token", issued_at=now,
+                 expires_at=now + TOKEN_TTL)  # fmt: skip
+    return Grant(token, TOKEN_TTL)
+
+
+def _stable_token(key: str, account: Account, nonce: str) -> str:
+    digest = hmac.new(key.encode(), f"{account.appid}|{nonce}".encode(), hashlib.sha512).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def _live(row: TokenRow | None, now: int) -> bool:
+    return (
+        row is not None
+        and row.expires_at > now
+        and (row.valid_until is None or row.valid_until > now)
+    )
+
+
+def stable_access_token(
+    conn: Connection, account: Account, now: int, *, force_refresh: bool, key: str | None = None
+) -> Grant:
+    """``/cgi-bin/stable_token`` (see the module docstring for the rules)."""
+    secret = key or server_secret(conn, "stable_token_key")
+    current = latest_token(conn, account.id, "stable")
+    if force_refresh and _may_force(conn, account, now):
+        supersede(conn, account.id, "stable", now)
+        return _issue_stable(conn, account, now, secret, forced=True)
+    if current is not None and _live(current, now) and now < current.expires_at - OVERLAP:
+        assert current.nonce is not None
+        return Grant(_stable_token(secret, account, current.nonce), current.expires_at - now)
+    return _issue_stable(conn, account, now, secret, forced=False)
+
+
+def _may_force(conn: Connection, account: Account, now: int) -> bool:
+    local = datetime.fromtimestamp(now, zone(account.tz))
+    midnight = int(local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp())
+    if count_forced_since(conn, account.id, midnight) >= FORCE_PER_DAY:
+        return False
+    last = last_forced_at(conn, account.id)
+    return last is None or now - last >= FORCE_INTERVAL
+
+
+def _issue_stable(conn: Connection, account: Account, now: int, key: str, *, forced: bool) -> Grant:
+    nonce = secrets.token_hex(16)
+    token = _stable_token(key, account, nonce)
+    insert_token(conn, token, account_id=account.id, kind="stable", issued_at=now,
+                 expires_at=now + TOKEN_TTL, forced=forced, nonce=nonce)  # fmt: skip
+    return Grant(token, TOKEN_TTL)
+
+
+def check_token(conn: Connection, token: str, now: int) -> TokenRow:
+    """The token's row if it may be used now: 40001 unknown/superseded, 42001 expired."""
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        raise ApiError(40001, "malformed access_token")
+    row = find_token(conn, token)
+    if row is None:
+        raise ApiError(40001, "unknown access_token")
+    if row.valid_until is not None and now >= row.valid_until:
+        raise ApiError(40001, "access_token superseded or revoked")
+    if now >= row.expires_at:
+        raise ApiError(42001)
+    return row

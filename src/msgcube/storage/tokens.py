@@ -1,0 +1,175 @@
+"""Access tokens and daily call counters.
+
+Tokens are stored as SHA-256 hashes; a lookup hashes the presented token and finds it
+by primary key, so no comparison ever touches a stored secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import Connection, func, select, update
+
+from msgcube.storage.dialect import upsert
+from msgcube.storage.schema import access_tokens, quota_usage, server_secrets
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    token_hash: str
+    account_id: int
+    kind: str
+    platform_id: int | None
+    issued_at: int
+    expires_at: int
+    valid_until: int | None
+    forced: bool
+    nonce: str | None
+
+
+def _row(r: object) -> TokenRow:
+    m = r._mapping  # type: ignore[attr-defined]
+    return TokenRow(
+        token_hash=m["token_hash"], account_id=m["account_id"], kind=m["kind"],
+        platform_id=m["platform_id"], issued_at=m["issued_at"], expires_at=m["expires_at"],
+        valid_until=m["valid_until"], forced=bool(m["forced"]), nonce=m["nonce"],
+    )  # fmt: skip
+
+
+def find_token(conn: Connection, token: str) -> TokenRow | None:
+    r = conn.execute(
+        select(access_tokens).where(access_tokens.c.token_hash == hash_token(token))
+    ).first()
+    return _row(r) if r else None
+
+
+def latest_token(
+    conn: Connection, account_id: int, kind: str, platform_id: int | None = None
+) -> TokenRow | None:
+    stmt = (
+        select(access_tokens)
+        .where(access_tokens.c.account_id == account_id, access_tokens.c.kind == kind)
+        .order_by(access_tokens.c.issued_at.desc(), access_tokens.c.expires_at.desc())
+        .limit(1)
+    )
+    if platform_id is not None:
+        stmt = stmt.where(access_tokens.c.platform_id == platform_id)
+    r = conn.execute(stmt).first()
+    return _row(r) if r else None
+
+
+def insert_token(
+    conn: Connection,
+    token: str,
+    *,
+    account_id: int,
+    kind: str,
+    issued_at: int,
+    expires_at: int,
+    platform_id: int | None = None,
+    forced: bool = False,
+    nonce: str | None = None,
+) -> None:
+    conn.execute(
+        access_tokens.insert().values(
+            token_hash=hash_token(token),
+            account_id=account_id,
+            kind=kind,
+            platform_id=platform_id,
+            issued_at=issued_at,
+            expires_at=expires_at,
+            forced=forced,
+            nonce=nonce,
+        )  # fmt: skip
+    )
+
+
+def supersede(
+    conn: Connection,
+    account_id: int,
+    kind: str,
+    valid_until: int,
+    platform_id: int | None = None,
+    *,
+    except_hash: str | None = None,
+) -> int:
+    """End every live token of this kind at ``valid_until`` (never extending one)."""
+    t = access_tokens
+    stmt = (
+        update(t)
+        .where(t.c.account_id == account_id, t.c.kind == kind, t.c.expires_at > valid_until)
+        .where((t.c.valid_until.is_(None)) | (t.c.valid_until > valid_until))
+        .values(valid_until=valid_until)
+    )
+    if platform_id is not None:
+        stmt = stmt.where(t.c.platform_id == platform_id)
+    if except_hash is not None:
+        stmt = stmt.where(t.c.token_hash != except_hash)
+    return conn.execute(stmt).rowcount
+
+
+def count_forced_since(conn: Connection, account_id: int, since: int) -> int:
+    t = access_tokens
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(t)
+            .where(t.c.account_id == account_id, t.c.kind == "stable", t.c.forced)
+            .where(t.c.issued_at >= since)
+        ).scalar_one()
+    )
+
+
+def last_forced_at(conn: Connection, account_id: int) -> int | None:
+    t = access_tokens
+    value = conn.execute(
+        select(func.max(t.c.issued_at)).where(
+            t.c.account_id == account_id, t.c.kind == "stable", t.c.forced
+        )
+    ).scalar_one()
+    return int(value) if value is not None else None
+
+
+def add_usage(conn: Connection, account_id: int, api: str, day: date, calls: int = 1) -> int:
+    """Add ``calls`` to today's counter and return the new total."""
+    conn.execute(
+        upsert(
+            conn,
+            quota_usage,
+            ["account_id", "api", "day"],
+            {"used": lambda ex: quota_usage.c.used + ex.used},
+        ),  # fmt: skip
+        {"account_id": account_id, "api": api, "day": day, "used": calls},
+    )
+    return usage(conn, account_id, api, day)
+
+
+def usage(conn: Connection, account_id: int, api: str, day: date) -> int:
+    q = quota_usage
+    value = conn.execute(
+        select(q.c.used).where(q.c.account_id == account_id, q.c.api == api, q.c.day == day)
+    ).scalar_one_or_none()
+    return int(value or 0)
+
+
+def server_secret(conn: Connection, name: str) -> str:
+    """A per-deployment random secret, created on first use and shared by every node."""
+    value = conn.execute(
+        select(server_secrets.c.value).where(server_secrets.c.name == name)
+    ).scalar_one_or_none()
+    if value is None:
+        conn.execute(
+            upsert(conn, server_secrets, ["name"], {"name": lambda ex: server_secrets.c.name}),
+            {"name": name, "value": secrets.token_hex(32)},
+        )
+        value = conn.execute(
+            select(server_secrets.c.value).where(server_secrets.c.name == name)
+        ).scalar_one()
+    return str(value)

@@ -1,0 +1,100 @@
+"""``create_app(settings, store)``: the ASGI application.
+
+Routes come from the modules that own them (``datacube.routes`` from the endpoint
+table, ``cgibin.routes`` for credentials). A pure-ASGI middleware gives every request
+its rid and writes one log line per request — method, path, status, errcode, time and
+the rid that also ends any errmsg (tokens and secrets are never logged: the query
+string is not written).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from msgcube.settings import Settings
+from msgcube.storage.db import Store
+from msgcube.web import cgibin, datacube
+from msgcube.web.background import rollup_loop
+from msgcube.web.context import AppContext
+from msgcube.web.envelope import JSONBody, new_rid
+from msgcube.web.openapi import openapi_document
+
+log = logging.getLogger("msgcube.access")
+
+
+class RequestLog:
+    """Assigns ``request.state.rid`` and logs each request once it is answered."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        rid = new_rid()
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["rid"] = rid
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            if log.isEnabledFor(logging.INFO):
+                errcode = state.get("errcode", 0)
+                detail = state.get("detail")
+                log.info(
+                    "%s %s %s errcode=%s %.1fms rid=%s%s",
+                    scope["method"], scope["path"], status, errcode,
+                    (time.perf_counter() - started) * 1000, rid,
+                    f" ({detail})" if detail else "",
+                )  # fmt: skip
+
+
+async def health(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def openapi(request: Request) -> Response:
+    return JSONBody(openapi_document())
+
+
+def create_app(settings: Settings, store: Store, *, background: bool = False) -> Starlette:
+    """The application. ``background`` runs the rollup loop (``msgcube serve`` does)."""
+    ctx = AppContext(settings=settings, store=store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if not background:
+            yield
+            return
+        async with rollup_loop(ctx):
+            yield
+
+    routes = [
+        *datacube.routes,
+        *cgibin.routes,
+        Route("/healthz", health),
+        Route("/openapi.json", openapi),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.ctx = ctx
+    app.add_middleware(RequestLog)
+    return app

@@ -1,0 +1,58 @@
+"""Running the app under uvicorn (``msgcube serve``, ``msgcube demo``).
+
+With several workers uvicorn starts fresh processes that import ``app_from_env``; the
+parent passes its resolved settings down as ``MSGCUBE_*`` variables, so every worker
+sees exactly what the command line said.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import uvicorn
+from starlette.applications import Starlette
+
+from msgcube.settings import SETTINGS, Settings
+from msgcube.storage.db import open_store
+from msgcube.web.app import create_app
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    logging.getLogger("msgcube").setLevel(level.upper())
+
+
+def export_settings(settings: Settings) -> None:
+    """Put every resolved setting into the environment for worker processes."""
+    for s in SETTINGS:
+        value = getattr(settings, s.name)
+        os.environ[s.env] = str(value)
+    os.environ["MSGCUBE_CONFIG"] = os.devnull  # the environment is now complete
+
+
+def app_from_env() -> Starlette:
+    settings = Settings.load({})
+    configure_logging(settings.log_level)
+    return create_app(settings, open_store(settings.db_url), background=True)
+
+
+def serve(settings: Settings) -> None:
+    configure_logging(settings.log_level)
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "access_log": False,  # msgcube logs each request itself, with its rid
+        "log_level": settings.log_level,
+        "timeout_keep_alive": 30,
+    }
+    if settings.workers > 1:
+        export_settings(settings)
+        uvicorn.run("msgcube.web.server:app_from_env", factory=True, workers=settings.workers,
+                    **common)  # type: ignore[arg-type]  # fmt: skip
+        return
+    app = create_app(settings, open_store(settings.db_url), background=True)
+    uvicorn.run(app, **common)  # type: ignore[arg-type]
