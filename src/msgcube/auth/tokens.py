@@ -44,7 +44,7 @@ OVERLAP = 300
 FORCE_PER_DAY = 20
 FORCE_INTERVAL = 30
 MAX_TOKEN_LENGTH = 512
-TOKEN_API = "/cgi-bin/token"
+TOKEN_API = "/cgi-bin/token"  # noqa: S105 - an API path, not a password
 
 
 @dataclass(frozen=True, slots=True)

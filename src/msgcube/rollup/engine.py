@@ -221,20 +221,23 @@ def _write_aggregates(
              Period.MONTH: user_day.c.month}[period]  # fmt: skip
     first, last = min(starts), max(period_last_day(period, s) for s in starts)
     type_cols = [user_day.c[_TYPE_COLUMN[t]] for t in COUNTED_TYPES]
-    per_user = (
-        select(
-            label.label("p"),
-            *[func.sum(c).label(c.name) for c in type_cols],
-            func.sum(user_day.c.total).label("total"),
+    where = (user_day.c.account_id == a, user_day.c.day.between(first, last), label.in_(starts))
+    if period is Period.DAY:
+        # user_day already holds one row per (day, sender): no regrouping needed.
+        per_user = (
+            select(label.label("p"), *type_cols, user_day.c.total).where(*where).subquery()
         )
-        .where(
-            user_day.c.account_id == a,
-            user_day.c.day.between(first, last),
-            label.in_(starts),
+    else:
+        per_user = (
+            select(
+                label.label("p"),
+                *[func.sum(c).label(c.name) for c in type_cols],
+                func.sum(user_day.c.total).label("total"),
+            )
+            .where(*where)
+            .group_by(label, user_day.c.user_id)
+            .subquery()
         )
-        .group_by(label, user_day.c.user_id)
-        .subquery()
-    )
     total = per_user.c.total
     aggregates = []
     for t in COUNTED_TYPES:

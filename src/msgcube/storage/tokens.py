@@ -37,10 +37,16 @@ class TokenRow:
 def _row(r: object) -> TokenRow:
     m = r._mapping  # type: ignore[attr-defined]
     return TokenRow(
-        token_hash=m["token_hash"], account_id=m["account_id"], kind=m["kind"],
-        platform_id=m["platform_id"], issued_at=m["issued_at"], expires_at=m["expires_at"],
-        valid_until=m["valid_until"], forced=bool(m["forced"]), nonce=m["nonce"],
-    )  # fmt: skip
+        token_hash=m["token_hash"],
+        account_id=m["account_id"],
+        kind=m["kind"],
+        platform_id=m["platform_id"],
+        issued_at=m["issued_at"],
+        expires_at=m["expires_at"],
+        valid_until=m["valid_until"],
+        forced=bool(m["forced"]),
+        nonce=m["nonce"],
+    )
 
 
 def find_token(conn: Connection, token: str) -> TokenRow | None:
@@ -87,7 +93,7 @@ def insert_token(
             expires_at=expires_at,
             forced=forced,
             nonce=nonce,
-        )  # fmt: skip
+        )
     )
 
 
@@ -145,7 +151,7 @@ def add_usage(conn: Connection, account_id: int, api: str, day: date, calls: int
             quota_usage,
             ["account_id", "api", "day"],
             {"used": lambda ex: quota_usage.c.used + ex.used},
-        ),  # fmt: skip
+        ),
         {"account_id": account_id, "api": api, "day": day, "used": calls},
     )
     return usage(conn, account_id, api, day)

@@ -1,4 +1,6 @@
-"""Keeping rollups current while serving: closed days soon after midnight, late data soon after it lands.
+"""Keeping rollups current while serving.
+
+Closed days are computed soon after midnight, late data soon after it lands.
 
 Every ``interval`` seconds each account's pending closed periods are computed. Several
 workers may run the loop: the engine serialises per account (SQLite's write lock, a

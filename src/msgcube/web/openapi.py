@@ -14,8 +14,21 @@ from msgcube import __version__
 from msgcube.domain.endpoints import ENDPOINTS, Endpoint, Period, RowKind
 from msgcube.domain.messages import COUNT_INTERVALS, COUNTED_TYPES
 
-DATACUBE_ERRCODES = [40001, 41001, 42001, 43002, 44002, 45009, 47001, 48001, 61007, 61500,
-                     61501, 61503, 40164]  # fmt: skip
+DATACUBE_ERRCODES = [
+    40001,
+    41001,
+    42001,
+    43002,
+    44002,
+    45009,
+    47001,
+    48001,
+    61007,
+    61500,
+    61501,
+    61503,
+    40164,
+]
 TOKEN_ERRCODES = [40002, 40013, 40125, 41002, 41004, 43001, 45009]
 STABLE_ERRCODES = [40002, 40013, 40125, 41002, 41004, 43002, 44002, 47001]
 
@@ -49,8 +62,12 @@ def _row_schema(ep: Endpoint) -> dict[str, Any]:
         props["msg_type"] = {"type": "integer", "enum": list(COUNTED_TYPES)}
         props["msg_user"] = _COUNT
         props["msg_count"] = {"type": "integer", "minimum": 1}
-    return {"type": "object", "required": list(ep.fields), "additionalProperties": False,
-            "properties": {f: props[f] for f in ep.fields}}  # fmt: skip
+    return {
+        "type": "object",
+        "required": list(ep.fields),
+        "additionalProperties": False,
+        "properties": {f: props[f] for f in ep.fields},
+    }
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +98,7 @@ def _datacube_path(ep: Endpoint) -> dict[str, Any]:
                     "required": True,
                     "schema": {"type": "string", "maxLength": 512},
                 }
-            ],  # fmt: skip
+            ],
             "requestBody": {
                 "required": True,
                 "content": _json(
@@ -90,7 +107,7 @@ def _datacube_path(ep: Endpoint) -> dict[str, Any]:
                         "required": ["begin_date", "end_date"],
                         "properties": {"begin_date": _DATE, "end_date": _DATE},
                     }
-                ),  # fmt: skip
+                ),
             },
             "responses": {
                 "200": {
@@ -109,9 +126,11 @@ def openapi_document() -> dict[str, Any]:
         "type": "object",
         "required": ["access_token", "expires_in"],
         "additionalProperties": False,
-        "properties": {"access_token": {"type": "string", "maxLength": 512},
-                       "expires_in": {"type": "integer", "minimum": 1}},
-    }  # fmt: skip
+        "properties": {
+            "access_token": {"type": "string", "maxLength": 512},
+            "expires_in": {"type": "integer", "minimum": 1},
+        },
+    }
     paths: dict[str, Any] = {ep.path: _datacube_path(ep) for ep in ENDPOINTS}
     paths["/cgi-bin/token"] = {
         "get": {
@@ -126,14 +145,14 @@ def openapi_document() -> dict[str, Any]:
                 },
                 {"name": "appid", "in": "query", "required": True, "schema": {"type": "string"}},
                 {"name": "secret", "in": "query", "required": True, "schema": {"type": "string"}},
-            ],  # fmt: skip
+            ],
             "responses": {
                 "200": {
                     "description": "A token or an error body.",
                     "content": _json({"oneOf": [grant, _error(TOKEN_ERRCODES)]}),
                 }
             },
-        }  # fmt: skip
+        }
     }
     paths["/cgi-bin/stable_token"] = {
         "post": {
@@ -152,7 +171,7 @@ def openapi_document() -> dict[str, Any]:
                             "force_refresh": {"type": "boolean", "default": False},
                         },
                     }
-                ),  # fmt: skip
+                ),
             },
             "responses": {
                 "200": {
@@ -160,7 +179,7 @@ def openapi_document() -> dict[str, Any]:
                     "content": _json({"oneOf": [grant, _error(STABLE_ERRCODES)]}),
                 }
             },
-        }  # fmt: skip
+        }
     }
     return {
         "openapi": "3.1.0",

@@ -1,0 +1,39 @@
+"""A million-message import stays under 300 MB RSS: the importer streams, whatever the file size."""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def msgcube(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "msgcube.cli", *args], env=env, check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_one_million_messages_import_in_bounded_memory(tmp_path: Path) -> None:
+    env = os.environ | {
+        "MSGCUBE_DB": str(tmp_path / "big.db"),
+        "MSGCUBE_NOW": "2026-06-01T12:00:00+08:00",
+        "MSGCUBE_CONFIG": os.devnull,
+    }
+    src = tmp_path / "million.jsonl"
+    msgcube(env, "account", "add", "--appid", "wxbig", "--secret", "s")
+    out = msgcube(env, "generate", "--appid", "wxbig", "--days", "30", "--users", "20000",
+                  "--per-day", "33334", "--out", str(src))  # fmt: skip
+    assert int(out.split()[0]) >= 1_000_000
+    out = msgcube(env, "import", "--appid", "wxbig", "--quiet", str(src))
+    match = re.search(r"(\d+) new messages, (\d+) duplicates", out)
+    assert match, out
+    assert int(match[1]) >= 1_000_000 and int(match[2]) == 0
+    # RUSAGE_CHILDREN reports the largest waited-for child: the importer is the biggest.
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    assert peak_mb < 300, f"import peaked at {peak_mb:.0f} MB RSS"
