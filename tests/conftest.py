@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,9 +26,12 @@ PG_URL = os.environ.get(
 _appids = itertools.count(1)
 
 
+_run_id = secrets.token_hex(3)
+
+
 def fresh_appid(prefix: str = "wxtest") -> str:
-    """A new appid per call: tests sharing a database stay isolated by account."""
-    return f"{prefix}{os.getpid()}x{next(_appids)}"
+    """A new appid per call, unique across runs: tests sharing a database stay isolated."""
+    return f"{prefix}{_run_id}x{next(_appids)}"
 
 
 def _pg_store() -> Store:
@@ -51,7 +55,10 @@ def _truncate(store: Store) -> None:
 @pytest.fixture(scope="session")
 def pg_store() -> Iterator[Store]:
     store = _pg_store()
-    _truncate(store)
+    if os.environ.get("CI"):
+        # Only in CI, where this is the only run: locally, concurrent runs share the
+        # database and isolate themselves by appid instead.
+        _truncate(store)
     yield store
     store.dispose()
 
