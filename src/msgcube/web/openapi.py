@@ -13,6 +13,7 @@ from typing import Any
 from msgcube import __version__
 from msgcube.domain.endpoints import ENDPOINTS, Endpoint, Period, RowKind
 from msgcube.domain.messages import COUNT_INTERVALS, COUNTED_TYPES
+from msgcube.web import component, quota
 
 DATACUBE_ERRCODES = [
     40001,
@@ -177,7 +178,8 @@ def openapi_document() -> dict[str, Any]:
                 "200": {
                     "description": "A token or an error body.",
                     "content": _json({"oneOf": [grant, _error(STABLE_ERRCODES)]}),
-                }
+                },
+                "413": {"description": "Body over 64 KiB."},
             },
         }
     }
@@ -188,5 +190,5 @@ def openapi_document() -> dict[str, Any]:
             "version": __version__,
             "description": "Wire-compatible with api.weixin.qq.com: only the base URL differs.",
         },
-        "paths": paths,
+        "paths": {**paths, **component.openapi_paths(), **quota.openapi_paths()},
     }
