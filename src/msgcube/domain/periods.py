@@ -169,6 +169,12 @@ def validate_range(
 
 
 def reported_periods(ep: Endpoint, rng: DateRange, today: date) -> list[date]:
-    """Label dates the endpoint reports for ``rng``: labels inside it whose period has ended."""
+    """Label dates the endpoint reports for ``rng``: labels inside it whose period has ended.
+
+    Nothing before 2014-12-01 is ever reported, even for pushes dated earlier: WeChat's
+    interface keeps no data before that day.
+    """
     period = ep.label_period
-    return [s for s in periods_between(period, rng.begin, rng.end) if has_ended(period, s, today)]
+    # 2014-12-01 is a Monday and a 1st: no period straddles the floor.
+    first = max(rng.begin, DATA_FLOOR)
+    return [s for s in periods_between(period, first, rng.end) if has_ended(period, s, today)]

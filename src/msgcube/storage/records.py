@@ -179,8 +179,10 @@ def write_events(conn: Connection, account_id: int, tz: str, batch: Sequence[Eve
         day, _ = local_day_hour(e.create_time, tz)
         row = {"account_id": account_id, "openid": e.openid, "create_time": e.create_time,
                "event": e.event, "day": day, "received_at": now}  # fmt: skip
-        # One statement per event: events are rare, and rowcount tells which were new.
-        n = conn.execute(insert_ignore(conn, events, keys), row).rowcount
+        # One statement per event: events are rare, and RETURNING tells which were new
+        # (rowcount is not reliable for INSERT … ON CONFLICT across drivers).
+        stmt = insert_ignore(conn, events, keys).returning(events.c.id)
+        n = len(conn.execute(stmt, row).all())
         inserted += n
         if n:
             result.all_days.add(day)
