@@ -67,8 +67,6 @@ async def world(store: Store) -> World:
     account = new_account(store, appid, SECRET)
     new_account(store, other, SECRET, verified=False)
     new_account(store, fenced, SECRET)
-    with store.write() as conn:  # the test client calls from 127.0.0.1
-        set_account(conn, fenced, ip_whitelist="10.1.2.3,192.168.0.0/16")
     generate_into(store, account, days=9, users=20, seed=3, end=YESTERDAY,
                   today=local_today(T0))  # fmt: skip
     async with at(store, T0 - timedelta(seconds=8000)) as api:
@@ -79,6 +77,10 @@ async def world(store: Store) -> World:
         valid = await get_token(api, appid, SECRET)  # superseded's overlap ends at T0 - 600 s
         unverified = await get_token(api, other, SECRET)
         whitelisted = await get_token(api, fenced, SECRET)
+    # Fenced after its token was issued (the token API checks the whitelist too); the
+    # test client calls from 127.0.0.1, outside it.
+    with store.write() as conn:
+        set_account(conn, fenced, ip_whitelist="10.1.2.3,192.168.0.0/16")
     return World(store, appid, other, valid, superseded, expired, unverified, whitelisted)
 
 
@@ -389,6 +391,8 @@ async def test_token_success_bodies(world: World, api: httpx.AsyncClient) -> Non
         "/DATACUBE/getupstreammsg",
         "/cgi-bin/tokens",
         "/api/datacube/getupstreammsg",
+        "/datacube/getupstreammsg/",  # no slash redirect: it would echo the token back
+        "/cgi-bin/token/",
     ],
 )
 async def test_unknown_paths_are_404(path: str, world: World, api: httpx.AsyncClient) -> None:

@@ -153,6 +153,10 @@ def run_demo(settings: Settings, *, days: int, users: int, console: Console, ser
         f"Callback URL: http://{settings.host}:{settings.port}/wechat/callback/{DEMO_APPID}"
         f"  (Token {DEMO_TOKEN}, EncodingAESKey {DEMO_AES_KEY})"
     )
+    console.print(
+        f"Dashboard: http://{settings.host}:{settings.port}/dashboard"
+        "  (sign in with the appid and secret above)"
+    )
     console.print(f"OpenAPI: http://{settings.host}:{settings.port}/openapi.json\n")
     print(curl_examples(settings, today), flush=True)
     if serve:

@@ -39,6 +39,7 @@ ERRMSG: dict[int, str] = {
     61007: "api is unauthorized to component",
     61011: "invalid component",
     61014: "must use component token for component api",
+    61023: "refresh_token is invalid",
     61024: "must use api(api_component_token) to get token for component acct",
     61500: "date format error",
     61501: "date range error",

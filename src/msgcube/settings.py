@@ -11,6 +11,7 @@ everything that asks "what time is it" asks ``Settings.clock()``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -62,6 +63,14 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _networks(value: str) -> str:
+    """Comma-separated IP addresses or CIDR networks, checked here and kept as text."""
+    for part in value.split(","):
+        if part.strip():
+            ipaddress.ip_network(part.strip(), strict=False)  # ValueError when malformed
+    return value
+
+
 def _port(value: str) -> int:
     number = int(value)
     if not 0 <= number <= 65535:
@@ -106,6 +115,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("quota_token", 2000, _positive_int, "Daily /cgi-bin/token calls per account."),
     Setting("admin_token", "", str, "Bearer token of the admin API and dashboard; unset disables.",
             secret=True),
+    Setting("trusted_proxies", "", _networks,
+            "Comma-separated proxy addresses/networks whose X-Forwarded-For gives the client "
+            "address (for IP whitelists); unset: the direct peer is the client."),
     Setting("now", "", _now, "Pin the clock (ISO 8601 with offset), for tests and demos."),
     Setting("log_level", "info", _choice("debug", "info", "warning", "error"), "Log level."),
 )  # fmt: skip
@@ -128,6 +140,7 @@ class Settings:
     quota_datacube: int = 5000
     quota_token: int = 2000
     admin_token: str = field(default="", repr=False)
+    trusted_proxies: str = ""
     now: str = ""
     log_level: str = "info"
 

@@ -32,6 +32,7 @@ from msgcube.storage.tokens import (
     add_usage,
     count_forced_since,
     find_token,
+    find_token_and_account,
     insert_token,
     last_forced_at,
     latest_token,
@@ -124,7 +125,20 @@ def check_token(conn: Connection, token: str, now: int) -> TokenRow:
     """The token's row if it may be used now: 40001 unknown/superseded, 42001 expired."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
         raise ApiError(40001, "malformed access_token")
-    row = find_token(conn, token)
+    return _usable(find_token(conn, token), now)
+
+
+def check_token_and_account(
+    conn: Connection, token: str, now: int
+) -> tuple[TokenRow, Account | None]:
+    """``check_token`` plus the token's account, read in the same statement (hot path)."""
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        raise ApiError(40001, "malformed access_token")
+    found = find_token_and_account(conn, token)
+    return _usable(found[0] if found else None, now), (found[1] if found else None)
+
+
+def _usable(row: TokenRow | None, now: int) -> TokenRow:
     if row is None:
         raise ApiError(40001, "unknown access_token")
     if row.valid_until is not None and now >= row.valid_until:

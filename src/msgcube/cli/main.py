@@ -20,10 +20,11 @@ import click
 import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from sqlalchemy import Connection
 
+from msgcube.auth.policy import normalize_whitelist
+from msgcube.auth.quotas import parse_daily_quota
 from msgcube.domain.endpoints import BY_NAME, ENDPOINTS, Period
-from msgcube.domain.messages import MSG_TYPE_NAMES_EN
 from msgcube.domain.periods import local_today
 from msgcube.errors import ApiError, ConfigError, MsgcubeError
 from msgcube.ingest.files import ImportReport, detect_format, import_stream
@@ -33,7 +34,9 @@ from msgcube.rollup.query import served_list
 from msgcube.settings import SETTINGS, Settings
 from msgcube.storage.accounts import Account, add_account, get_account, list_accounts, set_account
 from msgcube.storage.db import Store, open_store
+from msgcube.storage.platforms import set_daily_limit_override
 from msgcube.storage.records import SenderIds
+from msgcube.wechat import AESKey
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -140,23 +143,63 @@ def account_add(
 @click.option("--secret", default=None)
 @click.option("--original-id", default=None)
 @click.option("--token", "callback_token", default=None)
-@click.option("--aes-key", default=None)
+@click.option("--aes-key", default=None, help="New EncodingAESKey; the old one becomes previous.")
+@click.option(
+    "--prev-aes-key", default=None, help="Previous EncodingAESKey, tried when the current fails."
+)
 @click.option("--verified/--unverified", default=None)
 @click.option("--account-tz", default=None, help="Time zone of this account's statistics.")
+@click.option(
+    "--ip-whitelist", default=None,
+    help="Addresses/networks allowed to use the account's own tokens, comma-separated; '' clears.",
+)  # fmt: skip
+@click.option(
+    "--daily-quota", default=None, metavar="N|default",
+    help="Daily calls per datacube API for this account; 'default' uses quota_datacube.",
+)  # fmt: skip
 @with_settings
 def account_set(appid: str, settings: Settings, **changes: Any) -> None:
     """Change an account's settings."""
     values = {k: v for k, v in changes.items() if v is not None}
     if "account_tz" in values:
         values["tz"] = values.pop("account_tz")
-    if not values:
+    daily_quota = values.pop("daily_quota", None)
+    try:
+        limit = parse_daily_quota(daily_quota) if daily_quota is not None else None
+        if "ip_whitelist" in values:
+            values["ip_whitelist"] = normalize_whitelist(values["ip_whitelist"])
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if not values and daily_quota is None:
         raise click.UsageError("nothing to change")
     with opened(settings) as store, store.write() as conn:
         try:
-            set_account(conn, appid, **values)
+            _rotate_aes_key(conn, appid, values)
+            account = set_account(conn, appid, **values) if values else get_account(conn, appid)
         except KeyError as exc:
             raise click.ClickException(str(exc)) from exc
+        if account is None:
+            raise click.ClickException(f"unknown appid {appid}")
+        if daily_quota is not None:
+            set_daily_limit_override(conn, account.id, limit)
     click.echo(f"updated {appid}")
+
+
+def _rotate_aes_key(conn: Connection, appid: str, values: dict[str, Any]) -> None:
+    """Check new EncodingAESKeys; a replaced key stays as the previous one (SPEC §5.1 rotation).
+
+    Pushes already in flight when WeChat switches keys still open with the old key.
+    """
+    for name in ("aes_key", "prev_aes_key"):
+        if values.get(name):
+            try:
+                AESKey(values[name])
+            except ValueError as exc:
+                raise click.UsageError(f"--{name.replace('_', '-')}: {exc}") from exc
+    if values.get("aes_key") and "prev_aes_key" not in values:
+        current = get_account(conn, appid)
+        if current is not None and current.aes_key and current.aes_key != values["aes_key"]:
+            values["prev_aes_key"] = current.aes_key
 
 
 @account.command("list")
@@ -440,18 +483,19 @@ def demo(days: int, users: int, no_serve: bool, settings: Settings) -> None:
     run_demo(settings, days=days, users=users, console=out, serve=not no_serve)
 
 
-def print_rows(title: str, rows: list[dict[str, Any]]) -> None:
-    table = Table(title=title)
-    if not rows:
-        out.print(f"{title}: no rows")
-        return
-    for column in rows[0]:
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(*(
-            MSG_TYPE_NAMES_EN.get(v, str(v)) if k == "msg_type" else str(v) for k, v in row.items()
-        ))  # fmt: skip
-    out.print(table)
+# Commands defined in their own modules; imported here, last, because they use the helpers above.
+from msgcube.cli.push_cmds import quarantine_group, replay_cmd  # noqa: E402
+
+cli.add_command(quarantine_group)
+cli.add_command(replay_cmd)
+
+from msgcube.cli.platform_cmds import platform_group  # noqa: E402
+
+cli.add_command(platform_group)
+
+from msgcube.cli.sync_cmd import sync_command  # noqa: E402
+
+cli.add_command(sync_command)
 
 
 def main() -> None:

@@ -50,7 +50,8 @@ from msgcube.client.tokens import (
     TokenCache,
     TokenProvider,
 )
-from msgcube.client.windows import Row, Window, plan_windows
+from msgcube.client.windows import Row, plan_windows
+from msgcube.domain.windows import Window
 
 __all__ = [
     "DEFAULT_BASE_URL",

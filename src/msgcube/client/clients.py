@@ -52,7 +52,6 @@ from msgcube.client.tokens import (
 from msgcube.client.windows import (
     DateLike,
     Row,
-    Window,
     as_date,
     as_endpoint,
     plan_windows,
@@ -60,6 +59,7 @@ from msgcube.client.windows import (
 )
 from msgcube.domain.endpoints import ENDPOINTS, SPAN_PROFILES, Endpoint
 from msgcube.domain.periods import DEFAULT_TZ, local_today, zone
+from msgcube.domain.windows import Window
 
 Clock = Callable[[], datetime]
 """Returns the current time as an aware ``datetime`` (a seam: tests pin it)."""

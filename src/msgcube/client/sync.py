@@ -47,7 +47,6 @@ from msgcube.client.schema import TABLES, create_schema, open_database, sync_sta
 from msgcube.client.windows import (
     DateLike,
     Row,
-    Window,
     as_date,
     as_endpoint,
     key_fields,
@@ -56,6 +55,7 @@ from msgcube.client.windows import (
 )
 from msgcube.domain.endpoints import ENDPOINTS, Endpoint
 from msgcube.domain.periods import DEFAULT_TZ, local_today, period_last_day, period_start, zone
+from msgcube.domain.windows import Window
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,12 @@ one 30-day window).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date, timedelta
+from collections.abc import Iterable, Mapping
+from datetime import date
 from typing import Any
 
 from msgcube.domain.endpoints import Endpoint, endpoint
-from msgcube.domain.periods import DATA_FLOOR, has_ended, periods_between
+from msgcube.domain.windows import Window, pack, reported_labels
 
 Row = dict[str, Any]
 """One row of a datacube ``list``, exactly as WeChat sends it."""
@@ -74,49 +73,6 @@ def row_key(ep: Endpoint, row: Mapping[str, Any]) -> tuple[Any, ...]:
 def sort_rows(ep: Endpoint, rows: Iterable[Row]) -> list[Row]:
     """Rows in WeChat's order: ref_date, then ref_hour, then msg_type / count_interval."""
     return sorted(rows, key=lambda row: row_key(ep, row))
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """One call: ``[begin, end]`` and the period labels it reports (in order)."""
-
-    begin: date
-    end: date
-    labels: tuple[date, ...]
-
-    @property
-    def body(self) -> dict[str, str]:
-        """The JSON body WeChat documents: ``{"begin_date": ..., "end_date": ...}``."""
-        return {"begin_date": self.begin.isoformat(), "end_date": self.end.isoformat()}
-
-
-def reported_labels(ep: Endpoint, begin: date, end: date, *, today: date) -> list[date]:
-    """Labels of the periods a ``[begin, end]`` query reports on ``today``.
-
-    ``end`` is capped at yesterday and ``begin`` raised to 2014-12-01 (WeChat keeps
-    nothing earlier, so asking would only spend calls). Periods that have not ended are
-    left out: WeChat does not report them yet.
-    """
-    period = ep.label_period
-    first = max(begin, DATA_FLOOR)
-    last = min(end, today - timedelta(days=1))
-    return [s for s in periods_between(period, first, last) if has_ended(period, s, today)]
-
-
-def pack(labels: Sequence[date], span: int) -> list[Window]:
-    """Pack ascending labels greedily into windows with ``last - first < span`` days."""
-    if span < 1:
-        raise ValueError(f"a max span is at least 1 day, got {span}")
-    windows: list[Window] = []
-    group: list[date] = []
-    for label in labels:
-        if group and (label - group[0]).days >= span:
-            windows.append(Window(group[0], group[-1], tuple(group)))
-            group = []
-        group.append(label)
-    if group:
-        windows.append(Window(group[0], group[-1], tuple(group)))
-    return windows
 
 
 def plan_windows(

@@ -224,9 +224,7 @@ def _write_aggregates(
     where = (user_day.c.account_id == a, user_day.c.day.between(first, last), label.in_(starts))
     if period is Period.DAY:
         # user_day already holds one row per (day, sender): no regrouping needed.
-        per_user = (
-            select(label.label("p"), *type_cols, user_day.c.total).where(*where).subquery()
-        )
+        per_user = select(label.label("p"), *type_cols, user_day.c.total).where(*where).subquery()
     else:
         per_user = (
             select(

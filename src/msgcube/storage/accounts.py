@@ -43,7 +43,10 @@ class Account:
         return hmac.compare_digest(self.secret_hash, hash_secret(secret))
 
 
-def _from_row(row: Any) -> Account:
+def account_from_row(row: Any) -> Account:
+    since = row.stats_since
+    if isinstance(since, str):  # a raw-driver row from SQLite (see storage/tokens.py)
+        since = date.fromisoformat(since)
     return Account(
         id=row.id,
         appid=row.appid,
@@ -51,7 +54,7 @@ def _from_row(row: Any) -> Account:
         tz=row.tz,
         verified=bool(row.verified),
         follower_base=bool(row.follower_base),
-        stats_since=row.stats_since,
+        stats_since=since,
         stats_gen=row.stats_gen,
         callback_token=row.callback_token,
         aes_key=row.aes_key,
@@ -63,16 +66,16 @@ def _from_row(row: Any) -> Account:
 
 def get_account(conn: Connection, appid: str) -> Account | None:
     row = conn.execute(select(accounts).where(accounts.c.appid == appid)).first()
-    return _from_row(row) if row else None
+    return account_from_row(row) if row else None
 
 
 def get_account_by_id(conn: Connection, account_id: int) -> Account | None:
     row = conn.execute(select(accounts).where(accounts.c.id == account_id)).first()
-    return _from_row(row) if row else None
+    return account_from_row(row) if row else None
 
 
 def list_accounts(conn: Connection) -> list[Account]:
-    return [_from_row(r) for r in conn.execute(select(accounts).order_by(accounts.c.id))]
+    return [account_from_row(r) for r in conn.execute(select(accounts).order_by(accounts.c.id))]
 
 
 def add_account(

@@ -34,6 +34,7 @@ class Store:
         self.engine = engine
         self.dialect: str = engine.dialect.name
         self._write_lock = threading.Lock() if self.is_sqlite else None
+        self._held = threading.local()
 
     @property
     def is_sqlite(self) -> bool:
@@ -64,7 +65,27 @@ class Store:
             with conn.begin():
                 yield conn
 
+    def hot_reader(self) -> Connection:
+        """A connection held by the calling thread, in autocommit mode, for the request path.
+
+        Checking a connection out of the pool and wrapping one SELECT in BEGIN/COMMIT
+        costs several times the SELECT itself; the API's per-request reads (token,
+        account, authorization) are single statements that need no snapshot, so they
+        run here. Each statement sees the latest committed data. A connection the
+        driver has invalidated (a PostgreSQL restart) is replaced on the next call.
+        """
+        conn: Connection | None = getattr(self._held, "conn", None)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self.engine.connect().execution_options(
+                isolation_level="AUTOCOMMIT", msgcube_hot=True
+            )
+            self._held.conn = conn
+        return conn
+
     def dispose(self) -> None:
+        conn: Connection | None = getattr(self._held, "conn", None)
+        if conn is not None:
+            conn.close()
         self.engine.dispose()
 
 
@@ -98,8 +119,10 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get("sqlite_immediate", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        options = conn.get_execution_options()
+        if options.get("msgcube_hot"):
+            return  # autocommit reader: every statement stands alone
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("sqlite_immediate") else "BEGIN")
 
     return engine
 

@@ -212,3 +212,64 @@ server_secrets = Table(
     Column("name", String(32), primary_key=True),
     Column("value", String(128), nullable=False),
 )
+
+# --- third-party platforms and quotas (SPEC §4.3, §4.4) -------------------------------------
+
+platforms = Table(
+    "platforms",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("component_appid", String(64), nullable=False, unique=True),
+    Column("secret_hash", String(64), nullable=False),
+    # Where component_verify_ticket is pushed (empty: not pushed), signed with push_token
+    # and encrypted with aes_key the way WeChat seals its pushes.
+    Column("ticket_url", Text, nullable=False, server_default=""),
+    Column("push_token", String(64), nullable=False, server_default=""),
+    Column("aes_key", String(43), nullable=True),
+    # Tickets are derived (HMAC) from this key and their 10-minute slot: nothing to store
+    # per ticket, and every worker derives the same one. See auth/platforms.py.
+    Column("ticket_key", String(64), nullable=False),
+    # The last slot whose ticket was pushed: workers claim a push by moving it forward.
+    Column("pushed_slot", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+authorizations = Table(
+    "authorizations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("platform_id", Integer, nullable=False),
+    Column("account_id", Integer, nullable=False),
+    Column("func_ids", String(512), nullable=False),  # permission-set ids, "1,2,3"
+    Column("authorized_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+    UniqueConstraint("platform_id", "account_id"),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    # authorizer_refresh_token, stored as a SHA-256 hash like access tokens.
+    Column("token_hash", String(64), primary_key=True),
+    Column("authorization_id", Integer, nullable=False),
+    Column("issued_at", BigInteger, nullable=False),
+    Column("valid_until", BigInteger, nullable=True),  # set when rotated or revoked
+    Index(None, "authorization_id"),
+)
+
+quota_clears = Table(
+    "quota_clears",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("account_id", Integer, nullable=False),
+    Column("cleared_at", BigInteger, nullable=False),
+    Index(None, "account_id", "cleared_at"),
+)
+
+account_quotas = Table(
+    "account_quotas",
+    metadata,
+    # A per-account daily limit for each datacube API, overriding the quota_datacube setting.
+    Column("account_id", Integer, primary_key=True, autoincrement=False),
+    Column("daily_limit", Integer, nullable=False),
+)

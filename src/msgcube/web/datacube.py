@@ -15,31 +15,38 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from msgcube.auth.tokens import check_token
+from msgcube.auth.policy import acting_account, check_datacube_access
+from msgcube.auth.tokens import check_token_and_account
 from msgcube.domain.endpoints import ENDPOINTS, Endpoint
 from msgcube.domain.periods import local_today, parse_range_body
 from msgcube.errors import ApiError
 from msgcube.rollup.query import served_list
-from msgcube.storage.accounts import Account, get_account_by_id
+from msgcube.storage.accounts import Account
 from msgcube.web.context import AppContext
 from msgcube.web.envelope import ok_response
 from msgcube.web.handlers import ALL_METHODS, json_object, wechat_endpoint
+from msgcube.web.quota import check_ip, counter_of
 
 
 def authorize(request: Request, ctx: AppContext) -> Account:
-    """Method, token and account checks (43002, 41001, 40001, 42001, 48001)."""
+    """The checks before the body, in SPEC §1.1's order; the call is counted when they pass.
+
+    43002 method, 41001 no token, 40001/42001 token, 40164 IP whitelist, 48001 component
+    token / unverified / access policy, 61007 authorizer without permission set 1, 45009
+    daily quota (see ``auth/policy`` and ``auth/quotas``).
+    """
     if request.method != "POST":
         raise ApiError(43002)
     token = request.query_params.get("access_token")
     if not token:
         raise ApiError(41001)
-    with ctx.store.read() as conn:
-        row = check_token(conn, token, ctx.now_ts())
-        account = get_account_by_id(conn, row.account_id)
-    if account is None:
-        raise ApiError(40001, "token of a deleted account")
-    if not account.verified:
-        raise ApiError(48001, "the account is not verified")
+    conn = ctx.store.hot_reader()  # this runs on the event loop's thread, one at a time
+    row, found = check_token_and_account(conn, token, ctx.now_ts())
+    account = acting_account(row, found)
+    check_ip(request, ctx, account, row)
+    check_datacube_access(conn, row, account, ctx.settings.access_policy)
+    day = local_today(ctx.now(), account.tz)
+    counter_of(request).admit(account.id, request.scope["path"], day, ctx.settings.quota_datacube)
     return account
 
 

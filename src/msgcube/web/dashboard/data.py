@@ -29,6 +29,7 @@ from msgcube.domain.periods import (
     parse_date,
     periods_between,
 )
+from msgcube.domain.windows import pack
 from msgcube.errors import ApiError
 from msgcube.rollup.query import Row, served_list
 from msgcube.storage.accounts import Account
@@ -82,13 +83,7 @@ class Fetched:
 
 def windows(ep: Endpoint, begin: date, end: date, span: int) -> list[list[date]]:
     """The period labels in ``[begin, end]``, packed into runs that span less than ``span``."""
-    out: list[list[date]] = []
-    for label in periods_between(ep.label_period, begin, end):
-        if out and (label - out[-1][0]).days < span:
-            out[-1].append(label)
-        else:
-            out.append([label])
-    return out
+    return [list(w.labels) for w in pack(list(periods_between(ep.label_period, begin, end)), span)]
 
 
 def fetch_rows(q: Query, ep: Endpoint, begin: date, end: date) -> Fetched:

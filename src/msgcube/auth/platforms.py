@@ -1,0 +1,351 @@
+"""Third-party platforms (开放平台 第三方平台), SPEC §4.3: tickets, tokens, authorizations.
+
+The flow WeChat gives a platform, reproduced:
+
+1. msgcube issues the platform a ``component_verify_ticket``, a new one every 10 minutes,
+   each valid 12 hours (so a platform that missed some pushes keeps working with the
+   last one it got), and pushes it to the platform's URL when one is set.
+2. ticket + appid + secret → ``component_access_token`` (7200 s; kind ``component``).
+3. An account authorizes the platform for permission sets (``func_info`` ids), recorded
+   by the CLI / admin API in place of the owner's consent; the platform gets an
+   ``authorizer_refresh_token``.
+4. component token + refresh token → ``authorizer_access_token`` (7200 s; kind
+   ``authorizer``) and a new refresh token; the presented one keeps working 5 more
+   minutes (WeChat's transition), so a platform whose answer got lost can retry.
+5. Re-authorization ends the previous refresh tokens at once; revocation ends the
+   refresh tokens and the platform's authorizer tokens for that account (40001).
+
+Tickets are not stored: a ticket is the HMAC of the platform's ``ticket_key`` over its
+10-minute slot number, with the slot in clear inside it. Every worker derives the same
+ticket without coordination, ``msgcube platform ticket`` prints it without a server,
+and checking one is a constant-time comparison plus the slot's age.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from sqlalchemy import Connection
+
+from msgcube.auth.tokens import OVERLAP, TOKEN_TTL, new_token
+from msgcube.errors import ApiError
+from msgcube.storage.accounts import Account, hash_secret
+from msgcube.storage.platforms import (
+    Authorization,
+    Platform,
+    end_refresh_tokens,
+    find_refresh_token,
+    get_authorization,
+    get_platform,
+    insert_platform,
+    insert_refresh_token,
+    mark_revoked,
+    save_authorization,
+)
+from msgcube.storage.tokens import insert_token, supersede
+from msgcube.wechat import AESKey, build_push_xml, encrypt, msg_signature, signature
+
+TICKET_EVERY = 600
+"""A new component_verify_ticket every 10 minutes (WeChat's push interval)."""
+TICKET_TTL = 12 * 3600
+"""Each ticket is accepted for 12 hours from its issue."""
+TICKET_PREFIX = "ticket@@@"
+"""WeChat's tickets start so; the rest is base64 of the slot and its MAC."""
+REFRESH_PREFIX = "refreshtoken@@@"
+COMPONENT_ACCOUNT = 0
+"""``access_tokens.account_id`` of component tokens: they belong to a platform, no account."""
+DATACUBE_FUNC = 1
+"""Permission set 1 (消息管理) holds the seven getupstreammsg* endpoints."""
+
+_SLOT_BYTES = 6
+_MAC_BYTES = 32
+
+
+class PlatformError(ValueError):
+    """A registration or authorization request that cannot be carried out (CLI / admin)."""
+
+
+class NotFound(LookupError):
+    """An unknown platform, account or authorization (CLI / admin)."""
+
+
+# --- registration -------------------------------------------------------------------------
+
+
+def register_platform(
+    conn: Connection,
+    *,
+    component_appid: str,
+    secret: str,
+    now: int,
+    ticket_url: str = "",
+    push_token: str = "",
+    aes_key: str | None = None,
+) -> Platform:
+    """Register a platform; its secret is stored hashed, its ticket key generated.
+
+    A ticket URL needs the token and EncodingAESKey the pushes are signed and
+    encrypted with, as WeChat requires of a platform's authorization-event URL.
+    """
+    if not component_appid or len(component_appid) > 64:
+        raise PlatformError("component_appid must be 1–64 characters")
+    if not secret:
+        raise PlatformError("component_appsecret must not be empty")
+    if aes_key is not None:
+        try:
+            AESKey(aes_key)
+        except (TypeError, ValueError) as exc:
+            raise PlatformError(f"EncodingAESKey: {exc}") from None
+    if ticket_url:
+        parts = urlsplit(ticket_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise PlatformError("the ticket URL must be an http:// or https:// URL")
+        if not push_token or aes_key is None:
+            raise PlatformError("a ticket URL needs --token and --aes-key to sign and encrypt")
+    if len(push_token) > 64:
+        raise PlatformError("the token must be at most 64 characters")
+    if get_platform(conn, component_appid) is not None:
+        raise PlatformError(f"platform {component_appid} already exists")
+    return insert_platform(
+        conn,
+        component_appid=component_appid,
+        secret_hash=hash_secret(secret),
+        ticket_url=ticket_url,
+        push_token=push_token,
+        aes_key=aes_key,
+        ticket_key=secrets.token_hex(32),
+        created_at=now,
+    )
+
+
+def require_platform(conn: Connection, component_appid: str) -> Platform:
+    platform = get_platform(conn, component_appid)
+    if platform is None:
+        raise NotFound(f"unknown platform {component_appid!r} (add it with `msgcube platform add`)")
+    return platform
+
+
+def secret_matches(platform: Platform, secret: str) -> bool:
+    return hmac.compare_digest(platform.secret_hash, hash_secret(secret))
+
+
+# --- component_verify_ticket --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    ticket: str
+    issued_at: int
+    expires_at: int
+
+    def body(self, now: int) -> dict[str, object]:
+        return {
+            "component_verify_ticket": self.ticket,
+            "create_time": self.issued_at,
+            "expires_in": max(0, self.expires_at - now),
+        }
+
+
+def _mac(platform: Platform, slot: int) -> bytes:
+    message = f"{platform.component_appid}|{slot}".encode()
+    return hmac.new(platform.ticket_key.encode(), message, hashlib.sha256).digest()
+
+
+def ticket_for_slot(platform: Platform, slot: int) -> Ticket:
+    raw = slot.to_bytes(_SLOT_BYTES, "big") + _mac(platform, slot)
+    text = TICKET_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    issued = slot * TICKET_EVERY
+    return Ticket(text, issued, issued + TICKET_TTL)
+
+
+def current_ticket(platform: Platform, now: int) -> Ticket:
+    """The ticket of the 10-minute slot ``now`` falls in."""
+    return ticket_for_slot(platform, now // TICKET_EVERY)
+
+
+def check_ticket(platform: Platform, ticket: str, now: int) -> None:
+    """61006 for anything not issued to this platform, 61005 once 12 hours have passed."""
+    if not ticket.startswith(TICKET_PREFIX):
+        raise ApiError(61006, "not a component_verify_ticket")
+    encoded = ticket[len(TICKET_PREFIX) :]
+    try:
+        raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    except (binascii.Error, ValueError):
+        raise ApiError(61006, "component_verify_ticket is not base64") from None
+    if len(raw) != _SLOT_BYTES + _MAC_BYTES:
+        raise ApiError(61006, "component_verify_ticket has the wrong length")
+    slot = int.from_bytes(raw[:_SLOT_BYTES], "big")
+    if not hmac.compare_digest(raw[_SLOT_BYTES:], _mac(platform, slot)):
+        raise ApiError(61006, "component_verify_ticket was not issued to this platform")
+    issued = slot * TICKET_EVERY
+    if issued > now:
+        raise ApiError(61006, "component_verify_ticket from the future")
+    if now >= issued + TICKET_TTL:
+        raise ApiError(61005, "component_verify_ticket older than 12 hours")
+
+
+def ticket_push(
+    platform: Platform, ticket: Ticket, now: int, nonce: str
+) -> tuple[dict[str, str], bytes]:
+    """The query parameters and body of the ticket push, sealed the way WeChat seals it.
+
+    The plaintext is ``<xml>`` with AppId, CreateTime, InfoType=component_verify_ticket
+    and ComponentVerifyTicket; it is AES-encrypted for the component appid and sent as
+    ``<xml><AppId/><Encrypt/></xml>`` with ``signature``, ``timestamp``, ``nonce``,
+    ``encrypt_type=aes`` and ``msg_signature`` in the query, so a platform's existing
+    handler (wechatpy's ``WeChatComponent.parse_message``, for one) reads it unchanged.
+    """
+    if platform.aes_key is None:
+        raise PlatformError(f"platform {platform.component_appid} has no EncodingAESKey")
+    appid = platform.component_appid
+    plain = build_push_xml({
+        "AppId": appid,
+        "CreateTime": now,
+        "InfoType": "component_verify_ticket",
+        "ComponentVerifyTicket": ticket.ticket,
+    })  # fmt: skip
+    sealed = encrypt(AESKey(platform.aes_key), plain, appid)
+    timestamp = str(now)
+    params = {
+        "signature": signature(platform.push_token, timestamp, nonce),
+        "timestamp": timestamp,
+        "nonce": nonce,
+        "encrypt_type": "aes",
+        "msg_signature": msg_signature(platform.push_token, timestamp, nonce, sealed),
+    }
+    return params, build_push_xml({"AppId": appid, "Encrypt": sealed})
+
+
+# --- component_access_token ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentGrant:
+    component_access_token: str
+    expires_in: int
+
+    def body(self) -> dict[str, object]:
+        return {
+            "component_access_token": self.component_access_token,
+            "expires_in": self.expires_in,
+        }
+
+
+def issue_component_token(conn: Connection, platform: Platform, now: int) -> ComponentGrant:
+    """A new component token; the platform's previous ones live 5 more minutes."""
+    supersede(conn, COMPONENT_ACCOUNT, "component", now + OVERLAP, platform_id=platform.id)
+    token = new_token()
+    insert_token(conn, token, account_id=COMPONENT_ACCOUNT, kind="component", issued_at=now,
+                 expires_at=now + TOKEN_TTL, platform_id=platform.id)  # fmt: skip
+    return ComponentGrant(token, TOKEN_TTL)
+
+
+# --- authorizations -----------------------------------------------------------------------
+
+
+def parse_func_ids(value: str | Iterable[object]) -> tuple[int, ...]:
+    """Permission-set ids from ``"1,2,3"`` or a list: positive integers, sorted, unique."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    ids: set[int] = set()
+    for item in items:
+        if isinstance(item, str):
+            item = item.strip()
+            if not item:
+                continue
+        if isinstance(item, bool) or not isinstance(item, int | str):
+            raise PlatformError(f"not a permission-set id: {item!r}")
+        try:
+            number = int(item)
+        except ValueError:
+            raise PlatformError(f"not a permission-set id: {item!r}") from None
+        if not 0 < number < 10_000:
+            raise PlatformError(f"not a permission-set id: {item!r}")
+        ids.add(number)
+    if not ids:
+        raise PlatformError("at least one permission-set id is needed")
+    return tuple(sorted(ids))
+
+
+def new_refresh_token() -> str:
+    return REFRESH_PREFIX + secrets.token_urlsafe(48)
+
+
+def authorize_platform(
+    conn: Connection, platform: Platform, account: Account, func_ids: Iterable[int], now: int
+) -> tuple[Authorization, str]:
+    """Record the account's consent; returns it with a fresh ``authorizer_refresh_token``.
+
+    Authorizing again replaces the permission sets and ends every earlier refresh token
+    at once, as WeChat does on re-authorization.
+    """
+    auth = save_authorization(conn, platform.id, account.id, func_ids, now)
+    end_refresh_tokens(conn, auth.id, now)
+    token = new_refresh_token()
+    insert_refresh_token(conn, token, auth.id, now)
+    return auth, token
+
+
+def revoke_authorization(conn: Connection, platform: Platform, account: Account, now: int) -> int:
+    """End an authorization: its refresh tokens and authorizer tokens stop working now.
+
+    Returns how many authorizer access tokens were cut short.
+    """
+    auth = get_authorization(conn, platform.id, account.id)
+    if auth is None or not auth.active:
+        raise NotFound(f"{account.appid} has not authorized {platform.component_appid}")
+    mark_revoked(conn, auth.id, now)
+    end_refresh_tokens(conn, auth.id, now)
+    return supersede(conn, account.id, "authorizer", now, platform_id=platform.id)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizerGrant:
+    authorizer_access_token: str
+    expires_in: int
+    authorizer_refresh_token: str
+
+    def body(self) -> dict[str, object]:
+        return {
+            "authorizer_access_token": self.authorizer_access_token,
+            "expires_in": self.expires_in,
+            "authorizer_refresh_token": self.authorizer_refresh_token,
+        }
+
+
+def exchange_refresh_token(
+    conn: Connection, platform: Platform, account: Account, refresh_token: str, now: int
+) -> AuthorizerGrant:
+    """``api_authorizer_token``: 61003 without an active authorization, 61023 bad refresh token.
+
+    The refresh token rotates on every exchange; the presented one (and any other still
+    live) keeps working for 5 more minutes. The previous authorizer access tokens of this
+    platform for this account get the same 5-minute overlap as ``/cgi-bin/token``'s.
+    """
+    auth = get_authorization(conn, platform.id, account.id)
+    if auth is None or not auth.active:
+        raise ApiError(61003, f"{account.appid} has not authorized {platform.component_appid}")
+    row = find_refresh_token(conn, refresh_token) if refresh_token else None
+    if row is None or row.authorization_id != auth.id:
+        raise ApiError(61023, "unknown authorizer_refresh_token")
+    if row.valid_until is not None and now >= row.valid_until:
+        raise ApiError(61023, "authorizer_refresh_token rotated or revoked")
+    end_refresh_tokens(conn, auth.id, now + OVERLAP)
+    fresh_refresh = new_refresh_token()
+    insert_refresh_token(conn, fresh_refresh, auth.id, now)
+    supersede(conn, account.id, "authorizer", now + OVERLAP, platform_id=platform.id)
+    access = new_token()
+    insert_token(conn, access, account_id=account.id, kind="authorizer", issued_at=now,
+                 expires_at=now + TOKEN_TTL, platform_id=platform.id)  # fmt: skip
+    return AuthorizerGrant(access, TOKEN_TTL, fresh_refresh)
+
+
+def func_info(func_ids: Iterable[int]) -> list[dict[str, object]]:
+    """WeChat's ``func_info`` shape: ``[{"funcscope_category": {"id": N}}, ...]``."""
+    return [{"funcscope_category": {"id": f}} for f in func_ids]

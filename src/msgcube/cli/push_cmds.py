@@ -1,0 +1,165 @@
+"""``msgcube quarantine list|show|replay`` and ``msgcube replay``: the push side of the CLI.
+
+Registered by ``cli/main.py`` with one ``cli.add_command`` line each, after the helpers
+this module borrows from it (``with_settings``, ``opened``) exist. Like the rest of the
+CLI these only parse arguments, call one library function and print.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+from sqlalchemy.engine import make_url
+
+from msgcube.cli.main import opened, with_settings
+from msgcube.ingest.quarantine import replay_quarantine
+from msgcube.settings import Settings
+from msgcube.storage.accounts import get_account
+from msgcube.storage.quarantine import get_entries, list_entries
+from msgcube.wechat import AESKey
+
+
+def _when(ts: int | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@click.group("quarantine")
+def quarantine_group() -> None:
+    """Signed pushes that could not be stored: list, inspect, replay."""
+
+
+@quarantine_group.command("list")
+@click.option("--appid", default=None, help="Only this account.")
+@click.option("--pending", is_flag=True, help="Only entries not replayed yet.")
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
+@with_settings
+def quarantine_list(appid: str | None, pending: bool, limit: int, settings: Settings) -> None:
+    """List quarantined pushes, newest first (id, received, appid, bytes, replayed, reason)."""
+    with opened(settings) as store, store.read() as conn:
+        entries = list_entries(conn, appid=appid, pending_only=pending, limit=limit)
+    for e in entries:
+        click.echo(
+            f"{e.id}\t{_when(e.received_at)}\t{e.appid}\t{e.body_size}\t"
+            f"{_when(e.replayed_at) if e.replayed_at else 'pending'}\t{e.reason}"
+        )
+    if not entries:
+        click.echo("quarantine is empty" if not pending else "nothing pending", err=True)
+
+
+@quarantine_group.command("show")
+@click.argument("entry_id", type=int)
+@click.option("--raw", is_flag=True, help="Write only the body, byte for byte, to stdout.")
+@with_settings
+def quarantine_show(entry_id: int, raw: bool, settings: Settings) -> None:
+    """Show one quarantined push: why, when, its query string and its body."""
+    with opened(settings) as store, store.read() as conn:
+        found = get_entries(conn, [entry_id])
+    if not found:
+        raise click.ClickException(f"no quarantine entry {entry_id}")
+    e = found[0]
+    if raw:
+        sys.stdout.buffer.write(e.body)
+        return
+    click.echo(f"id:        {e.id}")
+    click.echo(f"appid:     {e.appid}")
+    click.echo(f"received:  {_when(e.received_at)}")
+    click.echo(f"replayed:  {_when(e.replayed_at)}")
+    click.echo(f"reason:    {e.reason}")
+    click.echo(f"query:     {e.query}")
+    click.echo(f"body:      {e.body_size} bytes")
+    click.echo(e.body.decode("utf-8", errors="replace"))
+
+
+@quarantine_group.command("replay")
+@click.argument("entry_ids", nargs=-1, type=int)
+@click.option("--appid", default=None, help="Only this account's pending entries.")
+@with_settings
+def quarantine_replay(entry_ids: tuple[int, ...], appid: str | None, settings: Settings) -> None:
+    """Run pending (or the given) entries through the push gate again; store what now opens.
+
+    Typical use: a push was quarantined because the EncodingAESKey was wrong; fix it with
+    `msgcube account set --aes-key`, then replay. Stored pushes are deduplicated like any
+    push and marked replayed; the others keep their entry with the new reason.
+    """
+    with opened(settings) as store:
+        report = replay_quarantine(
+            store, settings.clock(), list(entry_ids) if entry_ids else None, appid=appid
+        )
+    for entry_id, reason in report.failed:
+        click.echo(f"{entry_id}: still failing: {reason}", err=True)
+    w = report.written
+    click.echo(
+        f"{len(report.replayed)} replayed ({w.messages_new} new messages, "
+        f"{w.messages_duplicate} duplicates, {w.events_new} new events), "
+        f"{len(report.failed)} still failing, {len(report.already)} already replayed"
+    )
+    if report.failed:
+        sys.exit(1)
+
+
+def _account_secrets(settings: Settings, appid: str) -> tuple[str, str | None]:
+    """Token and EncodingAESKey of ``appid`` from the database, if there is one."""
+    url = settings.db_url
+    if url.startswith("sqlite"):
+        path = make_url(url).database
+        if not path or not Path(path).exists():
+            raise click.UsageError(f"--token is required (no database at {path or url})")
+    with opened(settings) as store, store.read() as conn:
+        account = get_account(conn, appid)
+    if account is None or not account.callback_token:
+        raise click.UsageError(f"--token is required ({appid} has no callback token here)")
+    return account.callback_token, account.aes_key
+
+
+@click.command("replay")
+@click.argument("file")
+@click.option("--url", required=True, help="Callback URL, or a server's base URL.")
+@click.option("--appid", required=True)
+@click.option("--token", default=None, help="Callback Token (default: the account's, from --db).")
+@click.option("--aes-key", default=None, help="EncodingAESKey (default: the account's).")
+@click.option(
+    "--mode", type=click.Choice(["plain", "compat", "safe"]), default="plain", show_default=True
+)
+@click.option("--concurrency", type=click.IntRange(1, 4096), default=16, show_default=True)
+@click.option("--tries", type=click.IntRange(1, 10), default=3, show_default=True)
+@click.option("--timeout", type=click.FloatRange(0.1), default=5.0, show_default=True)
+@with_settings
+def replay_cmd(
+    file: str, url: str, appid: str, token: str | None, aes_key: str | None, mode: str,
+    concurrency: int, tries: int, timeout: float, settings: Settings,
+) -> None:  # fmt: skip
+    """Send a JSON Lines file of pushes (msgcube generate --out) to a callback as WeChat would.
+
+    Each push is signed with the Token, encrypted in compat/safe mode, sent concurrently
+    and retried up to --tries times on anything but HTTP 200. With a base URL
+    (http://host:port) the push goes to msgcube's /wechat/callback/APPID there.
+    """
+    # Imported here: httpx is only needed by this command, not by every msgcube start.
+    from msgcube.replay import PushSigner, ReplaySummary, callback_url, read_jsonl, replay
+
+    if token is None:
+        token, stored_key = _account_secrets(settings, appid)
+        aes_key = aes_key or stored_key
+    try:
+        key = AESKey(aes_key) if aes_key else None
+        signer = PushSigner(appid=appid, token=token, mode=mode, aes_key=key)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    target = callback_url(url, appid)
+    summary = ReplaySummary()
+    handle = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
+    with handle:
+        records = read_jsonl(handle, summary)
+        asyncio.run(
+            replay(records, target, signer, concurrency=concurrency, tries=tries,
+                   timeout=timeout, summary=summary)
+        )  # fmt: skip
+    click.echo(summary.text())
+    if summary.failed or summary.bad_lines:
+        sys.exit(1)

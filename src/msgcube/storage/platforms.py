@@ -1,0 +1,296 @@
+"""Rows of third-party platforms, their authorizations and refresh tokens, and quota books.
+
+Plain reads and writes; the rules (ticket slots, rotation, the 5-minute overlap, the
+monthly clear allowance) live in ``auth/platforms.py`` and ``auth/quotas.py``. Secrets
+and refresh tokens are stored as SHA-256 hashes (``hash_token``), like access tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, func, select, update
+
+from msgcube.storage.dialect import upsert
+from msgcube.storage.schema import (
+    account_quotas,
+    accounts,
+    authorizations,
+    platforms,
+    quota_clears,
+    quota_usage,
+    refresh_tokens,
+)
+from msgcube.storage.tokens import hash_token
+
+# --- platforms ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Platform:
+    id: int
+    component_appid: str
+    ticket_url: str
+    created_at: int
+    pushed_slot: int | None = None
+    secret_hash: str = field(default="", repr=False)
+    push_token: str = field(default="", repr=False)
+    aes_key: str | None = field(default=None, repr=False)
+    ticket_key: str = field(default="", repr=False)
+
+
+def _platform(row: Any) -> Platform:
+    return Platform(
+        id=row.id,
+        component_appid=row.component_appid,
+        ticket_url=row.ticket_url,
+        created_at=row.created_at,
+        pushed_slot=row.pushed_slot,
+        secret_hash=row.secret_hash,
+        push_token=row.push_token,
+        aes_key=row.aes_key,
+        ticket_key=row.ticket_key,
+    )
+
+
+def insert_platform(conn: Connection, **values: Any) -> Platform:
+    conn.execute(platforms.insert().values(**values))
+    platform = get_platform(conn, values["component_appid"])
+    assert platform is not None
+    return platform
+
+
+def update_platform(conn: Connection, component_appid: str, **values: Any) -> Platform | None:
+    conn.execute(
+        update(platforms).where(platforms.c.component_appid == component_appid).values(**values)
+    )
+    return get_platform(conn, component_appid)
+
+
+def get_platform(conn: Connection, component_appid: str) -> Platform | None:
+    row = conn.execute(
+        select(platforms).where(platforms.c.component_appid == component_appid)
+    ).first()
+    return _platform(row) if row else None
+
+
+def get_platform_by_id(conn: Connection, platform_id: int) -> Platform | None:
+    row = conn.execute(select(platforms).where(platforms.c.id == platform_id)).first()
+    return _platform(row) if row else None
+
+
+def list_platforms(conn: Connection) -> list[Platform]:
+    return [_platform(r) for r in conn.execute(select(platforms).order_by(platforms.c.id))]
+
+
+def claim_push(conn: Connection, platform_id: int, slot: int) -> bool:
+    """Move ``pushed_slot`` forward to ``slot``; True for the one caller that moved it.
+
+    A single conditional UPDATE is atomic on both backends, so when several workers
+    run the ticket pusher exactly one of them pushes each slot's ticket.
+    """
+    p = platforms.c
+    result = conn.execute(
+        update(platforms)
+        .where(p.id == platform_id)
+        .where((p.pushed_slot.is_(None)) | (p.pushed_slot < slot))
+        .values(pushed_slot=slot)
+    )
+    return result.rowcount == 1
+
+
+# --- authorizations and refresh tokens ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    id: int
+    platform_id: int
+    account_id: int
+    func_ids: tuple[int, ...]
+    authorized_at: int
+    revoked_at: int | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+def _authorization(row: Any) -> Authorization:
+    return Authorization(
+        id=row.id,
+        platform_id=row.platform_id,
+        account_id=row.account_id,
+        func_ids=tuple(int(f) for f in row.func_ids.split(",") if f),
+        authorized_at=row.authorized_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def get_authorization(conn: Connection, platform_id: int, account_id: int) -> Authorization | None:
+    a = authorizations.c
+    row = conn.execute(
+        select(authorizations).where(a.platform_id == platform_id, a.account_id == account_id)
+    ).first()
+    return _authorization(row) if row else None
+
+
+def save_authorization(
+    conn: Connection, platform_id: int, account_id: int, func_ids: Iterable[int], now: int
+) -> Authorization:
+    """Create or renew the (platform, account) authorization with these permission sets."""
+    text = ",".join(str(f) for f in func_ids)
+    conn.execute(
+        upsert(
+            conn,
+            authorizations,
+            ["platform_id", "account_id"],
+            {"func_ids": text, "authorized_at": now, "revoked_at": None},
+        ).values(
+            platform_id=platform_id,
+            account_id=account_id,
+            func_ids=text,
+            authorized_at=now,
+            revoked_at=None,
+        )
+    )
+    found = get_authorization(conn, platform_id, account_id)
+    assert found is not None
+    return found
+
+
+def mark_revoked(conn: Connection, authorization_id: int, now: int) -> None:
+    conn.execute(
+        update(authorizations).where(authorizations.c.id == authorization_id).values(revoked_at=now)
+    )
+
+
+def list_authorizations(conn: Connection, platform_id: int | None = None) -> list[dict[str, Any]]:
+    """Authorizations with their platform's and account's appids, for listings."""
+    a = authorizations.c
+    stmt = (
+        select(authorizations, platforms.c.component_appid, accounts.c.appid)
+        .join(platforms, platforms.c.id == a.platform_id)
+        .join(accounts, accounts.c.id == a.account_id)
+        .order_by(a.id)
+    )
+    if platform_id is not None:
+        stmt = stmt.where(a.platform_id == platform_id)
+    return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshRow:
+    authorization_id: int
+    issued_at: int
+    valid_until: int | None
+
+
+def insert_refresh_token(conn: Connection, token: str, authorization_id: int, now: int) -> None:
+    conn.execute(
+        refresh_tokens.insert().values(
+            token_hash=hash_token(token), authorization_id=authorization_id, issued_at=now
+        )
+    )
+
+
+def find_refresh_token(conn: Connection, token: str) -> RefreshRow | None:
+    r = refresh_tokens.c
+    row = conn.execute(
+        select(r.authorization_id, r.issued_at, r.valid_until).where(
+            r.token_hash == hash_token(token)
+        )
+    ).first()
+    return RefreshRow(row.authorization_id, row.issued_at, row.valid_until) if row else None
+
+
+def end_refresh_tokens(
+    conn: Connection, authorization_id: int, valid_until: int, *, except_token: str | None = None
+) -> int:
+    """End every live refresh token of an authorization at ``valid_until`` (never extending)."""
+    r = refresh_tokens.c
+    stmt = (
+        update(refresh_tokens)
+        .where(r.authorization_id == authorization_id)
+        .where((r.valid_until.is_(None)) | (r.valid_until > valid_until))
+        .values(valid_until=valid_until)
+    )
+    if except_token is not None:
+        stmt = stmt.where(r.token_hash != hash_token(except_token))
+    return conn.execute(stmt).rowcount
+
+
+# --- quotas -------------------------------------------------------------------------------
+
+
+def usage_of(conn: Connection, account_id: int, api: str, day: date) -> int:
+    q = quota_usage.c
+    value = conn.execute(
+        select(q.used).where(q.account_id == account_id, q.api == api, q.day == day)
+    ).scalar_one_or_none()
+    return int(value or 0)
+
+
+def add_usage_deltas(conn: Connection, deltas: Mapping[tuple[int, str, date], int]) -> None:
+    """Add each delta to its (account, api, day) counter in one executemany upsert."""
+    rows = [
+        {"account_id": account_id, "api": api, "day": day, "used": n}
+        for (account_id, api, day), n in deltas.items()
+        if n
+    ]
+    if rows:
+        conn.execute(
+            upsert(
+                conn,
+                quota_usage,
+                ["account_id", "api", "day"],
+                {"used": lambda ex: quota_usage.c.used + ex.used},
+            ),
+            rows,
+        )
+
+
+def clear_usage(conn: Connection, account_id: int, day: date) -> None:
+    q = quota_usage.c
+    conn.execute(delete(quota_usage).where(and_(q.account_id == account_id, q.day == day)))
+
+
+def lock_account(conn: Connection, account_id: int) -> None:
+    """Serialise writers of one account's quota books (a row lock on PostgreSQL).
+
+    SQLite write transactions are already serial (``BEGIN IMMEDIATE``), and SQLAlchemy
+    leaves ``FOR UPDATE`` out there.
+    """
+    conn.execute(select(accounts.c.id).where(accounts.c.id == account_id).with_for_update())
+
+
+def count_clears_since(conn: Connection, account_id: int, since: int) -> int:
+    c = quota_clears.c
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(quota_clears)
+            .where(c.account_id == account_id, c.cleared_at >= since)
+        ).scalar_one()
+    )
+
+
+def record_clear(conn: Connection, account_id: int, now: int) -> None:
+    conn.execute(quota_clears.insert().values(account_id=account_id, cleared_at=now))
+
+
+def daily_limit_override(conn: Connection, account_id: int) -> int | None:
+    value = conn.execute(
+        select(account_quotas.c.daily_limit).where(account_quotas.c.account_id == account_id)
+    ).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+def set_daily_limit_override(conn: Connection, account_id: int, limit: int | None) -> None:
+    """Set (or with ``None`` remove) the account's daily limit per datacube API."""
+    conn.execute(delete(account_quotas).where(account_quotas.c.account_id == account_id))
+    if limit is not None:
+        conn.execute(account_quotas.insert().values(account_id=account_id, daily_limit=limit))

@@ -1,0 +1,351 @@
+"""The admin API under ``/admin/``: what the CLI does to accounts, platforms and
+authorizations, over HTTP for automation.
+
+Authentication is ``Authorization: Bearer <admin_token>`` (the setting), compared in
+constant time. With no ``admin_token`` configured the whole API does not exist (404),
+so a deployment that never set one exposes nothing. Unlike the WeChat-compatible
+routes this is msgcube's own API and speaks plain HTTP: 2xx with a JSON body on success,
+``{"error": "..."}`` with 400 / 401 / 404 / 409 otherwise.
+
+Routes (bodies are JSON objects):
+
+* ``GET /admin/accounts`` — list accounts;
+* ``POST /admin/accounts`` — register one: ``appid``; optional ``secret`` (generated and
+  returned when omitted), ``original_id``, ``token``, ``aes_key``, ``tz``, ``verified``,
+  ``ip_whitelist``, ``daily_quota``;
+* ``PATCH /admin/accounts/{appid}`` — change any of those but ``appid``
+  (``daily_quota: null`` goes back to the ``quota_datacube`` setting);
+* ``GET /admin/platforms`` — list platforms;
+* ``POST /admin/platforms`` — register one: ``component_appid``; optional
+  ``component_appsecret`` (generated when omitted), ``ticket_url``, ``token``, ``aes_key``;
+* ``GET /admin/platforms/{component_appid}/ticket`` — the current component_verify_ticket;
+* ``GET /admin/authorizations`` — list authorizations;
+* ``POST /admin/authorizations`` — ``component_appid``, ``authorizer_appid``, ``func_info``
+  (permission-set ids) → ``authorizer_refresh_token``;
+* ``DELETE /admin/authorizations/{component_appid}/{authorizer_appid}`` — revoke.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from msgcube.auth.platforms import (
+    NotFound,
+    PlatformError,
+    authorize_platform,
+    current_ticket,
+    func_info,
+    parse_func_ids,
+    register_platform,
+    require_platform,
+    revoke_authorization,
+)
+from msgcube.auth.policy import normalize_whitelist
+from msgcube.domain.periods import zone
+from msgcube.storage.accounts import Account, add_account, get_account, list_accounts, set_account
+from msgcube.storage.platforms import (
+    daily_limit_override,
+    list_authorizations,
+    list_platforms,
+    set_daily_limit_override,
+)
+from msgcube.web.context import AppContext
+from msgcube.web.handlers import BodyTooLarge, read_body
+from msgcube.wechat import AESKey
+
+AdminHandler = Callable[[Request, AppContext], Awaitable[Response]]
+
+
+class AdminError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(message)
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+def _authorized(request: Request, admin_token: str) -> bool:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    # Comparing digests keeps the comparison constant-time whatever the lengths.
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        _digest(given.strip()), _digest(admin_token)
+    )
+
+
+def admin_endpoint(handler: AdminHandler) -> Callable[[Request], Awaitable[Response]]:
+    """404 when disabled, 401 without the bearer token, errors as ``{"error"}`` bodies."""
+
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        ctx: AppContext = request.app.state.ctx
+        if not ctx.settings.admin_token:
+            return Response(b"Not Found", status_code=404, media_type="text/plain")
+        if not _authorized(request, ctx.settings.admin_token):
+            return Response(
+                orjson.dumps({"error": "admin token required"}), status_code=401,
+                media_type="application/json", headers={"WWW-Authenticate": "Bearer"},
+            )  # fmt: skip
+        try:
+            return await handler(request, ctx)
+        except AdminError as exc:
+            return _json({"error": exc.message}, exc.status)
+        except NotFound as exc:
+            return _json({"error": str(exc.args[0] if exc.args else exc)}, 404)
+        except (PlatformError, ValueError) as exc:
+            return _json({"error": str(exc)}, 400)
+        except BodyTooLarge:
+            return _json({"error": "request body too large"}, 413)
+
+    return endpoint
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await read_body(request)
+    try:
+        data = orjson.loads(raw or b"{}")
+    except orjson.JSONDecodeError:
+        raise AdminError(400, "the body must be JSON") from None
+    if not isinstance(data, dict):
+        raise AdminError(400, "the body must be a JSON object")
+    return data
+
+
+def _str(data: dict[str, Any], name: str, *, required: bool = False) -> str | None:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise AdminError(400, f"{name} is required")
+        return None
+    if not isinstance(value, str):
+        raise AdminError(400, f"{name} must be a string")
+    return value
+
+
+def _account_json(conn: Connection, account: Account) -> dict[str, Any]:
+    return {
+        "appid": account.appid,
+        "original_id": account.original_id,
+        "tz": account.tz,
+        "verified": account.verified,
+        "follower_base": account.follower_base,
+        "ip_whitelist": list(account.ip_whitelist),
+        "stats_since": account.stats_since.isoformat() if account.stats_since else None,
+        "daily_quota": daily_limit_override(conn, account.id),
+    }
+
+
+def _account_changes(data: dict[str, Any]) -> tuple[dict[str, Any], tuple[bool, int | None]]:
+    """Column changes for ``set_account`` and (given?, value) of the daily quota override."""
+    values: dict[str, Any] = {}
+    for name, column in (("secret", "secret"), ("original_id", "original_id"),
+                         ("token", "callback_token"), ("aes_key", "aes_key")):  # fmt: skip
+        value = _str(data, name)
+        if value is not None:
+            values[column] = value
+    if "aes_key" in values:
+        try:
+            AESKey(values["aes_key"])
+        except ValueError as exc:
+            raise AdminError(400, f"aes_key: {exc}") from None
+    tz = _str(data, "tz")
+    if tz is not None:
+        zone(tz)  # KeyError → 400 below
+        values["tz"] = tz
+    if "verified" in data:
+        if not isinstance(data["verified"], bool):
+            raise AdminError(400, "verified must be true or false")
+        values["verified"] = data["verified"]
+    if "ip_whitelist" in data:
+        raw = data["ip_whitelist"]
+        if not isinstance(raw, str | list) or (
+            isinstance(raw, list) and not all(isinstance(x, str) for x in raw)
+        ):
+            raise AdminError(400, "ip_whitelist must be a string or a list of strings")
+        values["ip_whitelist"] = normalize_whitelist(raw)
+    quota: tuple[bool, int | None] = (False, None)
+    if "daily_quota" in data:
+        limit = data["daily_quota"]
+        bad = isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        if limit is not None and bad:
+            raise AdminError(400, "daily_quota must be a non-negative integer or null")
+        quota = (True, limit)
+    return values, quota
+
+
+async def accounts_list(request: Request, ctx: AppContext) -> Response:
+    with ctx.store.read() as conn:
+        return _json({"accounts": [_account_json(conn, a) for a in list_accounts(conn)]})
+
+
+async def accounts_create(request: Request, ctx: AppContext) -> Response:
+    data = await _body(request)
+    appid = _str(data, "appid", required=True)
+    assert appid is not None
+    secret = _str(data, "secret") or secrets.token_hex(16)
+    try:
+        values, (quota_given, quota) = _account_changes(
+            {k: v for k, v in data.items() if k != "secret"}
+        )
+        with ctx.store.write() as conn:
+            if get_account(conn, appid) is not None:
+                raise AdminError(409, f"account {appid} already exists")
+            account = add_account(
+                conn, appid=appid, secret=secret, tz=values.pop("tz", ctx.settings.tz),
+                original_id=values.pop("original_id", ""),
+                callback_token=values.pop("callback_token", ""),
+                aes_key=values.pop("aes_key", None), verified=values.pop("verified", True),
+            )  # fmt: skip
+            if values:
+                account = set_account(conn, appid, **values)
+            if quota_given:
+                set_daily_limit_override(conn, account.id, quota)
+            body = _account_json(conn, account)
+    except KeyError as exc:
+        raise AdminError(400, str(exc.args[0])) from None
+    return _json({**body, "secret": secret}, 201)
+
+
+async def accounts_update(request: Request, ctx: AppContext) -> Response:
+    appid = request.path_params["appid"]
+    data = await _body(request)
+    try:
+        values, (quota_given, quota) = _account_changes(data)
+    except KeyError as exc:
+        raise AdminError(400, str(exc.args[0])) from None
+    with ctx.store.write() as conn:
+        account = get_account(conn, appid)
+        if account is None:
+            raise NotFound(f"unknown appid {appid}")
+        if values.get("aes_key") and account.aes_key and values["aes_key"] != account.aes_key:
+            # As `msgcube account set` does: pushes sealed with the old key still open.
+            values["prev_aes_key"] = account.aes_key
+        if values:
+            account = set_account(conn, appid, **values)
+        if quota_given:
+            set_daily_limit_override(conn, account.id, quota)
+        return _json(_account_json(conn, account))
+
+
+async def platforms_list(request: Request, ctx: AppContext) -> Response:
+    with ctx.store.read() as conn:
+        rows = [
+            {"component_appid": p.component_appid, "ticket_url": p.ticket_url,
+             "created_at": p.created_at}
+            for p in list_platforms(conn)
+        ]  # fmt: skip
+    return _json({"platforms": rows})
+
+
+async def platforms_create(request: Request, ctx: AppContext) -> Response:
+    data = await _body(request)
+    appid = _str(data, "component_appid", required=True)
+    assert appid is not None
+    secret = _str(data, "component_appsecret") or secrets.token_hex(16)
+    with ctx.store.write() as conn:
+        platform = register_platform(
+            conn, component_appid=appid, secret=secret, now=ctx.now_ts(),
+            ticket_url=_str(data, "ticket_url") or "", push_token=_str(data, "token") or "",
+            aes_key=_str(data, "aes_key"),
+        )  # fmt: skip
+    return _json(
+        {"component_appid": platform.component_appid, "component_appsecret": secret,
+         "ticket_url": platform.ticket_url},
+        201,
+    )  # fmt: skip
+
+
+async def platform_ticket(request: Request, ctx: AppContext) -> Response:
+    with ctx.store.read() as conn:
+        platform = require_platform(conn, request.path_params["component_appid"])
+    now = ctx.now_ts()
+    return _json({"component_appid": platform.component_appid,
+                  **current_ticket(platform, now).body(now)})  # fmt: skip
+
+
+async def authorizations_list(request: Request, ctx: AppContext) -> Response:
+    with ctx.store.read() as conn:
+        rows = [
+            {"component_appid": r["component_appid"], "authorizer_appid": r["appid"],
+             "func_info": [int(f) for f in r["func_ids"].split(",") if f],
+             "authorized_at": r["authorized_at"], "revoked_at": r["revoked_at"]}
+            for r in list_authorizations(conn)
+        ]  # fmt: skip
+    return _json({"authorizations": rows})
+
+
+async def authorizations_create(request: Request, ctx: AppContext) -> Response:
+    data = await _body(request)
+    component_appid = _str(data, "component_appid", required=True)
+    appid = _str(data, "authorizer_appid") or _str(data, "appid")
+    if component_appid is None or appid is None:
+        raise AdminError(400, "component_appid and authorizer_appid are required")
+    funcs = data.get("func_info", data.get("func"))
+    if not isinstance(funcs, str | list):
+        raise AdminError(400, "func_info must be a list of permission-set ids")
+    func_ids = parse_func_ids(funcs)
+    with ctx.store.write() as conn:
+        platform = require_platform(conn, component_appid)
+        account = get_account(conn, appid)
+        if account is None:
+            raise NotFound(f"unknown appid {appid}")
+        auth, refresh = authorize_platform(conn, platform, account, func_ids, ctx.now_ts())
+    return _json(
+        {"component_appid": component_appid, "authorizer_appid": appid,
+         "func_info": func_info(auth.func_ids), "authorizer_refresh_token": refresh},
+        201,
+    )  # fmt: skip
+
+
+async def authorizations_revoke(request: Request, ctx: AppContext) -> Response:
+    component_appid = request.path_params["component_appid"]
+    appid = request.path_params["appid"]
+    with ctx.store.write() as conn:
+        platform = require_platform(conn, component_appid)
+        account = get_account(conn, appid)
+        if account is None:
+            raise NotFound(f"unknown appid {appid}")
+        ended = revoke_authorization(conn, platform, account, ctx.now_ts())
+    return _json({"component_appid": component_appid, "authorizer_appid": appid,
+                  "revoked": True, "tokens_ended": ended})  # fmt: skip
+
+
+def _route(path: str, methods: dict[str, AdminHandler]) -> Route:
+    wrapped = {m: admin_endpoint(h) for m, h in methods.items()}
+
+    async def dispatch(request: Request) -> Response:
+        handler = wrapped.get(request.method)
+        if handler is None:
+            if not request.app.state.ctx.settings.admin_token:
+                return Response(b"Not Found", status_code=404, media_type="text/plain")
+            return _json({"error": f"{request.method} not allowed"}, 405)
+        return await handler(request)
+
+    return Route(path, dispatch, methods=["GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"])
+
+
+routes = [
+    _route("/admin/accounts", {"GET": accounts_list, "POST": accounts_create}),
+    _route("/admin/accounts/{appid}", {"PATCH": accounts_update}),
+    _route("/admin/platforms", {"GET": platforms_list, "POST": platforms_create}),
+    _route("/admin/platforms/{component_appid}/ticket", {"GET": platform_ticket}),
+    _route("/admin/authorizations", {"GET": authorizations_list, "POST": authorizations_create}),
+    _route("/admin/authorizations/{component_appid}/{appid}", {"DELETE": authorizations_revoke}),
+]

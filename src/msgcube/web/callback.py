@@ -1,0 +1,192 @@
+"""``GET|POST /wechat/callback/{appid}``: the URL a developer registers with WeChat (SPEC §5.1).
+
+Order of the checks, each answered the moment it fails:
+
+1. unknown appid → 404;
+2. ``signature`` (constant-time) → 403, before the body is read, so an unsigned request
+   costs a SHA-1 and nothing else; GET answers ``echostr`` verbatim here;
+3. body over 64 KiB → 413 (never read past the limit, so never quarantined);
+4. ``open_body``: ``msg_signature`` → 403; then envelope, AES, XML and record — a failure
+   here came with a valid signature, so the raw body and query string are quarantined
+   and the answer is 400;
+5. the record goes to the group committer; ``success`` only once its transaction has
+   committed, 500 if it failed (WeChat then retries; the retry is deduplicated).
+
+Decisions: there is no timestamp freshness window. In compatible and safe mode
+``msg_signature`` binds the ciphertext, and a replayed push is deduplicated on MsgId or
+(FromUserName, CreateTime, Event), so a resent capture changes nothing. In plaintext mode
+``signature`` does not cover the body at all, so a window would not stop forgery within
+it either — safe mode is the protection. Meanwhile a window would turn a skewed server
+clock into pushes refused until WeChat gives up, i.e. silent loss. The answer ``success``
+is plain text in every mode: WeChat accepts it unencrypted even in safe mode.
+
+Accounts are cached for a second: a push needs the Token and keys before anything else,
+and a database read per push would cost more than the rest of the check. A signed push
+that fails to open re-reads the account once before it is quarantined (the keys may
+have just changed), and the committer re-reads what decides dirty periods inside its
+transaction, so neither a key change nor the statistics wait on the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from msgcube.domain.messages import Record
+from msgcube.errors import IngestError
+from msgcube.ingest.push import (
+    BadSignature,
+    GroupCommitter,
+    check_request_signature,
+    open_body,
+    parse_query,
+    quarantine_entry,
+)
+from msgcube.storage.accounts import Account, get_account
+from msgcube.web.context import AppContext
+from msgcube.web.handlers import BodyTooLarge, read_body
+
+log = logging.getLogger("msgcube.callback")
+
+ACCOUNT_TTL = 1.0
+"""Seconds an account (Token, EncodingAESKeys) is cached; a change takes effect after it."""
+
+
+class CallbackService:
+    """Per-process state of the callback: the group committer and the account cache."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.committer = GroupCommitter(ctx.store, ctx.now)
+        self._accounts: dict[str, tuple[float, Account | None]] = {}
+        self._refreshing: dict[str, asyncio.Future[Account | None]] = {}
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run the committer for the app's lifetime; on shutdown, commit what is queued."""
+        await self.committer.start()
+        try:
+            yield
+        finally:
+            await self.committer.stop()
+            s = self.committer.stats
+            if s.items:
+                log.info("group commit: %d pushes in %d transactions (largest %d, %d failed)",
+                         s.items, s.batches, s.largest, s.failed_batches)  # fmt: skip
+
+    async def account(self, appid: str) -> Account | None:
+        """The account, from a cache refreshed in the background once a second.
+
+        An expired entry is still answered while one task re-reads it: otherwise every
+        push in flight at the moment of expiry would queue its own database read, and
+        each second would start with a burst of slow answers.
+        """
+        hit = self._accounts.get(appid)
+        if hit is not None:
+            if hit[0] <= time.monotonic() and appid not in self._refreshing:
+                self._refreshing[appid] = asyncio.ensure_future(self._refresh(appid))
+            return hit[1]
+        return await self.reload(appid)
+
+    async def reload(self, appid: str) -> Account | None:
+        """The account read afresh now (joining a re-read already under way)."""
+        pending = self._refreshing.get(appid)
+        if pending is None:
+            pending = self._refreshing[appid] = asyncio.ensure_future(self._refresh(appid))
+        return await asyncio.shield(pending)
+
+    async def _refresh(self, appid: str) -> Account | None:
+        try:
+            account = await run_in_threadpool(self._read_account, appid)
+        except Exception:
+            stale = self._accounts.get(appid)
+            if stale is None:
+                raise
+            log.warning("could not re-read account %s; using the cached copy", appid)
+            account = stale[1]
+        finally:
+            self._refreshing.pop(appid, None)
+        if len(self._accounts) > 10_000:  # unknown appids must not grow this forever
+            self._accounts.clear()
+        self._accounts[appid] = (time.monotonic() + ACCOUNT_TTL, account)
+        return account
+
+    def _read_account(self, appid: str) -> Account | None:
+        with self.ctx.store.read() as conn:
+            return get_account(conn, appid)
+
+
+def _refuse(request: Request, status: int, reason: str) -> Response:
+    request.state.detail = reason  # the access log line says why; the query is never logged
+    return PlainTextResponse(reason, status_code=status)
+
+
+async def callback(request: Request) -> Response:
+    service: CallbackService = request.app.state.callback
+    appid = request.path_params["appid"]
+    account = await service.account(appid)
+    if account is None:
+        return _refuse(request, 404, "unknown appid")
+    query_string = request.scope.get("query_string", b"").decode("latin-1")
+    query = parse_query(query_string)
+    try:
+        check_request_signature(account, query)
+    except BadSignature as exc:
+        return _refuse(request, 403, exc.reason)
+    if request.method in ("GET", "HEAD"):
+        return PlainTextResponse(
+            query.get("echostr", ""), headers={"X-Content-Type-Options": "nosniff"}
+        )
+    try:
+        body = await read_body(request)
+    except BodyTooLarge:
+        return _refuse(request, 413, "request body too large")
+    try:
+        record = await _open(service, account, query, body)
+    except BadSignature as exc:
+        return _refuse(request, 403, exc.reason)
+    except IngestError as exc:
+        entry = quarantine_entry(appid, exc.reason, query_string, body)
+        try:
+            await service.committer.quarantine(entry)
+        except Exception:
+            return _refuse(request, 500, "could not store")
+        return _refuse(request, 400, f"quarantined: {exc.reason}")
+    try:
+        await service.committer.store(account, record)
+    except Exception:
+        return _refuse(request, 500, "could not store")
+    return PlainTextResponse("success")
+
+
+async def _open(
+    service: CallbackService, account: Account, query: dict[str, str], body: bytes
+) -> Record:
+    """``open_body``, retried once with the account re-read if its keys just changed.
+
+    A push that fails after a valid signature is about to be quarantined; if the
+    operator changed the EncodingAESKey in the last second the cached copy is to blame,
+    so that one case pays for a database read. Forged requests never get here.
+    """
+    try:
+        return open_body(account, query, body)
+    except IngestError:
+        fresh = await service.reload(account.appid)
+        if fresh is None or _keys(fresh) == _keys(account):
+            raise
+        return open_body(fresh, query, body)
+
+
+def _keys(account: Account) -> tuple[str, str | None, str | None]:
+    return account.callback_token, account.aes_key, account.prev_aes_key
+
+
+routes = [Route("/wechat/callback/{appid}", callback, methods=["GET", "POST"], name="callback")]
