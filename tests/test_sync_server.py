@@ -80,6 +80,7 @@ def serve_env(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str],
         MSGCUBE_NOW=NOW.isoformat(),
         MSGCUBE_CONFIG=str(work / "absent.toml"),
         MSGCUBE_LOG_LEVEL="info",
+        MSGCUBE_ACCESS_LOG="all",  # the tests count successful requests in the log
     )
     return env, work
 

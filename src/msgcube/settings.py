@@ -120,6 +120,8 @@ SETTINGS: tuple[Setting, ...] = (
             "address (for IP whitelists); unset: the direct peer is the client."),
     Setting("now", "", _now, "Pin the clock (ISO 8601 with offset), for tests and demos."),
     Setting("log_level", "info", _choice("debug", "info", "warning", "error"), "Log level."),
+    Setting("access_log", "errors", _choice("errors", "all"),
+            "Request log lines: errors (every errcode or HTTP error, with its rid) or all."),
 )  # fmt: skip
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -143,6 +145,7 @@ class Settings:
     trusted_proxies: str = ""
     now: str = ""
     log_level: str = "info"
+    access_log: str = "errors"
 
     @classmethod
     def load(

@@ -59,6 +59,7 @@ def shanghai(y: int, m: int, d: int, hh: int = 10, mm: int = 0, ss: int = 0) -> 
 
 
 def settings_at(now: datetime, **overrides: Any) -> Settings:
+    overrides.setdefault("access_log", "all")  # tests read the log line of every request
     return Settings(now=now.isoformat(), **overrides)
 
 

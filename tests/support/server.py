@@ -124,7 +124,8 @@ class ServerProcess:
             if attempt or not self.port:
                 self.port = free_port()
             env = msgcube_env(self.db, self.now, host="127.0.0.1", port=self.port,
-                              workers=self.workers, log_level="info", **self.settings)  # fmt: skip
+                              workers=self.workers, log_level="info",
+                              access_log="all", **self.settings)  # fmt: skip
             self._starts += 1
             with open(self.log_path, "ab") as log:
                 log.write(f"--- start {self._starts}: now={self.now!r}\n".encode())
