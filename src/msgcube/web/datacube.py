@@ -7,6 +7,7 @@ data makes it dirty, which moves the generation, so a hit is never stale.
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import Any
 
 import orjson
@@ -23,17 +24,18 @@ from msgcube.errors import ApiError
 from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import Account
 from msgcube.web.context import AppContext
-from msgcube.web.envelope import ok_response
+from msgcube.web.envelope import JSONBody
 from msgcube.web.handlers import ALL_METHODS, json_object, wechat_endpoint
 from msgcube.web.quota import check_ip, counter_of
 
 
-def authorize(request: Request, ctx: AppContext) -> Account:
+def authorize(request: Request, ctx: AppContext, now: datetime) -> tuple[Account, date]:
     """The checks before the body, in SPEC §1.1's order; the call is counted when they pass.
 
     43002 method, 41001 no token, 40001/42001 token, 40164 IP whitelist, 48001 component
     token / unverified / access policy, 61007 authorizer without permission set 1, 45009
-    daily quota (see ``auth/policy`` and ``auth/quotas``).
+    daily quota (see ``auth/policy`` and ``auth/quotas``). Returns the account and its
+    local date at ``now``.
     """
     if request.method != "POST":
         raise ApiError(43002)
@@ -41,32 +43,32 @@ def authorize(request: Request, ctx: AppContext) -> Account:
     if not token:
         raise ApiError(41001)
     conn = ctx.store.hot_reader()  # this runs on the event loop's thread, one at a time
-    row, found = check_token_and_account(conn, token, ctx.now_ts())
+    row, found = check_token_and_account(conn, token, int(now.timestamp()))
     account = acting_account(row, found)
     check_ip(request, ctx, account, row)
     check_datacube_access(conn, row, account, ctx.settings.access_policy)
-    day = local_today(ctx.now(), account.tz)
-    counter_of(request).admit(account.id, request.scope["path"], day, ctx.settings.quota_datacube)
-    return account
+    today = local_today(now, account.tz)
+    counter_of(request).admit(account.id, request.scope["path"], today,
+                              ctx.settings.quota_datacube)  # fmt: skip
+    return account, today
 
 
 def _handler(ep: Endpoint) -> Any:
     async def handle(request: Request, ctx: AppContext) -> Response:
-        account = authorize(request, ctx)
-        begin, end = parse_range_body(await json_object(request))
         now = ctx.now()
-        key = (account.id, ep.name, begin, end, local_today(now, account.tz),
-               ctx.settings.span_profile)  # fmt: skip
+        account, today = authorize(request, ctx, now)
+        begin, end = parse_range_body(await json_object(request))
+        key = (account.id, ep.name, begin, end, today, ctx.settings.span_profile)
         hit = ctx.answers.get(key)
         if isinstance(hit, tuple) and hit[0] == account.stats_gen:
-            return Response(hit[1], media_type=ok_response(b"").media_type)
+            return JSONBody(hit[1])
         rows = await run_in_threadpool(
             served_list, ctx.store, account, ep, begin, end, now,
             span_profile=ctx.settings.span_profile, ready_at=ctx.settings.ready_time,
         )  # fmt: skip
         payload = orjson.dumps({"list": rows})
         ctx.answers.put(key, (account.stats_gen, payload))
-        return ok_response(payload)
+        return JSONBody(payload)
 
     handle.__name__ = ep.name
     return wechat_endpoint(handle)
