@@ -103,6 +103,8 @@ def _sqlite_engine(url: str) -> Engine:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event below emit BEGIN, not the sqlite3 module.
+        # No mmap: mapped pages count as the process's RSS, and a bulk import touching a
+        # few hundred MB of file would look (and be budgeted) like that much memory.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         for pragma in (
@@ -111,7 +113,6 @@ def _sqlite_engine(url: str) -> Engine:
             "busy_timeout=30000",
             "cache_size=-65536",
             "temp_store=MEMORY",
-            "mmap_size=268435456",
             "foreign_keys=OFF",
         ):
             cur.execute(f"PRAGMA {pragma}")
