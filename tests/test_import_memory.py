@@ -29,13 +29,15 @@ def test_one_million_messages_import_in_bounded_memory(tmp_path: Path) -> None:
     out = msgcube(env, "generate", "--appid", "wxbig", "--days", "30", "--users", "20000",
                   "--per-day", "33334", "--out", str(src))  # fmt: skip
     assert int(out.split()[0]) >= 1_000_000
-    # The import runs in a process of its own that reports its own peak RSS (RUSAGE_SELF):
-    # RUSAGE_CHILDREN would include every earlier child of the test run (servers, browsers).
+    # The import runs in a process of its own that reports its own peak RSS: VmHWM of
+    # /proc/self/status. Not getrusage: Linux carries ru_maxrss across fork and exec, so
+    # a child of a big pytest process would inherit the parent's peak.
     measure = (
-        "import resource, sys\n"
+        "import re, sys\n"
         "from msgcube.cli.main import cli\n"
         "cli(sys.argv[1:], standalone_mode=False)\n"
-        "print('peak_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "status = open('/proc/self/status').read()\n"
+        "print('peak_kb', re.search(r'VmHWM:\\s+(\\d+) kB', status)[1])\n"
     )
     args = [sys.executable, "-c", measure, "import", "--appid", "wxbig", "--quiet", str(src)]
     done = subprocess.run(args, env=env, check=True, capture_output=True, text=True)
