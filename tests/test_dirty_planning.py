@@ -16,7 +16,7 @@ import pytest
 from msgcube.domain.endpoints import BY_NAME, Period
 from msgcube.domain.messages import parse_record
 from msgcube.ingest.store import import_followers, store_batch
-from msgcube.rollup.engine import pending_keys, refresh
+from msgcube.rollup.engine import _compute, pending_keys, refresh
 from msgcube.rollup.plan import (
     Key,
     closed,
@@ -386,3 +386,27 @@ def test_needed_for() -> None:
 def test_timestamps_used_here_are_what_they_claim() -> None:
     assert datetime.fromtimestamp(_ts(2026, 2, 1, 0, 30), UTC).date() == date(2026, 1, 31)
     assert datetime.fromtimestamp(_ts(2025, 12, 31, 23, 59, 59), CST).day == 31
+
+
+def test_a_push_between_the_day_and_the_week_rollup_is_not_lost(store: Store) -> None:
+    """The race the callback test found: a refresh plans its keys, computes the days, and a
+    push for one of those days lands before the weeks are computed. The week must not be
+    marked done from the stale user_day rows of that day."""
+    appid = fresh_appid("wxrace")
+    with store.write() as conn:
+        add_account(conn, appid=appid, secret="s", tz="Asia/Shanghai")
+    day, week, month = date(2026, 2, 17), date(2026, 2, 16), date(2026, 2, 1)
+    _store(store, appid, [_msg("a", _ts(2026, 2, 17), 1), _msg("b", _ts(2026, 2, 18), 2)])
+    account = _account(store, appid)
+    with store.write() as conn:  # the days of this refresh ...
+        _compute(conn, account, D, [day, date(2026, 2, 18)])
+    _store(store, appid, [_msg("a", _ts(2026, 2, 17, 13), 3)])  # ... a push lands ...
+    with store.write() as conn:  # ... then its weeks and months
+        _compute(conn, account, W, [week])
+        _compute(conn, account, M, [month])
+    assert _pending(store, appid) == []
+    for name, begin in (("getupstreammsgweek", week), ("getupstreammsgmonth", month),
+                        ("getupstreammsg", day)):  # fmt: skip
+        rows = served_list(store, _account(store, appid), BY_NAME[name], begin.isoformat(),
+                           begin.isoformat(), NOW)  # fmt: skip
+        assert sum(r["msg_count"] for r in rows) == (3 if name != "getupstreammsg" else 2), name

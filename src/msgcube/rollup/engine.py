@@ -34,6 +34,7 @@ from msgcube.domain.periods import (
     month_start,
     period_end_timestamp,
     period_last_day,
+    periods_touching,
     week_start,
 )
 from msgcube.rollup.plan import Key, expected_keys, needed_for, pending
@@ -110,11 +111,22 @@ def _compute(conn: Connection, account: Account, period: Period, starts: Sequenc
         # One rollup per account at a time (the API may compute inline while serve's
         # background loop runs); the transaction-scoped lock ends with the commit.
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": 7_400_000 + account.id})
-    states = read_states(conn, account.id, [period])
+    wanted = [period] if period is Period.DAY else [period, Period.DAY]
+    states = read_states(conn, account.id, wanted)
     seqs = {(period, s): states.get((period, s), (0, 0))[0] for s in starts}
     if period is Period.DAY:
         _compute_days(conn, account, starts)
     else:
+        # A week or month reads user_day rows: any of its days made dirty since the day
+        # rollups ran (a push landing between them) is recomputed first, in this same
+        # transaction — otherwise the week would be marked done from stale user_day rows.
+        inside = {(Period.DAY, d) for s in starts
+                  for d in periods_touching(Period.DAY, s, period_last_day(period, s))}  # fmt: skip
+        stale = sorted(d for (p, d), (dirty, done) in states.items()
+                       if (p, d) in inside and dirty > done)  # fmt: skip
+        if stale:
+            _compute_days(conn, account, stale)
+            seqs.update({(Period.DAY, d): states[(Period.DAY, d)][0] for d in stale})
         _compute_periods(conn, account, period, starts)
     mark_done(conn, account.id, seqs)
 
