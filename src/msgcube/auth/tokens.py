@@ -29,7 +29,6 @@ from msgcube.errors import ApiError
 from msgcube.storage.accounts import Account
 from msgcube.storage.tokens import (
     TokenRow,
-    add_usage,
     count_forced_since,
     find_token,
     find_token_and_account,
@@ -39,6 +38,7 @@ from msgcube.storage.tokens import (
     server_secret,
     supersede,
 )
+from msgcube.storage.usage import add_usage
 
 TOKEN_TTL = 7200
 OVERLAP = 300

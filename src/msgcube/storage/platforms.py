@@ -7,12 +7,11 @@ and refresh tokens are stored as SHA-256 hashes (``hash_token``), like access to
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
 from msgcube.storage.dialect import upsert
 from msgcube.storage.schema import (
@@ -21,7 +20,6 @@ from msgcube.storage.schema import (
     authorizations,
     platforms,
     quota_clears,
-    quota_usage,
     refresh_tokens,
 )
 from msgcube.storage.tokens import hash_token
@@ -224,38 +222,6 @@ def end_refresh_tokens(
 
 
 # --- quotas -------------------------------------------------------------------------------
-
-
-def usage_of(conn: Connection, account_id: int, api: str, day: date) -> int:
-    q = quota_usage.c
-    value = conn.execute(
-        select(q.used).where(q.account_id == account_id, q.api == api, q.day == day)
-    ).scalar_one_or_none()
-    return int(value or 0)
-
-
-def add_usage_deltas(conn: Connection, deltas: Mapping[tuple[int, str, date], int]) -> None:
-    """Add each delta to its (account, api, day) counter in one executemany upsert."""
-    rows = [
-        {"account_id": account_id, "api": api, "day": day, "used": n}
-        for (account_id, api, day), n in deltas.items()
-        if n
-    ]
-    if rows:
-        conn.execute(
-            upsert(
-                conn,
-                quota_usage,
-                ["account_id", "api", "day"],
-                {"used": lambda ex: quota_usage.c.used + ex.used},
-            ),
-            rows,
-        )
-
-
-def clear_usage(conn: Connection, account_id: int, day: date) -> None:
-    q = quota_usage.c
-    conn.execute(delete(quota_usage).where(and_(q.account_id == account_id, q.day == day)))
 
 
 def lock_account(conn: Connection, account_id: int) -> None:

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
 from types import SimpleNamespace
+from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 
 from msgcube.storage.accounts import Account, account_from_row
 from msgcube.storage.dialect import upsert
-from msgcube.storage.schema import access_tokens, quota_usage, server_secrets
+from msgcube.storage.schema import access_tokens, server_secrets
 
 
 def hash_token(token: str) -> str:
@@ -37,7 +38,10 @@ class TokenRow:
 
 
 def _row(r: object) -> TokenRow:
-    m = r._mapping  # type: ignore[attr-defined]
+    return _token_row(r._mapping)  # type: ignore[attr-defined]
+
+
+def _token_row(m: Mapping[str, Any]) -> TokenRow:
     return TokenRow(
         token_hash=m["token_hash"],
         account_id=m["account_id"],
@@ -84,13 +88,9 @@ def find_token_and_account(conn: Connection, token: str) -> tuple[TokenRow, Acco
         cursor.close()
     if values is None:
         return None
-    r = SimpleNamespace(**dict(zip(names, values, strict=True)))
-    token_row = TokenRow(
-        token_hash=r.token_hash, account_id=r.account_id, kind=r.kind, platform_id=r.platform_id,
-        issued_at=r.issued_at, expires_at=r.expires_at, valid_until=r.valid_until,
-        forced=bool(r.forced), nonce=r.nonce,
-    )  # fmt: skip
-    return token_row, (account_from_row(r) if r.appid is not None else None)
+    m = dict(zip(names, values, strict=True))
+    account = account_from_row(SimpleNamespace(**m)) if m["appid"] is not None else None
+    return _token_row(m), account
 
 
 def latest_token(
@@ -178,28 +178,6 @@ def last_forced_at(conn: Connection, account_id: int) -> int | None:
         )
     ).scalar_one()
     return int(value) if value is not None else None
-
-
-def add_usage(conn: Connection, account_id: int, api: str, day: date, calls: int = 1) -> int:
-    """Add ``calls`` to today's counter and return the new total."""
-    conn.execute(
-        upsert(
-            conn,
-            quota_usage,
-            ["account_id", "api", "day"],
-            {"used": lambda ex: quota_usage.c.used + ex.used},
-        ),
-        {"account_id": account_id, "api": api, "day": day, "used": calls},
-    )
-    return usage(conn, account_id, api, day)
-
-
-def usage(conn: Connection, account_id: int, api: str, day: date) -> int:
-    q = quota_usage
-    value = conn.execute(
-        select(q.c.used).where(q.c.account_id == account_id, q.c.api == api, q.c.day == day)
-    ).scalar_one_or_none()
-    return int(value or 0)
 
 
 def server_secret(conn: Connection, name: str) -> str:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import anyio
 from starlette.concurrency import run_in_threadpool
@@ -42,6 +43,21 @@ def rollup_once(ctx: AppContext) -> int:
 
 
 @contextlib.asynccontextmanager
+async def running(loop: Callable[[], Coroutine[Any, Any, None]]) -> AsyncIterator[None]:
+    """Run ``loop`` as a task while the ``async with`` block runs; cancel it on exit.
+
+    The server's periodic jobs (rollups, quota flushes, ticket pushes) live in the app's
+    lifespan this way.
+    """
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(loop)
+        try:
+            yield
+        finally:
+            tg.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
 async def rollup_loop(ctx: AppContext, interval: float = 30.0) -> AsyncIterator[None]:
     async def loop() -> None:
         await anyio.sleep(random.uniform(0.5, 2.0))  # workers start together; spread them
@@ -52,9 +68,5 @@ async def rollup_loop(ctx: AppContext, interval: float = 30.0) -> AsyncIterator[
                 log.exception("background rollup failed")
             await anyio.sleep(interval)
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(loop)
-        try:
-            yield
-        finally:
-            tg.cancel_scope.cancel()
+    async with running(loop):
+        yield

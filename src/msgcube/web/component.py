@@ -50,6 +50,7 @@ from msgcube.storage.platforms import (
     get_platform_by_id,
     list_platforms,
 )
+from msgcube.web.background import running
 from msgcube.web.context import AppContext
 from msgcube.web.envelope import ok_response
 from msgcube.web.handlers import ALL_METHODS, json_object, wechat_endpoint
@@ -184,12 +185,8 @@ async def ticket_pusher(ctx: AppContext, interval: float = PUSH_POLL) -> AsyncIt
                     log.exception("ticket pusher failed")
                 await anyio.sleep(interval)
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(loop)
-        try:
-            yield
-        finally:
-            tg.cancel_scope.cancel()
+    async with running(loop):
+        yield
 
 
 routes = [

@@ -32,8 +32,10 @@ from msgcube.auth.tokens import TOKEN_API, check_token
 from msgcube.domain.periods import local_today, zone
 from msgcube.errors import ApiError
 from msgcube.storage.accounts import Account
-from msgcube.storage.platforms import get_platform_by_id, usage_of
+from msgcube.storage.platforms import get_platform_by_id
 from msgcube.storage.tokens import TokenRow
+from msgcube.storage.usage import usage_of
+from msgcube.web.background import running
 from msgcube.web.context import AppContext
 from msgcube.web.envelope import ok_response
 from msgcube.web.handlers import ALL_METHODS, json_object, wechat_endpoint
@@ -146,12 +148,8 @@ async def quota_flusher(
             await flush()
 
     try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(loop)
-            try:
-                yield
-            finally:
-                tg.cancel_scope.cancel()
+        async with running(loop):
+            yield
     finally:
         with anyio.CancelScope(shield=True):
             await flush()
