@@ -403,7 +403,11 @@ async def test_unknown_paths_are_404(path: str, world: World, api: httpx.AsyncCl
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["content-length", "chunked"])
-async def test_body_over_64k_is_413(streamed: bool, world: World, api: httpx.AsyncClient) -> None:
+async def test_body_over_64k_is_47001_in_the_envelope(
+    streamed: bool, world: World, api: httpx.AsyncClient
+) -> None:
+    """Over the limit is refused without reading it all, in WeChat's envelope (not a bare
+    413): 47001 with a rid, like any other bad body."""
     def payload(size: int) -> bytes:
         body = _body("2026-05-31", "2026-05-31")
         return body + b" " * (size - len(body))
@@ -422,11 +426,11 @@ async def test_body_over_64k_is_413(streamed: bool, world: World, api: httpx.Asy
     assert "list" in at_limit.json()
     over = await api.post(path, params={"access_token": world.valid},
                           content=content(payload(MAX_BODY + 1)))  # fmt: skip
-    assert over.status_code == 413
+    assert_envelope(over, 47001)
     stable = orjson.dumps({"grant_type": "client_credential", "appid": world.appid,
                            "secret": SECRET})  # fmt: skip
     big = stable + b" " * (MAX_BODY + 1 - len(stable))
-    assert (await api.post("/cgi-bin/stable_token", content=content(big))).status_code == 413
+    assert_envelope(await api.post("/cgi-bin/stable_token", content=content(big)), 47001)
 
 
 @pytest.mark.parametrize(

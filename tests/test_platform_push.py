@@ -23,7 +23,8 @@ from starlette.routing import Route
 from wechatpy.component import ComponentVerifyTicketMessage, WeChatComponent
 from wechatpy.utils import check_signature
 
-from msgcube.auth.platforms import PlatformError, current_ticket, register_platform
+from msgcube.auth.platforms import current_ticket, register_platform
+from msgcube.errors import PlatformError
 from msgcube.settings import Settings
 from msgcube.storage.db import Store
 from msgcube.storage.platforms import get_platform

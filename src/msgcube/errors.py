@@ -3,11 +3,19 @@
 ::
 
     MsgcubeError
-    ├── ApiError(errcode)      a WeChat errcode; the web edge turns it into {"errcode", "errmsg"}
-    ├── IngestError            a push or an import line that cannot be accepted (with a reason)
-    └── ConfigError            a setting that cannot be used
+    ├── ApiError(errcode)        a WeChat errcode; the web edge answers {"errcode", "errmsg"}
+    ├── IngestError              a push or an import line that cannot be accepted (a reason)
+    ├── ConfigError              a setting that cannot be used
+    ├── PlatformError(ValueError)  a platform registration/authorization that cannot be done
+    ├── NotFound(LookupError)    an unknown platform, account or authorization
+    ├── BodyTooLarge             a request body over the limit
+    └── RequestRefused(status)   an HTTP answer of msgcube's own APIs (not WeChat's)
+        ├── AdminError           the admin API: ``{"error": message}`` with ``status``
+        └── SignInRequired       the dashboard: the visitor is not signed in (401)
 
-Library code raises these; the edges (web handlers, the CLI) translate them once.
+Library code raises these; the edges translate them once: the web app's exception
+handlers (``web/boundary.py``) and the CLI's handler. Anything else reaching the web edge
+is a fault (a database down, a bug): WeChat paths answer ``-1 system error``.
 The ``ERRMSG`` table holds WeChat's texts verbatim (see shared/reference/wechat-notes.md
 §2.2), so every code is spelled the same way wherever it surfaces.
 """
@@ -80,3 +88,43 @@ class IngestError(MsgcubeError):
 
 class ConfigError(MsgcubeError):
     """A setting or command-line value that cannot be used."""
+
+
+class PlatformError(MsgcubeError, ValueError):
+    """A registration or authorization request that cannot be carried out (CLI / admin)."""
+
+
+class NotFound(MsgcubeError, LookupError):
+    """An unknown platform, account or authorization (CLI / admin: 404)."""
+
+    def __str__(self) -> str:
+        # LookupError's str() of a KeyError-like argument would add quotes; keep the text.
+        return str(self.args[0]) if self.args else "not found"
+
+
+class BodyTooLarge(MsgcubeError):
+    """A request body over the limit: 47001 on WeChat paths, HTTP 413 elsewhere."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"request body over {limit} bytes")
+
+
+class RequestRefused(MsgcubeError):
+    """A request msgcube's own HTTP APIs refuse with ``status`` and a plain message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(message)
+
+
+class AdminError(RequestRefused):
+    """The admin API refuses a request (answered ``{"error": message}`` with ``status``)."""
+
+
+class SignInRequired(RequestRefused):
+    """A dashboard data request without a signed-in visitor (401)."""
+
+    def __init__(self) -> None:
+        super().__init__(401, "sign in first")

@@ -33,6 +33,7 @@ JSON_TYPE = "application/json; encoding=utf-8"
 RID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{8}-[0-9a-f]{8}")
 
 WECHAT_TEXT: dict[int, str] = {
+    -1: "system error",
     40001: "invalid credential, access_token is invalid or not latest",
     40002: "invalid grant_type",
     40013: "invalid appid",

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import Connection
 
 from msgcube.auth.tokens import OVERLAP, TOKEN_TTL, new_token
-from msgcube.errors import ApiError
+from msgcube.errors import ApiError, NotFound, PlatformError
 from msgcube.storage.accounts import Account, hash_secret
 from msgcube.storage.platforms import (
     Authorization,
@@ -66,14 +66,6 @@ DATACUBE_FUNC = 1
 
 _SLOT_BYTES = 6
 _MAC_BYTES = 32
-
-
-class PlatformError(ValueError):
-    """A registration or authorization request that cannot be carried out (CLI / admin)."""
-
-
-class NotFound(LookupError):
-    """An unknown platform, account or authorization (CLI / admin)."""
 
 
 # --- registration -------------------------------------------------------------------------

@@ -14,8 +14,6 @@ import secrets
 import click
 
 from msgcube.auth.platforms import (
-    NotFound,
-    PlatformError,
     authorize_platform,
     current_ticket,
     parse_func_ids,
@@ -24,6 +22,7 @@ from msgcube.auth.platforms import (
     revoke_authorization,
 )
 from msgcube.cli.main import opened, require_account, with_settings
+from msgcube.errors import NotFound, PlatformError
 from msgcube.settings import Settings
 from msgcube.storage.platforms import list_authorizations, list_platforms
 

@@ -41,8 +41,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from msgcube.auth.platforms import (
-    NotFound,
-    PlatformError,
     authorize_platform,
     current_ticket,
     func_info,
@@ -53,6 +51,7 @@ from msgcube.auth.platforms import (
 )
 from msgcube.auth.policy import normalize_whitelist
 from msgcube.domain.periods import zone
+from msgcube.errors import AdminError, NotFound
 from msgcube.storage.accounts import Account, add_account, get_account, list_accounts, set_account
 from msgcube.storage.platforms import (
     daily_limit_override,
@@ -61,17 +60,10 @@ from msgcube.storage.platforms import (
     set_daily_limit_override,
 )
 from msgcube.web.context import AppContext
-from msgcube.web.handlers import BodyTooLarge, read_body
+from msgcube.web.handlers import read_body
 from msgcube.wechat import AESKey
 
 AdminHandler = Callable[[Request, AppContext], Awaitable[Response]]
-
-
-class AdminError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        self.message = message
-        super().__init__(message)
 
 
 def _json(content: Any, status: int = 200) -> Response:
@@ -91,7 +83,8 @@ def _authorized(request: Request, admin_token: str) -> bool:
 
 
 def admin_endpoint(handler: AdminHandler) -> Callable[[Request], Awaitable[Response]]:
-    """404 when disabled, 401 without the bearer token, errors as ``{"error"}`` bodies."""
+    """404 when disabled, 401 without the bearer token; errors raised by ``handler``
+    are answered as ``{"error"}`` bodies by the app's boundary (``web/boundary.py``)."""
 
     @functools.wraps(handler)
     async def endpoint(request: Request) -> Response:
@@ -103,16 +96,7 @@ def admin_endpoint(handler: AdminHandler) -> Callable[[Request], Awaitable[Respo
                 orjson.dumps({"error": "admin token required"}), status_code=401,
                 media_type="application/json", headers={"WWW-Authenticate": "Bearer"},
             )  # fmt: skip
-        try:
-            return await handler(request, ctx)
-        except AdminError as exc:
-            return _json({"error": exc.message}, exc.status)
-        except NotFound as exc:
-            return _json({"error": str(exc.args[0] if exc.args else exc)}, 404)
-        except (PlatformError, ValueError) as exc:
-            return _json({"error": str(exc)}, 400)
-        except BodyTooLarge:
-            return _json({"error": "request body too large"}, 413)
+        return await handler(request, ctx)
 
     return endpoint
 

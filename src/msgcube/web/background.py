@@ -23,6 +23,7 @@ from msgcube.domain.periods import local_today
 from msgcube.rollup.engine import refresh
 from msgcube.storage.accounts import list_accounts
 from msgcube.web.context import AppContext
+from msgcube.web.faults import faults
 
 log = logging.getLogger("msgcube.rollup")
 
@@ -64,8 +65,10 @@ async def rollup_loop(ctx: AppContext, interval: float = 30.0) -> AsyncIterator[
         while True:
             try:
                 await run_in_threadpool(rollup_once, ctx)
-            except Exception:  # keep serving; the next pass retries
-                log.exception("background rollup failed")
+            except Exception as exc:  # keep serving; the next pass retries
+                faults.failed("background rollup", exc)
+            else:
+                faults.succeeded("background rollup")
             await anyio.sleep(interval)
 
     async with running(loop):

@@ -41,7 +41,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from msgcube.domain.messages import Record
-from msgcube.errors import IngestError
+from msgcube.errors import BodyTooLarge, IngestError
 from msgcube.ingest.push import (
     BadSignature,
     GroupCommitter,
@@ -52,7 +52,7 @@ from msgcube.ingest.push import (
 )
 from msgcube.storage.accounts import Account, get_account
 from msgcube.web.context import AppContext
-from msgcube.web.handlers import BodyTooLarge, read_body
+from msgcube.web.handlers import read_body
 
 log = logging.getLogger("msgcube.callback")
 

@@ -1,10 +1,12 @@
-"""``/cgi-bin/token`` and ``/cgi-bin/stable_token``: credentials, WeChat's way (SPEC §3)."""
+"""``/cgi-bin/token`` and ``/cgi-bin/stable_token``: credentials, WeChat's way.
+
+Routed by ``web/api_table.py``; errors are answered by ``web/boundary.py``.
+"""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from msgcube.auth.policy import check_account_ip
 from msgcube.auth.tokens import issue_access_token, stable_access_token
@@ -14,8 +16,7 @@ from msgcube.storage.accounts import Account, get_account
 from msgcube.storage.platforms import get_platform
 from msgcube.web.context import AppContext
 from msgcube.web.envelope import ok_response
-from msgcube.web.handlers import ALL_METHODS, json_object, wechat_endpoint
-from msgcube.web.quota import client_ip
+from msgcube.web.handlers import client_ip, json_object
 
 
 def _account(
@@ -42,7 +43,6 @@ def _account(
     return account
 
 
-@wechat_endpoint
 async def token(request: Request, ctx: AppContext) -> Response:
     if request.method != "GET":
         raise ApiError(43001)
@@ -54,7 +54,6 @@ async def token(request: Request, ctx: AppContext) -> Response:
     return ok_response(grant.body())
 
 
-@wechat_endpoint
 async def stable_token(request: Request, ctx: AppContext) -> Response:
     if request.method != "POST":
         raise ApiError(43002)
@@ -66,9 +65,3 @@ async def stable_token(request: Request, ctx: AppContext) -> Response:
     with ctx.store.write() as conn:
         grant = stable_access_token(conn, account, ctx.now_ts(), force_refresh=force)
     return ok_response(grant.body())
-
-
-routes = [
-    Route("/cgi-bin/token", token, methods=ALL_METHODS),
-    Route("/cgi-bin/stable_token", stable_token, methods=ALL_METHODS),
-]

@@ -1,4 +1,4 @@
-"""Third-party platform APIs (SPEC §4.3) and the component_verify_ticket pusher.
+"""Third-party platform APIs and the component_verify_ticket pusher.
 
 * ``POST /cgi-bin/component/api_component_token`` body ``{component_appid,
   component_appsecret, component_verify_ticket}`` → ``{component_access_token, expires_in}``
@@ -21,14 +21,12 @@ import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
-from typing import Any
 
 import anyio
 import httpx
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from msgcube.auth.platforms import (
     TICKET_EVERY,
@@ -40,7 +38,6 @@ from msgcube.auth.platforms import (
     ticket_for_slot,
     ticket_push,
 )
-from msgcube.auth.tokens import check_token
 from msgcube.errors import ApiError
 from msgcube.storage.accounts import get_account
 from msgcube.storage.platforms import (
@@ -53,13 +50,14 @@ from msgcube.storage.platforms import (
 from msgcube.web.background import running
 from msgcube.web.context import AppContext
 from msgcube.web.envelope import ok_response
-from msgcube.web.handlers import ALL_METHODS, json_object, wechat_endpoint
-from msgcube.web.quota import wechat_operation
+from msgcube.web.faults import faults
+from msgcube.web.handlers import COMPONENT_KINDS, json_object, require_token
 
 log = logging.getLogger("msgcube.component")
 
 PUSH_POLL = 10.0
 """Seconds between looks for a ticket to push (a new one is due every 10 minutes)."""
+PUSHER = "ticket pusher"
 PUSH_TIMEOUT = 5.0
 """WeChat gives a developer's server 5 seconds to answer a push."""
 
@@ -68,7 +66,6 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-@wechat_endpoint
 async def api_component_token(request: Request, ctx: AppContext) -> Response:
     if request.method != "POST":
         raise ApiError(43002)
@@ -93,19 +90,17 @@ async def api_component_token(request: Request, ctx: AppContext) -> Response:
     return ok_response(grant.body())
 
 
-@wechat_endpoint
 async def api_authorizer_token(request: Request, ctx: AppContext) -> Response:
-    if request.method != "POST":
-        raise ApiError(43002)
-    q = request.query_params
-    token = q.get("component_access_token") or q.get("access_token")
-    if not token:
-        raise ApiError(41001)
-    now = ctx.now_ts()
-    with ctx.store.read() as conn:
-        row = check_token(conn, token, now)
-    if row.kind != "component" or row.platform_id is None:
+    row = require_token(
+        request,
+        ctx,
+        kinds=COMPONENT_KINDS,
+        wrong_kind=61014,
+        params=("component_access_token", "access_token"),
+    ).token
+    if row.platform_id is None:
         raise ApiError(61014)
+    now = ctx.now_ts()
     body = await json_object(request)
     component_appid = _text(body.get("component_appid"))
     authorizer_appid = _text(body.get("authorizer_appid"))
@@ -181,66 +176,11 @@ async def ticket_pusher(ctx: AppContext, interval: float = PUSH_POLL) -> AsyncIt
             while True:
                 try:
                     await push_due_tickets(ctx, client)
-                except Exception:  # keep serving; the next round tries again
-                    log.exception("ticket pusher failed")
+                except Exception as exc:  # keep serving; the next round tries again
+                    faults.failed(PUSHER, exc)
+                else:
+                    faults.succeeded(PUSHER)
                 await anyio.sleep(interval)
 
     async with running(loop):
         yield
-
-
-routes = [
-    Route("/cgi-bin/component/api_component_token", api_component_token, methods=ALL_METHODS),
-    Route("/cgi-bin/component/api_authorizer_token", api_authorizer_token, methods=ALL_METHODS),
-]
-
-
-def openapi_paths() -> dict[str, Any]:
-    """The two component APIs, for /openapi.json (merged by web/openapi.py)."""
-    string = {"type": "string"}
-    token = {"type": "string", "maxLength": 512}
-    lifetime = {"type": "integer", "minimum": 1}
-    return {
-        "/cgi-bin/component/api_component_token": wechat_operation(
-            "api_component_token",
-            "获取令牌: component_verify_ticket + secret → component_access_token (7200 s)",
-            {
-                "required": ["component_appid", "component_appsecret", "component_verify_ticket"],
-                "properties": {
-                    k: string
-                    for k in ("component_appid", "component_appsecret", "component_verify_ticket")
-                },
-            },
-            {
-                "type": "object",
-                "required": ["component_access_token", "expires_in"],
-                "additionalProperties": False,
-                "properties": {"component_access_token": token, "expires_in": lifetime},
-            },
-            [43002, 44002, 47001, 41002, 41004, 61011, 40125, 61006, 61005],
-            query_param=None,
-        ),
-        "/cgi-bin/component/api_authorizer_token": wechat_operation(
-            "api_authorizer_token",
-            "获取/刷新接口调用令牌: refresh token → authorizer_access_token + a new refresh token",
-            {
-                "required": ["component_appid", "authorizer_appid", "authorizer_refresh_token"],
-                "properties": {
-                    k: string
-                    for k in ("component_appid", "authorizer_appid", "authorizer_refresh_token")
-                },
-            },
-            {
-                "type": "object",
-                "required": ["authorizer_access_token", "expires_in", "authorizer_refresh_token"],
-                "additionalProperties": False,
-                "properties": {
-                    "authorizer_access_token": token,
-                    "expires_in": lifetime,
-                    "authorizer_refresh_token": string,
-                },
-            },
-            [43002, 41001, 40001, 42001, 61014, 44002, 47001, 41002, 61011, 61003, 61023],
-            query_param="component_access_token",
-        ),
-    }

@@ -1,6 +1,6 @@
-"""``POST /datacube/<name>``: the seven endpoints, routed from the endpoint table.
+"""``POST /datacube/<name>``: the handler of each endpoint of the endpoint table.
 
-The checks run in SPEC §1.1's order; the first failure answers. Answers are cached per
+The checks run in WeChat's order; the first failure answers. Answers are cached per
 process under the account's ``stats_gen``: a past period's rows only change when late
 data makes it dirty, which moves the generation, so a hit is never stale.
 """
@@ -8,52 +8,45 @@ data makes it dirty, which moves the generation, so a hit is never stale.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
 
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from msgcube.auth.policy import acting_account, check_datacube_access
-from msgcube.auth.tokens import check_token_and_account
-from msgcube.domain.endpoints import ENDPOINTS, Endpoint
+from msgcube.auth.policy import check_datacube_access
+from msgcube.domain.endpoints import Endpoint
 from msgcube.domain.periods import local_today, parse_range_body
-from msgcube.errors import ApiError
 from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import Account
 from msgcube.web.context import AppContext
 from msgcube.web.envelope import JSONBody
-from msgcube.web.handlers import ALL_METHODS, json_object, wechat_endpoint
-from msgcube.web.quota import check_ip, counter_of
+from msgcube.web.handlers import ACCOUNT_KINDS, Handler, json_object, require_token
+from msgcube.web.quota_flusher import counter_of
 
 
 def authorize(request: Request, ctx: AppContext, now: datetime) -> tuple[Account, date]:
-    """The checks before the body, in SPEC §1.1's order; the call is counted when they pass.
+    """The checks before the body, in WeChat's order; the call is counted when they pass.
 
-    43002 method, 41001 no token, 40001/42001 token, 40164 IP whitelist, 48001 component
-    token / unverified / access policy, 61007 authorizer without permission set 1, 45009
-    daily quota (see ``auth/policy`` and ``auth/quotas``). Returns the account and its
-    local date at ``now``.
+    43002 method, 41001 no token, 40001/42001 token, 48001 component token, 40164 IP
+    whitelist (``require_token``), 48001 unverified / access policy, 61007 authorizer
+    without permission set 1, 45009 daily quota (see ``auth/policy`` and
+    ``auth/quotas``). Returns the account and its local date at ``now``.
     """
-    if request.method != "POST":
-        raise ApiError(43002)
-    token = request.query_params.get("access_token")
-    if not token:
-        raise ApiError(41001)
-    conn = ctx.store.hot_reader()  # this runs on the event loop's thread, one at a time
-    row, found = check_token_and_account(conn, token, int(now.timestamp()))
-    account = acting_account(row, found)
-    check_ip(request, ctx, account, row)
-    check_datacube_access(conn, row, account, ctx.settings.access_policy)
+    caller = require_token(request, ctx, kinds=ACCOUNT_KINDS, wrong_kind=48001)
+    account = caller.account
+    assert account is not None  # an account kind
+    policy = ctx.settings.access_policy
+    check_datacube_access(ctx.store.hot_reader(), caller.token, account, policy)
     today = local_today(now, account.tz)
-    counter_of(request).admit(account.id, request.scope["path"], today,
-                              ctx.settings.quota_datacube)  # fmt: skip
+    limit = ctx.settings.quota_datacube
+    counter_of(request).admit(account.id, request.scope["path"], today, limit)
     return account, today
 
 
-def _handler(ep: Endpoint) -> Any:
+def handler(ep: Endpoint) -> Handler:
+    """The handler of one endpoint of the table (routed by ``web/api_table.py``)."""
+
     async def handle(request: Request, ctx: AppContext) -> Response:
         now = ctx.now()
         account, today = authorize(request, ctx, now)
@@ -71,8 +64,4 @@ def _handler(ep: Endpoint) -> Any:
         return JSONBody(payload)
 
     handle.__name__ = ep.name
-    return wechat_endpoint(handle)
-
-
-# Every method is routed so that a GET answers 43002 the WeChat way instead of HTTP 405.
-routes = [Route(ep.path, _handler(ep), methods=ALL_METHODS, name=ep.name) for ep in ENDPOINTS]
+    return handle

@@ -1,25 +1,26 @@
-"""Glue shared by every WeChat-style handler: the rid, the body limit, error translation.
+"""Glue shared by the WeChat-style handlers: the body limit, the JSON body, the caller.
 
-``wechat_endpoint`` wraps a handler so that any ``ApiError`` it raises becomes WeChat's
-envelope with this request's rid — errors are translated here, once.
+Handlers raise (``ApiError``, ``BodyTooLarge``, ...) and ``web/boundary.py`` answers;
+``require_token`` is the token preamble every token-taking API runs first (method,
+token, validity, kind, then the account and its IP whitelist).
 """
 
 from __future__ import annotations
 
-import functools
-import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from msgcube.errors import ApiError
+from msgcube.auth.policy import OWN_KINDS, acting_account, check_whitelist, client_address
+from msgcube.auth.tokens import check_token_and_account
+from msgcube.errors import ApiError, BodyTooLarge
+from msgcube.storage.accounts import Account
+from msgcube.storage.tokens import TokenRow
 from msgcube.web.context import AppContext
-from msgcube.web.envelope import error_response
-
-log = logging.getLogger("msgcube.api")
 
 MAX_BODY = 64 * 1024
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -27,39 +28,33 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 Handler = Callable[[Request, AppContext], Awaitable[Response]]
 
+ACCOUNT_KINDS = frozenset({*OWN_KINDS, "authorizer"})
+"""Tokens that act for an account: its own, and a platform's authorizer tokens."""
+COMPONENT_KINDS = frozenset({"component"})
+ANY_KIND = ACCOUNT_KINDS | COMPONENT_KINDS
 
-class BodyTooLarge(Exception):
-    """The request body is over the limit (answered with HTTP 413)."""
 
+def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """A Starlette endpoint calling ``handler(request, ctx)`` (errors: web/boundary.py)."""
 
-def wechat_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    @functools.wraps(handler)
-    async def endpoint(request: Request) -> Response:
-        ctx: AppContext = request.app.state.ctx
-        try:
-            return await handler(request, ctx)
-        except ApiError as exc:
-            request.state.errcode = exc.errcode
-            if exc.detail:
-                request.state.detail = exc.detail
-            return error_response(exc, request.state.rid)
-        except BodyTooLarge:
-            return Response(b"request body too large", status_code=413)
+    async def call(request: Request) -> Response:
+        return await handler(request, request.app.state.ctx)
 
-    return endpoint
+    call.__name__ = handler.__name__
+    return call
 
 
 async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     """The body, refusing more than ``limit`` bytes without reading them all."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
+        raise BodyTooLarge(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge
+            raise BodyTooLarge(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -76,3 +71,57 @@ async def json_object(request: Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ApiError(47001, "body is not a JSON object")
     return data
+
+
+def client_ip(request: Request, ctx: AppContext) -> str | None:
+    """The caller's address, through ``trusted_proxies`` only (see ``auth/policy``).
+
+    The server never rewrites the peer address itself (``web/server.py`` turns uvicorn's
+    proxy headers off), so this is the one place a forwarded address can be believed.
+    """
+    peer = request.client.host if request.client else None
+    forwarded = request.headers.get("x-forwarded-for")
+    return client_address(peer, forwarded, ctx.settings.trusted_proxies)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who called with a valid token: the token and the account it acts for (None for a
+    component token)."""
+
+    token: TokenRow
+    account: Account | None
+
+
+def require_token(
+    request: Request,
+    ctx: AppContext,
+    *,
+    kinds: frozenset[str],
+    wrong_kind: int,
+    params: tuple[str, ...] = ("access_token",),
+) -> Caller:
+    """The token preamble, in WeChat's order; the first failing check answers.
+
+    43002 unless POST, 41001 without a token (the first of ``params`` present), 40001 /
+    42001 for an unknown, superseded or expired one, ``wrong_kind`` when its kind is not
+    in ``kinds``, 40001 for a deleted account, then 40164 when the account's own token
+    comes from outside its IP whitelist. The read runs on the event loop's thread over
+    the store's held autocommit connection (one statement: token and account).
+    """
+    if request.method != "POST":
+        raise ApiError(43002)
+    token = next((v for v in map(request.query_params.get, params) if v), None)
+    if not token:
+        raise ApiError(41001)
+    conn = ctx.store.hot_reader()
+    row, found = check_token_and_account(conn, token, ctx.now_ts())
+    if row.kind not in kinds:
+        raise ApiError(wrong_kind, f"a {row.kind} token cannot call {request.url.path}")
+    if row.kind in COMPONENT_KINDS:
+        return Caller(row, None)
+    account = acting_account(row, found)
+    if account.ip_whitelist and row.kind in OWN_KINDS:
+        # Only worked out when there is a whitelist: accounts without one pay nothing.
+        check_whitelist(account, row, client_ip(request, ctx))
+    return Caller(row, account)

@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from msgcube.domain.endpoints import BY_NAME, Endpoint, RowKind
 from msgcube.domain.messages import COUNT_INTERVALS, COUNTED_TYPES
 from msgcube.domain.periods import DATA_FLOOR
-from msgcube.errors import ApiError
+from msgcube.errors import BodyTooLarge, NotFound, RequestRefused, SignInRequired
 from msgcube.storage.accounts import Account, get_account, hash_secret, list_accounts
 from msgcube.storage.tokens import server_secret
 from msgcube.web.context import AppContext
@@ -48,7 +48,7 @@ from msgcube.web.dashboard.session import (
     same_origin,
     write_cookie,
 )
-from msgcube.web.handlers import BodyTooLarge, read_body
+from msgcube.web.handlers import read_body
 
 PREFIX = "/dashboard"
 PERIODS: tuple[str, ...] = ("day", "week", "month")
@@ -225,8 +225,21 @@ def _forbidden(request: Request, visitor: Visitor) -> Response:
     )  # fmt: skip
 
 
-async def _checked_post(request: Request) -> tuple[Visitor, dict[str, str]] | Response:
-    """The visitor and the form of a POST, or 403 when the CSRF rules are not met.
+class CsrfRefused(RequestRefused):
+    """A dashboard POST without a matching CSRF token or from another origin (403)."""
+
+    def __init__(self) -> None:
+        super().__init__(403, "session expired")
+
+
+async def refused_page(request: Request, exc: RequestRefused) -> Response:
+    """The page for a refused form (``web/boundary.py`` answers with it)."""
+    visitor = await run_in_threadpool(_visitor, request)
+    return _forbidden(request, visitor)
+
+
+async def _checked_post(request: Request) -> tuple[Visitor, dict[str, str]]:
+    """The visitor and the form of a POST; ``CsrfRefused`` when the CSRF rules are not met.
 
     The token is checked against the cookie as sent, so a form opened before a session
     lapsed (a changed secret, say) can still sign out.
@@ -235,15 +248,12 @@ async def _checked_post(request: Request) -> tuple[Visitor, dict[str, str]] | Re
     form = await _form(request)
     sent = read_cookie(request, _codec(request))
     if not same_origin(request) or not csrf_ok(sent, form.get("csrf")):
-        return _forbidden(request, visitor)
+        raise CsrfRefused
     return visitor, form
 
 
 async def login_submit(request: Request) -> Response:
-    checked = await _checked_post(request)
-    if isinstance(checked, Response):
-        return checked
-    visitor, form = checked
+    visitor, form = await _checked_post(request)
     ctx, codec = _ctx(request), _codec(request)
     t = text(visitor.session.lang or LANGS[0])
     if form.get("kind") == "admin":
@@ -275,20 +285,14 @@ async def login_submit(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    checked = await _checked_post(request)
-    if isinstance(checked, Response):
-        return checked
-    visitor, _form_values = checked
+    visitor, _form_values = await _checked_post(request)
     response = _redirect(f"{PREFIX}/login")
     write_cookie(request, response, _codec(request), Session.anonymous(visitor.session.lang))
     return response
 
 
 async def switch_account(request: Request) -> Response:
-    checked = await _checked_post(request)
-    if isinstance(checked, Response):
-        return checked
-    visitor, form = checked
+    visitor, form = await _checked_post(request)
     if not visitor.signed_in:
         return _redirect(f"{PREFIX}/login")
     if not visitor.session.admin:
@@ -305,10 +309,7 @@ async def switch_account(request: Request) -> Response:
 
 
 async def switch_language(request: Request) -> Response:
-    checked = await _checked_post(request)
-    if isinstance(checked, Response):
-        return checked
-    visitor, form = checked
+    visitor, form = await _checked_post(request)
     lang = form.get("lang")
     response = _redirect(_safe_next(form.get("next")))
     if lang in LANGS:
@@ -451,30 +452,24 @@ async def dashboard_page(request: Request) -> Response:
 # --------------------------------------------------------------------------- data
 
 
-def _api_error(exc: ApiError, status: int = 400) -> Response:
-    body: dict[str, Any] = {"errcode": exc.errcode, "errmsg": exc.errmsg}
-    if exc.detail:
-        body["detail"] = exc.detail
-    return _json(body, status)
+async def _rows(request: Request) -> tuple[Account, Endpoint, data.Fetched]:
+    """The rows of ``{endpoint}`` over ``?begin=&end=`` for the visitor's account.
 
-
-async def _rows(request: Request) -> tuple[Account, Endpoint, data.Fetched] | Response:
-    """The rows of ``{endpoint}`` over ``?begin=&end=`` for the visitor's account."""
+    Raises ``SignInRequired`` (401), ``ApiError`` (400; the boundary answers both) and
+    ``NotFound`` (404) for an unknown endpoint.
+    """
     visitor = await run_in_threadpool(_visitor, request)
     if not visitor.signed_in or visitor.account is None:
-        return _json({"errcode": 41001, "errmsg": "sign in first"}, 401)
+        raise SignInRequired
     name = request.path_params["endpoint"]
     ep = BY_NAME.get(name)
     if ep is None:
-        return _json({"errcode": 404, "errmsg": f"unknown endpoint {name}"}, 404)
-    try:
-        begin, end = data.parse_range(
-            request.query_params.get("begin"), request.query_params.get("end")
-        )
-        q = _query(request, visitor.account)
-        fetched = await run_in_threadpool(data.fetch_rows, q, ep, begin, end)
-    except ApiError as exc:
-        return _api_error(exc)
+        raise NotFound(f"unknown endpoint {name}")
+    begin, end = data.parse_range(
+        request.query_params.get("begin"), request.query_params.get("end")
+    )
+    q = _query(request, visitor.account)
+    fetched = await run_in_threadpool(data.fetch_rows, q, ep, begin, end)
     return visitor.account, ep, fetched
 
 
@@ -482,10 +477,7 @@ async def api_rows(request: Request) -> Response:
     """``{"list": [...], "periods": [...]}``: ``list`` is exactly the rows ``served_list``
     returns over the range; ``periods`` names every period they cover (zero rows are
     omitted from ``list``, as the API omits them), so charts can show zeros as zeros."""
-    got = await _rows(request)
-    if isinstance(got, Response):
-        return got
-    _account, _ep, fetched = got
+    _account, _ep, fetched = await _rows(request)
     body: dict[str, Any] = {
         "list": fetched.rows,
         "periods": [d.isoformat() for d in fetched.labels],
@@ -497,10 +489,7 @@ async def api_rows(request: Request) -> Response:
 
 async def export_csv(request: Request) -> Response:
     """The same rows as CSV (optionally of one ``msg_type``), named after account and range."""
-    got = await _rows(request)
-    if isinstance(got, Response):
-        return got
-    account, ep, fetched = got
+    account, ep, fetched = await _rows(request)
     raw_type = request.query_params.get("msg_type", "")
     msg_type = int(raw_type) if raw_type.isdigit() and int(raw_type) in COUNTED_TYPES else None
     if ep.kind is RowKind.DIST:
