@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -71,8 +71,10 @@ class Store:
         Checking a connection out of the pool and wrapping one SELECT in BEGIN/COMMIT
         costs several times the SELECT itself; the API's per-request reads (token,
         account, authorization) are single statements that need no snapshot, so they
-        run here. Each statement sees the latest committed data. A connection the
-        driver has invalidated (a PostgreSQL restart) is replaced on the next call.
+        run here. Each statement sees the latest committed data. Statements on the
+        driver's own cursor go through ``driver_cursor``, which invalidates this
+        connection on a driver error, so a dead one (a PostgreSQL restart) is replaced
+        on the next call; while the database is down, connecting raises.
         """
         conn: Connection | None = getattr(self._held, "conn", None)
         if conn is None or conn.closed or conn.invalidated:
@@ -87,6 +89,30 @@ class Store:
         if conn is not None:
             conn.close()
         self.engine.dispose()
+
+
+@contextmanager
+def driver_cursor(conn: Connection) -> Iterator[Any]:
+    """The DB-API cursor of ``conn`` (a ``Store.hot_reader``), for statements whose
+    SQLAlchemy compilation would cost more than the statement itself.
+
+    SQLAlchemy never sees these statements, so it cannot notice a dead connection: any
+    driver error invalidates ``conn`` here, and the next ``hot_reader`` connects anew.
+    """
+    try:
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    except Exception:
+        conn.invalidate()
+        raise
+    try:
+        yield cursor
+    except Exception:
+        with suppress(Exception):
+            conn.invalidate()
+        raise
+    finally:
+        with suppress(Exception):
+            cursor.close()
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -131,7 +157,15 @@ def _sqlite_engine(url: str) -> Engine:
 def create_store_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
-    return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    # pre_ping: a pooled connection that died with the server is replaced on checkout;
+    # connect_timeout: while the server is unreachable a request fails in seconds.
+    return create_engine(
+        url,
+        pool_size=8,
+        max_overflow=8,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 5},
+    )
 
 
 def _alembic_config(conn: Connection) -> Config:
@@ -162,4 +196,4 @@ def table_names(store: Store) -> set[str]:
     return set(inspect(store.engine).get_table_names())
 
 
-__all__ = ["Store", "metadata", "migrate", "open_store", "table_names"]
+__all__ = ["Store", "driver_cursor", "metadata", "migrate", "open_store", "table_names"]

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select, update
 
 from msgcube.storage.accounts import Account, account_from_row
+from msgcube.storage.db import driver_cursor
 from msgcube.storage.dialect import upsert
 from msgcube.storage.schema import access_tokens, server_secrets
 
@@ -79,13 +80,10 @@ def find_token_and_account(conn: Connection, token: str) -> tuple[TokenRow, Acco
     ``conn`` must be outside a transaction (``Store.hot_reader``).
     """
     param = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with driver_cursor(conn) as cursor:
         cursor.execute(_AUTH_SQL.format(param=param), (hash_token(token),))
         values = cursor.fetchone()
         names = [d[0] for d in cursor.description] if values is not None else []
-    finally:
-        cursor.close()
     if values is None:
         return None
     m = dict(zip(names, values, strict=True))
