@@ -2,7 +2,8 @@
 
 With several workers uvicorn starts fresh processes that import ``app_from_env``; the
 parent passes its resolved settings down as ``MSGCUBE_*`` variables, so every worker
-sees exactly what the command line said.
+sees exactly what the command line said. Every mode runs with uvicorn's proxy-header
+handling off: only msgcube's ``trusted_proxies`` decides whose ``X-Forwarded-For`` counts.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ def serve(settings: Settings) -> None:
         "access_log": False,  # msgcube logs each request itself, with its rid
         "log_level": settings.log_level,
         "timeout_keep_alive": 30,
+        # uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1 and rewrite the
+        # client address before msgcube sees it; ``trusted_proxies`` (web/handlers.py
+        # ``client_ip``) is the only place that decides which proxies are believed.
+        "proxy_headers": False,
+        "forwarded_allow_ips": "",
     }
     if settings.workers > 1:
         export_settings(settings)
