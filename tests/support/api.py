@@ -52,6 +52,7 @@ WECHAT_TEXT: dict[int, str] = {
     61500: "date format error",
     61501: "date range error",
     61503: "data not ready",
+    76021: "cgi_path not found, please check",
 }
 
 

@@ -73,7 +73,8 @@ class PrivatePostgres:
 
     def restart(self) -> None:
         """``pg_ctl -m fast restart``: every connection is cut, the server comes back."""
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-m", "fast", "-w", "restart")
+        data, log = str(self.data), str(self.log)
+        self._run("pg_ctl", "-D", data, "-l", log, "-m", "fast", "-w", "restart")
 
     def running(self) -> bool:
         return (self.data / "postmaster.pid").exists()
