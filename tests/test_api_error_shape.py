@@ -408,6 +408,7 @@ async def test_body_over_64k_is_47001_in_the_envelope(
 ) -> None:
     """Over the limit is refused without reading it all, in WeChat's envelope (not a bare
     413): 47001 with a rid, like any other bad body."""
+
     def payload(size: int) -> bytes:
         body = _body("2026-05-31", "2026-05-31")
         return body + b" " * (size - len(body))
