@@ -158,7 +158,13 @@ def validate_range(
 
     ``today`` is the local date of the account at the time of the request.
     """
-    begin, end = parse_date(begin_text), parse_date(end_text)
+    return check_range(ep, parse_date(begin_text), parse_date(end_text), today, profile)
+
+
+def check_range(
+    ep: Endpoint, begin: date, end: date, today: date, profile: str = "classic"
+) -> DateRange:
+    """``validate_range`` for dates already parsed: order, yesterday and span (61501)."""
     if begin > end:
         raise ApiError(61501, "begin_date is after end_date")
     if end >= today:

@@ -1,8 +1,8 @@
-"""Every number the dashboard shows comes from ``served_list`` — here is how it is asked.
+"""Every number the dashboard shows comes from ``serve_rows`` — here is how it is asked.
 
 The API caps each call's range (the endpoint table's max span, 1 day for hours and up to
 30 days for the others), while a dashboard shows months. ``fetch_rows`` asks
-``served_list`` once per window of at most the max span and concatenates the answers.
+``serve_rows`` once per window of at most the max span and concatenates the answers.
 Windows cover the *period labels* in the range (days, Mondays, 1sts), consecutive labels
 packed greedily, so every label lies in exactly one window: the result is exactly the
 list one call over the whole range would return if WeChat allowed it.
@@ -24,14 +24,13 @@ from datetime import date, datetime, time, timedelta
 from msgcube.domain.endpoints import BY_NAME, Endpoint, RowKind
 from msgcube.domain.periods import (
     DATA_FLOOR,
-    has_ended,
     local_today,
     parse_date,
     periods_between,
 )
 from msgcube.domain.windows import pack
 from msgcube.errors import ApiError
-from msgcube.rollup.query import Row, served_list
+from msgcube.rollup.query import Row, Served, serve_rows
 from msgcube.storage.accounts import Account
 from msgcube.storage.db import Store
 
@@ -70,15 +69,8 @@ class Query:
         return self.today - timedelta(days=1)
 
 
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    """Rows of one endpoint over a range; ``not_ready`` when a period ending yesterday
-    was left out because ``ready_at`` has not passed yet (served_list answered 61503)."""
-
-    rows: list[Row]
-    labels: list[date]
-    """Every period the rows may cover (reported or not), for charts without gaps."""
-    not_ready: bool = False
+Fetched = Served
+"""Rows of one endpoint over a range (``rollup.query.Served``)."""
 
 
 def windows(ep: Endpoint, begin: date, end: date, span: int) -> list[list[date]]:
@@ -87,10 +79,11 @@ def windows(ep: Endpoint, begin: date, end: date, span: int) -> list[list[date]]
 
 
 def fetch_rows(q: Query, ep: Endpoint, begin: date, end: date) -> Fetched:
-    """``served_list`` over ``[begin, end]`` in as many calls as the max span needs.
+    """``serve_rows`` over ``[begin, end]`` in as many calls as the max span needs.
 
     ``end`` is capped at yesterday (the API refuses later days) and ``begin`` raised to
-    2014-12-01 (there is nothing before). Validation errors of ``served_list`` propagate.
+    2014-12-01 (there is nothing before). A period ending yesterday before ``ready_at``
+    is left out (``not_ready``); other validation errors propagate.
     """
     if begin > end:
         raise ApiError(61501, "begin is after end")
@@ -99,22 +92,21 @@ def fetch_rows(q: Query, ep: Endpoint, begin: date, end: date) -> Fetched:
     rows: list[Row] = []
     served: list[date] = []
     not_ready = False
-    period, today = ep.label_period, q.today
     for labels in windows(ep, begin, end, ep.max_span(q.span_profile)):
-        while labels:
-            try:
-                rows += served_list(
-                    q.store, q.account, ep, labels[0].isoformat(), labels[-1].isoformat(),
-                    q.now, span_profile=q.span_profile, ready_at=q.ready_at,
-                )  # fmt: skip
-                served += [s for s in labels if has_ended(period, s, today)]
-                break
-            except ApiError as exc:
-                # Only the last label of the last window can end yesterday; drop it.
-                if exc.errcode != 61503:
-                    raise
-                not_ready = True
-                labels = labels[:-1]
+        part = serve_rows(
+            q.store,
+            q.account,
+            ep,
+            labels[0],
+            labels[-1],
+            q.now,
+            span_profile=q.span_profile,
+            ready_at=q.ready_at,
+            leave_out_not_ready=True,
+        )
+        rows += part.rows
+        served += part.labels
+        not_ready = not_ready or part.not_ready
     return Fetched(rows, served, not_ready)
 
 
