@@ -501,3 +501,31 @@ def test_world_times_are_consistent() -> None:
     """Guards the fixture's arithmetic (yesterday ends a week and a month)."""
     assert local_today(T0) - timedelta(days=1) == YESTERDAY
     assert YESTERDAY.weekday() == 6 and (YESTERDAY + timedelta(days=1)).day == 1
+
+
+# --------------------------------------------------------------------------- the table
+
+# Errcodes the route table declares that are proven in another file, and where.
+PROVEN_ELSEWHERE: dict[int, str] = {
+    -1: "test_web_boundary.py (a broken time zone), test_pg_restart.py (database down)",
+    40164: "test_policy.py, test_proxy_headers.py (the token API's whitelist)",
+    61007: "test_policy.py (an authorizer without permission set 1)",
+    61024: "test_platform_tokens.py (a component appid on the token APIs)",
+}
+
+
+def test_the_cases_cover_every_errcode_the_route_table_declares() -> None:
+    """The cases above are held against ``web/api_table``: a code a route declares must
+    be produced by a case of this file or proven in the file ``PROVEN_ELSEWHERE`` names
+    (and a case must not produce a code its route does not declare)."""
+    from msgcube.web.api_table import BY_PATH
+
+    datacube = {c[1] for c in DATACUBE_CASES} | {c[1] for c in ORDER_CASES} | {40164, 45009}
+    token = {c[1] for c in TOKEN_CASES} | {45009}
+    stable = {c[1] for c in STABLE_CASES} | {47001}  # 47001 also over 64 KiB
+    produced = {ep.path: datacube for ep in ENDPOINTS}
+    produced |= {"/cgi-bin/token": token, "/cgi-bin/stable_token": stable}
+    for path, codes in produced.items():
+        declared = set(BY_PATH[path].answerable)
+        assert codes <= declared, (path, codes - declared)
+        assert declared - codes <= PROVEN_ELSEWHERE.keys(), (path, declared - codes)

@@ -352,3 +352,24 @@ async def test_arbitrary_datacube_requests_match_the_document(
     result = check_response(document, ep.path, "post", response)
     assert result is not None
     assert ("list" in result) != ("errcode" in result)
+
+
+def test_readme_errcode_tables_are_generated_from_the_route_table() -> None:
+    from pathlib import Path
+
+    from msgcube.web.api_table import errcode_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert errcode_markdown() in readme
+
+
+def test_the_document_declares_each_routes_errcodes_from_the_table(
+    document: Schema,
+) -> None:
+    from msgcube.web.api_table import API
+
+    for route in API:
+        answer = document["paths"][route.path][route.method.lower()]["responses"]["200"]
+        _success, error = answer["content"]["application/json"]["schema"]["oneOf"]
+        assert error["properties"]["errcode"]["enum"] == list(route.answerable), route.path
+        assert -1 in route.answerable

@@ -238,9 +238,16 @@ def routes() -> list[Route]:
 
 
 def errcode_markdown() -> str:
-    """The docs' table: each path and the errcodes it can answer, with WeChat's text."""
-    lines = ["| Path | errcodes |", "|---|---|"]
+    """The docs' tables: the errcodes each path can answer, then what each one says."""
+    groups: dict[tuple[int, ...], list[str]] = {}
     for r in API:
-        codes = ", ".join(f"`{c}` {ERRMSG[c].split(',')[0]}" for c in r.answerable)
-        lines.append(f"| `{r.method} {r.path}` | {codes} |")
+        groups.setdefault(r.answerable, []).append(f"`{r.method} {r.path}`")
+    lines = ["| Path | errcodes |", "|---|---|"]
+    lines += [
+        f"| {'<br>'.join(paths)} | {', '.join(map(str, codes))} |"
+        for codes, paths in groups.items()
+    ]
+    used = sorted({c for r in API for c in r.answerable})
+    lines += ["", "| errcode | errmsg (then ` rid: …`) |", "|---|---|"]
+    lines += [f"| {c} | `{ERRMSG[c]}` |" for c in used]
     return "\n".join(lines) + "\n"

@@ -47,6 +47,7 @@ from msgcube.storage.platforms import (
     get_platform_by_id,
     list_platforms,
 )
+from msgcube.web.access_log import printable
 from msgcube.web.background import running
 from msgcube.web.context import AppContext
 from msgcube.web.envelope import ok_response
@@ -149,13 +150,15 @@ async def push_ticket(
             url, content=body, headers={"Content-Type": "text/xml"}, timeout=PUSH_TIMEOUT
         )
     except httpx.HTTPError as exc:
-        log.warning("ticket push to %s failed: %s", platform.component_appid, exc)
+        log.warning(
+            "ticket push to %s failed: %s", printable(platform.component_appid), printable(str(exc))
+        )
         return False
     if response.status_code != 200 or response.text.strip() != "success":
-        log.warning("ticket push to %s answered HTTP %d %r", platform.component_appid,
+        log.warning("ticket push to %s answered HTTP %d %r", printable(platform.component_appid),
                     response.status_code, response.text[:80])  # fmt: skip
         return False
-    log.info("pushed component_verify_ticket to %s", platform.component_appid)
+    log.info("pushed component_verify_ticket to %s", printable(platform.component_appid))
     return True
 
 
