@@ -46,6 +46,7 @@ def ensure_demo(
             account = add_account(
                 conn, appid=DEMO_APPID, secret=demo_secret(), tz=settings.tz,
                 original_id=DEMO_ORIGINAL_ID, callback_token=DEMO_TOKEN, aes_key=DEMO_AES_KEY,
+                now=int(settings.clock().timestamp()),
             )  # fmt: skip
     if created:
         started = time.perf_counter()

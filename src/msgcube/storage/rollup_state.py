@@ -89,9 +89,3 @@ def mark_done(conn: Connection, account_id: int, done: dict[Key, int]) -> None:
         {"done_seq": lambda ex: ex.done_seq, "computed_at": lambda ex: ex.computed_at},
     )
     conn.execute(stmt, rows)
-
-
-def stats_generation(conn: Connection, account_id: int) -> int:
-    return int(
-        conn.execute(select(accounts.c.stats_gen).where(accounts.c.id == account_id)).scalar_one()
-    )
