@@ -117,7 +117,7 @@ def quarantine_prune(
 
     The server also drops entries older than quarantine_retention_days on its own.
     """
-    if (days is None) == everything:
+    if (days is not None) == everything:
         raise click.UsageError("give exactly one of --older-than DAYS and --all")
     before = None if days is None else int(settings.clock().timestamp()) - days * 86_400
     with opened(settings) as store, store.write() as conn:
