@@ -63,7 +63,7 @@ def ensure_demo(
         fresh = get_account(conn, DEMO_APPID)
     assert fresh is not None
     with console.status("Rolling up…"):
-        report = refresh(store, fresh, today)
+        report = refresh(store, fresh, today, computed_at=int(settings.clock().timestamp()))
     if report.total:
         console.print(f"Rolled up {report.total} periods in {report.seconds:.1f}s")
     return fresh

@@ -379,7 +379,8 @@ def rollup(appid: str | None, settings: Settings) -> None:
         with store.read() as conn:
             targets = [require_account(store, appid)] if appid else list_accounts(conn)
         for a in targets:
-            report = refresh(store, a, local_today(settings.clock(), a.tz))
+            now = settings.clock()
+            report = refresh(store, a, local_today(now, a.tz), computed_at=int(now.timestamp()))
             click.echo(
                 f"{a.appid}: {report.computed[Period.DAY]} days, {report.computed[Period.WEEK]} "
                 f"weeks, {report.computed[Period.MONTH]} months in {report.seconds:.2f}s"

@@ -57,7 +57,7 @@ def served_list(
     with store.read() as conn:
         stale = pending_keys(conn, account, today, keys)
     if stale:
-        refresh(store, account, today, keys)
+        refresh(store, account, today, keys, computed_at=int(now.timestamp()))
     with store.read() as conn:
         return read_rows(conn, account.id, ep, labels)
 
