@@ -113,7 +113,7 @@ def _compute(
     account: Account,
     period: Period,
     starts: Sequence[date],
-    computed_at: int | None,
+    computed_at: int | None = None,
 ) -> None:
     if conn.dialect.name == "postgresql":
         # One rollup per account at a time (the API may compute inline while serve's
