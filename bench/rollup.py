@@ -22,13 +22,14 @@ import sys
 import tempfile
 import time
 from datetime import date, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 
 import duckdb
 import psutil
 
 from msgcube.domain.endpoints import BY_NAME
-from msgcube.domain.periods import has_ended
+from msgcube.domain.periods import has_ended, zone
 from msgcube.ingest.files import import_stream
 from msgcube.ingest.synthetic import write_jsonl
 from msgcube.rollup.engine import refresh
@@ -100,11 +101,17 @@ def main() -> int:
     store = open_store(url)
     with store.write() as conn:
         account = get_account(conn, APPID) or add_account(
-            conn, appid=APPID, secret="bench", tz="Asia/Shanghai"
+            conn, appid=APPID, secret="bench", tz="Asia/Shanghai", now=int(time.time())
         )
     t0 = time.perf_counter()
     with open(jsonl, "rb") as stream:
-        report = import_stream(store, account, stream, today, source=str(jsonl))
+        report = import_stream(
+            store,
+            account,
+            stream,
+            datetime.combine(today, dtime(9), zone(account.tz)),
+            source=str(jsonl),
+        )
     t_import = time.perf_counter() - t0
     n_messages = report.written.messages_new
     print(f"imported {n_messages:,} messages ({report.written.events_new:,} events) "

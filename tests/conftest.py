@@ -25,6 +25,10 @@ PG_URL = os.environ.get(
 )
 _appids = itertools.count(1)
 
+STAMP = 1_773_100_800
+"""2026-03-10T00:00:00Z: the clock reading for audit stamps (``created_at``,
+``received_at``) in tests that store rows directly and never look at those columns."""
+
 
 _run_id = secrets.token_hex(3)
 

@@ -19,8 +19,9 @@ import pytest
 from sqlalchemy import func, select
 
 from msgcube.domain.messages import Event, Message
-from msgcube.ingest import push
-from msgcube.ingest.push import GroupCommitter, quarantine_entry
+from msgcube.ingest import committer as push
+from msgcube.ingest.committer import GroupCommitter
+from msgcube.ingest.gate import RawPush
 from msgcube.ingest.quarantine import replay_quarantine
 from msgcube.ingest.store import import_followers, store_batch
 from msgcube.rollup.engine import pending_keys, refresh
@@ -32,7 +33,7 @@ from msgcube.storage.schema import events, messages
 from msgcube.web.app import create_app
 from msgcube.wechat import AESKey, build_push_xml, cdata, encrypt, msg_signature, signature
 
-from conftest import fresh_appid
+from conftest import STAMP, fresh_appid
 
 NOW = datetime(2026, 3, 10, 1, 0, tzinfo=UTC)  # 09:00 in Shanghai
 KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
@@ -43,7 +44,7 @@ CT = int(datetime(2026, 3, 2, 12, tzinfo=UTC).timestamp())
 def new_account(store: Store, **kwargs: object) -> Account:
     appid = fresh_appid("wxgc")
     with store.write() as conn:
-        return add_account(conn, appid=appid, secret="s", tz="Asia/Shanghai", **kwargs)  # type: ignore[arg-type]
+        return add_account(conn, appid=appid, secret="s", tz="Asia/Shanghai", now=STAMP, **kwargs)  # type: ignore[arg-type]
 
 
 def count(store: Store, account: Account) -> tuple[int, int]:
@@ -152,7 +153,7 @@ async def test_stop_commits_what_is_queued(store: Store) -> None:
 async def test_quarantine_goes_through_the_committer(store: Store) -> None:
     account = new_account(store)
     committer = GroupCommitter(store, lambda: NOW)
-    await committer.quarantine(quarantine_entry(account.appid, "why", "a=1", b"<xml>"))
+    await committer.quarantine(RawPush(account.appid, "a=1", b"<xml>").quarantined("why", STAMP))
     await committer.stop()
     with store.read() as conn:
         [entry] = list_entries(conn, appid=account.appid)
@@ -165,7 +166,9 @@ async def test_follower_import_while_cached_still_dirties_later_periods(store: S
     today = date(2026, 3, 10)
     early = Message(msg_id=1, openid="o1", create_time=CT - 10 * 86400, msg_type_name="text")
     with store.write() as conn:
-        store_batch(conn, account, [early], today)  # statistics start on 20 February
+        store_batch(
+            conn, account, [early], today, received_at=STAMP
+        )  # statistics start on 20 February
         import_followers(conn, account, ["o1", "o2"], today)
         fresh = get_account(conn, account.appid)
     assert fresh is not None
@@ -239,10 +242,10 @@ def test_quarantine_replay_stores_once_after_the_key_is_fixed(store: Store) -> N
     )
     with store.write() as conn:
         for _ in range(2):  # WeChat's retry was quarantined too
-            add_entry(conn, quarantine_entry(account.appid, "decrypt: bad padding", query,
-                                             envelope))  # fmt: skip
-        forged = add_entry(conn, quarantine_entry(account.appid, "x", query.replace(
-            "signature=", "signature=0"), envelope))  # fmt: skip
+            add_entry(conn, RawPush(account.appid, query, envelope).quarantined(
+                "decrypt: bad padding", STAMP))  # fmt: skip
+        forged = add_entry(conn, RawPush(account.appid, query.replace(
+            "signature=", "signature=0"), envelope).quarantined("x", STAMP))  # fmt: skip
 
     report = replay_quarantine(store, NOW, appid=account.appid)
     assert report.replayed == []

@@ -23,7 +23,7 @@ from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import Account, add_account, get_account
 from msgcube.storage.db import Store
 
-from conftest import fresh_appid
+from conftest import STAMP, fresh_appid
 from oracle import OracleError
 from oracle import validate as oracle_validate
 
@@ -214,7 +214,7 @@ def test_date_format_agrees_with_the_oracle(text: str) -> None:
 def _new_account(store: Store, tz: str = "Asia/Shanghai") -> str:
     appid = fresh_appid("wxdates")
     with store.write() as conn:
-        add_account(conn, appid=appid, secret="s", tz=tz)
+        add_account(conn, appid=appid, secret="s", tz=tz, now=STAMP)
     return appid
 
 
@@ -235,7 +235,7 @@ def _store_messages(
         records.append({"FromUserName": f"u{i % 2}", "CreateTime": t, "MsgType": "text",
                         "MsgId": 9000 + i})  # fmt: skip
     with store.write() as conn:
-        store_batch(conn, account, [parse_record(r) for r in records], today)
+        store_batch(conn, account, [parse_record(r) for r in records], today, received_at=STAMP)
 
 
 def test_served_list_validates_before_anything_else(store: Store) -> None:

@@ -30,7 +30,7 @@ from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import Account, add_account, get_account
 from msgcube.storage.db import Store
 
-from conftest import fresh_appid
+from conftest import STAMP, fresh_appid
 
 CST = timezone(timedelta(hours=8))
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=CST)
@@ -62,7 +62,7 @@ def _store(store: Store, appid: str, records: list[dict[str, Any]], today: date 
     with store.write() as conn:
         account = get_account(conn, appid)
         assert account is not None
-        store_batch(conn, account, [parse_record(r) for r in records], today)
+        store_batch(conn, account, [parse_record(r) for r in records], today, received_at=STAMP)
 
 
 def _pending(store: Store, appid: str, today: date = TODAY) -> list[Key]:
@@ -88,7 +88,7 @@ BASELINE_DAYS = [date(2025, 12, 20) + timedelta(days=i) for i in range(53)]
 def _baseline(store: Store, tz: str = "Asia/Shanghai", *, followers: bool = False) -> str:
     appid = fresh_appid("wxdirty")
     with store.write() as conn:
-        add_account(conn, appid=appid, secret="s", tz=tz)
+        add_account(conn, appid=appid, secret="s", tz=tz, now=STAMP)
     records = [_msg(f"u{i % 3}", _ts(d.year, d.month, d.day), 1000 + i)
                for i, d in enumerate(BASELINE_DAYS)]  # fmt: skip
     _store(store, appid, records)
@@ -223,7 +223,7 @@ def test_retried_event_is_reported_as_a_duplicate(store: Store) -> None:
         with store.write() as conn:
             account = get_account(conn, appid)
             assert account is not None
-            r = store_batch(conn, account, batch, TODAY)
+            r = store_batch(conn, account, batch, TODAY, received_at=STAMP)
         results.append((r.events_new, r.events_duplicate, sorted(r.follow_days)))
     assert results == [(1, 0, [date(2026, 1, 20)]), (0, 1, []), (0, 2, [])]
 
@@ -394,7 +394,7 @@ def test_a_push_between_the_day_and_the_week_rollup_is_not_lost(store: Store) ->
     marked done from the stale user_day rows of that day."""
     appid = fresh_appid("wxrace")
     with store.write() as conn:
-        add_account(conn, appid=appid, secret="s", tz="Asia/Shanghai")
+        add_account(conn, appid=appid, secret="s", tz="Asia/Shanghai", now=STAMP)
     day, week, month = date(2026, 2, 17), date(2026, 2, 16), date(2026, 2, 1)
     _store(store, appid, [_msg("a", _ts(2026, 2, 17), 1), _msg("b", _ts(2026, 2, 18), 2)])
     account = _account(store, appid)

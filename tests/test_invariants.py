@@ -29,7 +29,7 @@ from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import add_account, get_account
 from msgcube.storage.db import Store
 
-from conftest import fresh_appid
+from conftest import STAMP, fresh_appid
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone(timedelta(hours=8)))
 TODAY = date(2026, 3, 1)
@@ -116,12 +116,12 @@ def build(store: Store, dataset: tuple[str, list[list[Record]], list[str] | None
     tz, batches, followers, refresh_first = dataset
     appid = fresh_appid("wxinv")
     with store.write() as conn:
-        add_account(conn, appid=appid, secret="s", tz=tz)
+        add_account(conn, appid=appid, secret="s", tz=tz, now=STAMP)
     for batch in batches:
         with store.write() as conn:
             account = get_account(conn, appid)
             assert account is not None
-            store_batch(conn, account, [parse_record(r) for r in batch], TODAY)
+            store_batch(conn, account, [parse_record(r) for r in batch], TODAY, received_at=STAMP)
     if followers is not None:
         with store.write() as conn:
             account = get_account(conn, appid)

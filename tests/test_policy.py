@@ -20,7 +20,7 @@ from msgcube.cli.main import cli
 from msgcube.settings import Settings
 from msgcube.storage.accounts import get_account, set_account
 from msgcube.storage.db import Store
-from msgcube.storage.platforms import daily_limit_override
+from msgcube.storage.usage import daily_limit_override
 from msgcube.web.app import create_app
 from support.api import get_token, new_account, shanghai
 

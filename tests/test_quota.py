@@ -24,8 +24,8 @@ from msgcube.auth.quotas import QuotaCounter
 from msgcube.errors import ApiError
 from msgcube.storage.accounts import get_account
 from msgcube.storage.db import Store
-from msgcube.storage.platforms import set_daily_limit_override
 from msgcube.storage.schema import quota_usage
+from msgcube.storage.usage import set_daily_limit_override
 from support.api import get_token, new_account, shanghai
 from test_platform_flow import Deployment
 

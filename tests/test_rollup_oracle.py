@@ -31,7 +31,7 @@ from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import Account, add_account, get_account
 from msgcube.storage.db import Store
 
-from conftest import fresh_appid
+from conftest import STAMP, fresh_appid
 from oracle import OracleAccount, OracleError, local_midnight
 
 SHANGHAI, UTC = "Asia/Shanghai", "UTC"
@@ -199,7 +199,7 @@ def _ingest(store: Store, pair: Pair, batches: list[list[Record]], today: date) 
         with store.write() as conn:
             account = get_account(conn, pair.appid)
             assert account is not None
-            store_batch(conn, account, [parse_record(r) for r in batch], today)
+            store_batch(conn, account, [parse_record(r) for r in batch], today, received_at=STAMP)
         pair.oracle.store(batch)
 
 
@@ -216,7 +216,7 @@ def run(store: Store, scenario: Scenario) -> list[Pair]:
     for plan in scenario.accounts:
         appid = fresh_appid("wxoracle")
         with store.write() as conn:
-            add_account(conn, appid=appid, secret="s", tz=plan.tz)
+            add_account(conn, appid=appid, secret="s", tz=plan.tz, now=STAMP)
         pairs.append(Pair(appid, OracleAccount(plan.tz)))
     plans = list(zip(scenario.accounts, pairs, strict=True))
     for stage in range(3):
@@ -418,7 +418,7 @@ def test_worked_example_through_served_list(store: Store) -> None:
     """The same worked example end to end, on both backends."""
     pair = Pair(fresh_appid("wxworked"), OracleAccount(UTC))
     with store.write() as conn:
-        add_account(conn, appid=pair.appid, secret="s", tz=UTC)
+        add_account(conn, appid=pair.appid, secret="s", tz=UTC, now=STAMP)
     t0 = local_midnight(date(2026, 1, 5), UTC)
     records = (
         [_msg("heavy", t0 + i, "text", 100 + i) for i in range(11)]

@@ -9,12 +9,12 @@ from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import add_account
 from msgcube.storage.db import Store
 
-from conftest import fresh_appid
+from conftest import STAMP, fresh_appid
 
 
 def test_store_and_serve_one_day(store: Store) -> None:
     with store.write() as conn:
-        account = add_account(conn, appid=fresh_appid(), secret="s", tz="Asia/Shanghai")
+        account = add_account(conn, appid=fresh_appid(), secret="s", tz="Asia/Shanghai", now=STAMP)
     # 2026-03-01 23:30 UTC is 2026-03-02 07:30 in Shanghai.
     t = int(datetime(2026, 3, 1, 23, 30, tzinfo=UTC).timestamp())
     records = [
@@ -24,7 +24,7 @@ def test_store_and_serve_one_day(store: Store) -> None:
         parse_record({"FromUserName": "b", "CreateTime": t + 2, "MsgType": "image", "MsgId": 3}),
     ]
     with store.write() as conn:
-        result = store_batch(conn, account, records, date(2026, 3, 10))
+        result = store_batch(conn, account, records, date(2026, 3, 10), received_at=STAMP)
     assert (result.messages_new, result.messages_duplicate) == (3, 1)
     now = datetime(2026, 3, 10, tzinfo=UTC)
     rows = served_list(store, account, BY_NAME["getupstreammsg"], "2026-03-01", "2026-03-02", now)

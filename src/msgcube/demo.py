@@ -46,6 +46,7 @@ def ensure_demo(
             account = add_account(
                 conn, appid=DEMO_APPID, secret=demo_secret(), tz=settings.tz,
                 original_id=DEMO_ORIGINAL_ID, callback_token=DEMO_TOKEN, aes_key=DEMO_AES_KEY,
+                now=int(settings.clock().timestamp()),
             )  # fmt: skip
     if created:
         started = time.perf_counter()
@@ -62,7 +63,7 @@ def ensure_demo(
         fresh = get_account(conn, DEMO_APPID)
     assert fresh is not None
     with console.status("Rolling up…"):
-        report = refresh(store, fresh, today)
+        report = refresh(store, fresh, today, computed_at=int(settings.clock().timestamp()))
     if report.total:
         console.print(f"Rolled up {report.total} periods in {report.seconds:.1f}s")
     return fresh

@@ -5,6 +5,7 @@
     MsgcubeError
     ├── ApiError(errcode)        a WeChat errcode; the web edge answers {"errcode", "errmsg"}
     ├── IngestError              a push or an import line that cannot be accepted (a reason)
+    ├── BadSignature             a callback request that does not prove knowledge of the Token
     ├── ConfigError              a setting that cannot be used
     ├── PlatformError(ValueError)  a platform registration/authorization that cannot be done
     ├── NotFound(LookupError)    an unknown platform, account or authorization
@@ -80,6 +81,18 @@ class ApiError(MsgcubeError):
 
 class IngestError(MsgcubeError):
     """A push or import record that cannot be stored; ``reason`` says why in plain words."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class BadSignature(MsgcubeError):
+    """A callback request that does not prove knowledge of the account's Token.
+
+    Answered 403 and stored nowhere (not even in the quarantine); ``reason`` says which
+    check failed, for the access log.
+    """
 
     def __init__(self, reason: str) -> None:
         self.reason = reason

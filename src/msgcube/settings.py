@@ -118,6 +118,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("trusted_proxies", "", _networks,
             "Comma-separated proxy addresses/networks whose X-Forwarded-For gives the client "
             "address (for IP whitelists); unset: the direct peer is the client."),
+    Setting("quarantine_max_entries", 1000, _positive_int,
+            "Quarantined pushes kept per account; when reached, new ones are refused (503). "
+            "0: no limit."),
+    Setting("quarantine_max_bytes", 16 * 2**20, _positive_int,
+            "Bytes of quarantined bodies kept per account; when reached, new ones are refused "
+            "(503). 0: no limit."),
+    Setting("quarantine_retention_days", 30, _positive_int,
+            "Days a quarantined push is kept before it is pruned automatically. 0: forever."),
     Setting("now", "", _now, "Pin the clock (ISO 8601 with offset), for tests and demos."),
     Setting("log_level", "info", _choice("debug", "info", "warning", "error"), "Log level."),
     Setting("access_log", "errors", _choice("errors", "all"),
@@ -143,6 +151,9 @@ class Settings:
     quota_token: int = 2000
     admin_token: str = field(default="", repr=False)
     trusted_proxies: str = ""
+    quarantine_max_entries: int = 1000
+    quarantine_max_bytes: int = 16 * 2**20
+    quarantine_retention_days: int = 30
     now: str = ""
     log_level: str = "info"
     access_log: str = "errors"

@@ -28,6 +28,8 @@ from msgcube.storage.accounts import Account, add_account
 from msgcube.storage.db import Store
 from msgcube.web.app import create_app
 
+from conftest import STAMP
+
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 JSON_TYPE = "application/json; encoding=utf-8"
 RID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{8}-[0-9a-f]{8}")
@@ -77,7 +79,7 @@ async def at(store: Store, now: datetime, **settings: Any) -> AsyncIterator[http
 def new_account(store: Store, appid: str, secret: str, *, verified: bool = True) -> Account:
     with store.write() as conn:
         return add_account(conn, appid=appid, secret=secret, tz="Asia/Shanghai",
-                           verified=verified)  # fmt: skip
+                           verified=verified, now=STAMP)  # fmt: skip
 
 
 async def token_response(api: httpx.AsyncClient, appid: str, secret: str) -> httpx.Response:

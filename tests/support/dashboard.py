@@ -18,6 +18,8 @@ from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import Account, add_account, get_account
 from msgcube.storage.db import Store
 
+from conftest import STAMP
+
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2026, 3, 11, 10, 0, tzinfo=SHANGHAI)  # a Wednesday
 TODAY = date(2026, 3, 11)
@@ -30,7 +32,7 @@ def seed_account(
 ) -> Account:
     """An account with ``days`` days of generated traffic up to yesterday, rolled up."""
     with store.write() as conn:
-        account = add_account(conn, appid=appid, secret=secret, tz="Asia/Shanghai")
+        account = add_account(conn, appid=appid, secret=secret, tz="Asia/Shanghai", now=STAMP)
     if days:
         generate_into(store, account, days=days, users=users, seed=seed, end=YESTERDAY,
                       today=TODAY)  # fmt: skip

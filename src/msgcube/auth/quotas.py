@@ -42,13 +42,15 @@ from datetime import date
 from msgcube.domain.endpoints import ENDPOINTS
 from msgcube.errors import ApiError
 from msgcube.storage.db import Store
-from msgcube.storage.platforms import (
+from msgcube.storage.usage import (
+    add_usage_deltas,
+    clear_usage,
     count_clears_since,
     daily_limit_override,
     lock_account,
     record_clear,
+    usage_of,
 )
-from msgcube.storage.usage import add_usage_deltas, clear_usage, usage_of
 
 DATACUBE_APIS: tuple[str, ...] = tuple(ep.path for ep in ENDPOINTS)
 """The APIs whose calls the counter admits (``/datacube/getupstreammsg`` …)."""

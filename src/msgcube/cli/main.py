@@ -34,8 +34,8 @@ from msgcube.rollup.query import served_list
 from msgcube.settings import SETTINGS, Settings
 from msgcube.storage.accounts import Account, add_account, get_account, list_accounts, set_account
 from msgcube.storage.db import Store, open_store
-from msgcube.storage.platforms import set_daily_limit_override
 from msgcube.storage.records import SenderIds
+from msgcube.storage.usage import set_daily_limit_override
 from msgcube.wechat import AESKey
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -132,6 +132,7 @@ def account_add(
             add_account(
                 conn, appid=appid, secret=secret, tz=settings.tz, original_id=original_id,
                 callback_token=callback_token, aes_key=aes_key, verified=not unverified,
+                now=int(settings.clock().timestamp()),
             )  # fmt: skip
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
@@ -251,7 +252,6 @@ def import_cmd(
     """Bulk-import pushes (JSON Lines or CSV with WeChat's field names; - is stdin)."""
     with opened(settings) as store:
         account = require_account(store, appid)
-        today = local_today(settings.clock(), account.tz)
         report = ImportReport()
         senders = SenderIds(account.id)
         rejects_path = Path(
@@ -262,7 +262,7 @@ def import_cmd(
                 kind = detect_format(path) if fmt == "auto" else fmt
                 with _open_input(path) as stream, _progress(path, stream, quiet) as tick:
                     import_stream(
-                        store, account, stream, today, source=path, fmt=kind,
+                        store, account, stream, settings.clock(), source=path, fmt=kind,
                         rejects=rejects_file, report=report, progress=tick, sender_ids=senders,
                     )  # fmt: skip
         if report.bad_count == 0:
@@ -379,7 +379,8 @@ def rollup(appid: str | None, settings: Settings) -> None:
         with store.read() as conn:
             targets = [require_account(store, appid)] if appid else list_accounts(conn)
         for a in targets:
-            report = refresh(store, a, local_today(settings.clock(), a.tz))
+            now = settings.clock()
+            report = refresh(store, a, local_today(now, a.tz), computed_at=int(now.timestamp()))
             click.echo(
                 f"{a.appid}: {report.computed[Period.DAY]} days, {report.computed[Period.WEEK]} "
                 f"weeks, {report.computed[Period.MONTH]} months in {report.seconds:.2f}s"

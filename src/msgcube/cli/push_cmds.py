@@ -1,4 +1,4 @@
-"""``msgcube quarantine list|show|replay`` and ``msgcube replay``: the push side of the CLI.
+"""``msgcube quarantine list|show|replay|prune`` and ``msgcube replay``: the push side of the CLI.
 
 Registered by ``cli/main.py`` with one ``cli.add_command`` line each, after the helpers
 this module borrows from it (``with_settings``, ``opened``) exist. Like the rest of the
@@ -19,7 +19,7 @@ from msgcube.cli.main import opened, with_settings
 from msgcube.ingest.quarantine import replay_quarantine
 from msgcube.settings import Settings
 from msgcube.storage.accounts import get_account
-from msgcube.storage.quarantine import get_entries, list_entries
+from msgcube.storage.quarantine import get_entries, list_entries, prune_entries
 from msgcube.wechat import AESKey
 
 
@@ -31,7 +31,7 @@ def _when(ts: int | None) -> str:
 
 @click.group("quarantine")
 def quarantine_group() -> None:
-    """Signed pushes that could not be stored: list, inspect, replay."""
+    """Signed pushes that could not be stored: list, inspect, replay, prune."""
 
 
 @quarantine_group.command("list")
@@ -101,6 +101,28 @@ def quarantine_replay(entry_ids: tuple[int, ...], appid: str | None, settings: S
     )
     if report.failed:
         sys.exit(1)
+
+
+@quarantine_group.command("prune")
+@click.option("--older-than", "days", type=click.IntRange(0), default=None,
+              help="Delete entries received more than DAYS days ago.")  # fmt: skip
+@click.option("--all", "everything", is_flag=True, help="Delete every entry (of --appid).")
+@click.option("--replayed", is_flag=True, help="Only entries already replayed.")
+@click.option("--appid", default=None, help="Only this account.")
+@with_settings
+def quarantine_prune(
+    days: int | None, everything: bool, replayed: bool, appid: str | None, settings: Settings
+) -> None:
+    """Delete quarantined pushes by age (--older-than) or all of them (--all).
+
+    The server also drops entries older than quarantine_retention_days on its own.
+    """
+    if (days is not None) == everything:
+        raise click.UsageError("give exactly one of --older-than DAYS and --all")
+    before = None if days is None else int(settings.clock().timestamp()) - days * 86_400
+    with opened(settings) as store, store.write() as conn:
+        removed = prune_entries(conn, appid=appid, before=before, replayed_only=replayed)
+    click.echo(f"{removed} quarantined pushes deleted")
 
 
 def _account_secrets(settings: Settings, appid: str) -> tuple[str, str | None]:

@@ -244,8 +244,3 @@ _BY_CODE: dict[int, type[WeChatError]] = {
     )
     for code in cls.codes
 }
-
-
-def error_class(errcode: int) -> type[WeChatError]:
-    """The class ``WeChatError.from_body`` picks for ``errcode``."""
-    return _BY_CODE.get(errcode, WeChatError)

@@ -12,7 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from msgcube.errors import IngestError
+from msgcube.domain.identifiers import (
+    CREATE_TIME_MAX,
+    CREATE_TIME_MIN,
+    EVENT_MAX,
+    MSG_ID_MAX,
+    MSG_ID_MIN,
+    MSG_TYPE_MAX,
+    OPENID_MAX,
+    integer_field,
+    text_field,
+)
 
 MSG_TYPE_CODES: dict[str, int] = {
     "text": 1,
@@ -34,10 +44,6 @@ COUNT_INTERVALS: tuple[int, ...] = (0, 1, 2, 3)
 COUNT_INTERVAL_LABELS: dict[int, str] = {0: "0", 1: "1-5", 2: "6-10", 3: "10次以上"}
 
 FOLLOW_EVENTS: frozenset[str] = frozenset({"subscribe", "unsubscribe"})
-
-_MAX_OPENID = 128
-_MAX_MSGID = 2**63 - 1
-_MAX_CREATE_TIME = 2**32  # year 2106; WeChat's CreateTime is a 32-bit-era Unix time
 
 
 def count_interval(messages: int) -> int:
@@ -77,34 +83,10 @@ class Event:
 Record = Message | Event
 
 
-def _text(fields: Mapping[str, Any], name: str) -> str:
-    value = fields.get(name)
-    if type(value) is str and value:
-        return value
-    if value is None or value == "":
-        raise IngestError(f"{name} is missing")
-    if not isinstance(value, str):
-        raise IngestError(f"{name} must be a string, not {type(value).__name__}")
-    return value
-
-
-def _integer(fields: Mapping[str, Any], name: str, low: int, high: int) -> int:
-    value = fields.get(name)
-    if type(value) is int and low <= value <= high:
-        return value
-    if value is None or value == "":
-        raise IngestError(f"{name} is missing")
-    if isinstance(value, bool):
-        raise IngestError(f"{name} must be an integer")
+def _stripped(value: object, *, lower: bool = False) -> object:
     if isinstance(value, str):
-        text = value.strip()
-        if not text.isdigit():
-            raise IngestError(f"{name} must be an integer, got {value!r}")
-        value = int(text)
-    if not isinstance(value, int):
-        raise IngestError(f"{name} must be an integer, not {type(value).__name__}")
-    if not low <= value <= high:
-        raise IngestError(f"{name} {value} is out of range")
+        value = value.strip()
+        return value.lower() if lower else value
     return value
 
 
@@ -113,19 +95,17 @@ def parse_record(fields: Mapping[str, Any]) -> Record:
 
     Raises ``IngestError`` with a reason a person can act on.
     """
-    openid = _text(fields, "FromUserName")
-    if len(openid) > _MAX_OPENID:
-        raise IngestError(f"FromUserName is longer than {_MAX_OPENID} characters")
-    create_time = _integer(fields, "CreateTime", 1, _MAX_CREATE_TIME)
-    msg_type = _text(fields, "MsgType").strip().lower()
+    openid = text_field(fields.get("FromUserName"), "FromUserName", OPENID_MAX)
+    create_time = integer_field(
+        fields.get("CreateTime"), "CreateTime", CREATE_TIME_MIN, CREATE_TIME_MAX
+    )
+    msg_type = text_field(_stripped(fields.get("MsgType"), lower=True), "MsgType", MSG_TYPE_MAX)
     if msg_type == "event":
-        event = _text(fields, "Event").strip()
+        event = text_field(_stripped(fields.get("Event")), "Event", EVENT_MAX)
         # WeChat spells events in lower case except a few (SCAN, LOCATION, CLICK, VIEW);
         # follow events are compared in lower case so "Subscribe" is not silently ignored.
         if event.lower() in FOLLOW_EVENTS:
             event = event.lower()
-        return Event(openid=openid, create_time=create_time, event=event[:64])
-    msg_id = _integer(fields, "MsgId", 0, _MAX_MSGID)
-    return Message(
-        msg_id=msg_id, openid=openid, create_time=create_time, msg_type_name=msg_type[:32]
-    )
+        return Event(openid=openid, create_time=create_time, event=event)
+    msg_id = integer_field(fields.get("MsgId"), "MsgId", MSG_ID_MIN, MSG_ID_MAX)
+    return Message(msg_id=msg_id, openid=openid, create_time=create_time, msg_type_name=msg_type)

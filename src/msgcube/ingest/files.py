@@ -12,13 +12,14 @@ import csv
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
 from msgcube.domain.messages import Record, parse_record
+from msgcube.domain.periods import local_today
 from msgcube.errors import IngestError
 from msgcube.ingest.store import store_batch
 from msgcube.storage.accounts import Account
@@ -98,7 +99,7 @@ def import_stream(
     store: Store,
     account: Account,
     stream: IO[bytes],
-    today: date,
+    now: datetime,
     *,
     source: str = "-",
     fmt: str = "jsonl",
@@ -107,7 +108,8 @@ def import_stream(
     progress: Callable[[int], None] | None = None,
     sender_ids: SenderIds | None = None,
 ) -> ImportReport:
-    """Import one stream; ``progress`` is called with the number of lines of each batch."""
+    """Import one stream at ``now``; ``progress`` is called with each batch's line count."""
+    today, received_at = local_today(now, account.tz), int(now.timestamp())
     report = report or ImportReport()
     sender_ids = sender_ids or SenderIds(account.id)
     rows = _csv(stream) if fmt == "csv" else _jsonl(stream)
@@ -118,7 +120,9 @@ def import_stream(
         nonlocal seen_lines
         if batch:
             with store.write() as conn:
-                report.written.add(store_batch(conn, account, batch, today, sender_ids))
+                report.written.add(
+                    store_batch(conn, account, batch, today, sender_ids, received_at=received_at)
+                )
             batch.clear()
         if progress and seen_lines:
             progress(seen_lines)

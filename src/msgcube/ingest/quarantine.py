@@ -13,15 +13,14 @@ new reason.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from msgcube.domain.messages import Record
 from msgcube.domain.periods import local_today
-from msgcube.errors import IngestError
-from msgcube.ingest.push import BadSignature, open_push, parse_query
+from msgcube.errors import BadSignature, IngestError
+from msgcube.ingest.gate import RawPush, open_push
 from msgcube.ingest.store import store_batch
 from msgcube.storage.accounts import Account, get_account
 from msgcube.storage.db import Store
@@ -72,7 +71,8 @@ def _replay_chunk(store: Store, now: datetime, ids: Sequence[int], report: Repla
             try:
                 if account is None:
                     raise IngestError(f"unknown appid {entry.appid!r}")
-                record = open_push(account, parse_query(entry.query), entry.body)
+                raw = RawPush(entry.appid, entry.query, entry.body)
+                record = open_push(account, raw).record
             except BadSignature as exc:
                 reason = f"{exc.reason} with the account's current token"
             except IngestError as exc:
@@ -82,12 +82,13 @@ def _replay_chunk(store: Store, now: datetime, ids: Sequence[int], report: Repla
                 continue
             set_reason(conn, entry.id, reason)
             report.failed.append((entry.id, reason))
-        stamp = int(time.time())
+        stamp = int(now.timestamp())
         for appid, items in opened.items():
             account = accounts[appid]
             assert account is not None
             records = [record for _, record in items]
-            report.written.add(store_batch(conn, account, records, local_today(now, account.tz)))
+            today = local_today(now, account.tz)
+            report.written.add(store_batch(conn, account, records, today, received_at=stamp))
             for entry_id, _ in items:
                 mark_replayed(conn, entry_id, stamp)
                 report.replayed.append(entry_id)

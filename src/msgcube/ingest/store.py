@@ -31,13 +31,19 @@ def store_batch(
     records: Sequence[Record],
     today: date,
     sender_ids: SenderIds | None = None,
+    *,
+    received_at: int,
 ) -> WriteResult:
-    """Store one batch inside the caller's write transaction; returns what was new."""
+    """Store one batch inside the caller's write transaction; returns what was new.
+
+    ``today`` is the account's local date and ``received_at`` the Unix time to stamp the
+    rows with, both read by the caller from the one clock (``Settings.clock``).
+    """
     sender_ids = sender_ids or SenderIds(account.id)
     msgs = [r for r in records if isinstance(r, Message)]
     evts = [r for r in records if isinstance(r, Event)]
-    result = write_messages(conn, account.id, account.tz, msgs, sender_ids)
-    result.add(write_events(conn, account.id, account.tz, evts))
+    result = write_messages(conn, account.id, account.tz, msgs, sender_ids, received_at)
+    result.add(write_events(conn, account.id, account.tz, evts, received_at))
     keys = keys_for_days(result.counted_days)
     if account.follower_base and result.follow_days:
         keys |= keys_from(min(result.follow_days), today)

@@ -7,12 +7,13 @@ dirty-marked and rolled up exactly like the real thing.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, time
 from itertools import islice
 
 import orjson
 
 from msgcube.domain.messages import parse_record
+from msgcube.domain.periods import zone
 from msgcube.ingest.store import import_followers, store_batch
 from msgcube.storage.accounts import Account, get_account
 from msgcube.storage.db import Store
@@ -61,6 +62,9 @@ def generate_into(
 ) -> WriteResult:
     """Store generated traffic for ``account``; with ``with_followers`` also its follower base."""
     total = WriteResult()
+    # Generated rows are stamped with the start of ``today``: a generated database is
+    # then the same on every run (the demo and the tests pin ``today``).
+    stamp = int(datetime.combine(today, time(), zone(account.tz)).timestamp())
     senders = SenderIds(account.id)
     records = generate_traffic(
         appid=account.appid, original_id=account.original_id or f"gh_{account.appid[-12:]}",
@@ -70,7 +74,7 @@ def generate_into(
     while chunk := list(islice(records, BATCH)):
         parsed = [parse_record(r) for r in chunk]
         with store.write() as conn:
-            total.add(store_batch(conn, account, parsed, today, senders))
+            total.add(store_batch(conn, account, parsed, today, senders, received_at=stamp))
     if with_followers:
         base = initial_followers(appid=account.appid, users=users, days=days, seed=seed)
         with store.write() as conn:

@@ -85,11 +85,13 @@ def refresh(
     within: Iterable[Key] | None = None,
     *,
     chunk: int = 31,
+    computed_at: int | None = None,
 ) -> RefreshReport:
     """Compute every pending closed period of ``account`` (or those among ``within``).
 
     Work is split into transactions of at most ``chunk`` periods so that a long backfill
-    does not hold the SQLite write lock for minutes while pushes wait.
+    does not hold the SQLite write lock for minutes while pushes wait. ``computed_at``
+    (the caller's clock, Unix seconds) stamps the periods computed; it is informational.
     """
     started = time.perf_counter()
     report = RefreshReport()
@@ -100,13 +102,19 @@ def refresh(
         for i in range(0, len(starts), chunk):
             part = starts[i : i + chunk]
             with store.write() as conn:
-                _compute(conn, account, period, part)
+                _compute(conn, account, period, part, computed_at)
             report.computed[period] += len(part)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _compute(conn: Connection, account: Account, period: Period, starts: Sequence[date]) -> None:
+def _compute(
+    conn: Connection,
+    account: Account,
+    period: Period,
+    starts: Sequence[date],
+    computed_at: int | None = None,
+) -> None:
     if conn.dialect.name == "postgresql":
         # One rollup per account at a time (the API may compute inline while serve's
         # background loop runs); the transaction-scoped lock ends with the commit.
@@ -128,7 +136,7 @@ def _compute(conn: Connection, account: Account, period: Period, starts: Sequenc
             _compute_days(conn, account, stale)
             seqs.update({(Period.DAY, d): states[(Period.DAY, d)][0] for d in stale})
         _compute_periods(conn, account, period, starts)
-    mark_done(conn, account.id, seqs)
+    mark_done(conn, account.id, seqs, computed_at)
 
 
 def _compute_days(conn: Connection, account: Account, days: Sequence[date]) -> None:

@@ -81,7 +81,7 @@ def serve_rows(
         with store.read() as conn:
             stale = pending_keys(conn, account, today, keys)
         if stale:
-            refresh(store, account, today, keys)
+            refresh(store, account, today, keys, computed_at=int(now.timestamp()))
     with store.read() as conn:
         rows = read_rows(conn, account.id, ep, labels) if labels else []
     return Served(rows, labels, not_ready)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from msgcube.storage.schema import accounts
 
@@ -88,8 +87,9 @@ def add_account(
     callback_token: str = "",
     aes_key: str | None = None,
     verified: bool = True,
+    now: int,
 ) -> Account:
-    """Register an account; ``ValueError`` if the appid exists."""
+    """Register an account at Unix time ``now``; ``ValueError`` if the appid exists."""
     if get_account(conn, appid) is not None:
         raise ValueError(f"account {appid} already exists")
     conn.execute(
@@ -101,7 +101,7 @@ def add_account(
             aes_key=aes_key,
             tz=tz,
             verified=verified,
-            created_at=int(time.time()),
+            created_at=now,
         )
     )
     account = get_account(conn, appid)
@@ -121,6 +121,27 @@ def set_account(conn: Connection, appid: str, **values: Any) -> Account:
     account = get_account(conn, appid)
     assert account is not None
     return account
+
+
+_INGEST_VIEW = select(accounts.c.tz, accounts.c.follower_base).where(
+    accounts.c.id == bindparam("account_id")
+)
+
+
+def ingest_view(conn: Connection, cached: Account) -> Account:
+    """``cached`` with the columns that decide what a push batch makes dirty read afresh.
+
+    The group committer calls this inside its write transaction: a cached copy up to a
+    second old could miss a follower import that committed just before, and leave later
+    periods' count_interval 0 stale. Two columns, not the whole row: this runs once per
+    batch on the hot path.
+    """
+    row = conn.execute(_INGEST_VIEW, {"account_id": cached.id}).first()
+    if row is None:
+        raise LookupError(f"account {cached.appid} no longer exists")
+    if row.tz == cached.tz and bool(row.follower_base) == cached.follower_base:
+        return cached
+    return replace(cached, tz=row.tz, follower_base=bool(row.follower_base))
 
 
 def extend_stats_since(conn: Connection, account_id: int, day: date) -> None:

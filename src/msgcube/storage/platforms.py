@@ -1,8 +1,8 @@
-"""Rows of third-party platforms, their authorizations and refresh tokens, and quota books.
+"""Rows of third-party platforms, their authorizations and refresh tokens.
 
-Plain reads and writes; the rules (ticket slots, rotation, the 5-minute overlap, the
-monthly clear allowance) live in ``auth/platforms.py`` and ``auth/quotas.py``. Secrets
-and refresh tokens are stored as SHA-256 hashes (``hash_token``), like access tokens.
+Plain reads and writes; the rules (ticket slots, rotation, the 5-minute overlap) live in
+``auth/platforms.py``; the quota books are in ``storage/usage.py``. Secrets and refresh
+tokens are stored as SHA-256 hashes (``hash_token``), like access tokens.
 """
 
 from __future__ import annotations
@@ -11,15 +11,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, select, update
 
 from msgcube.storage.dialect import upsert
 from msgcube.storage.schema import (
-    account_quotas,
     accounts,
     authorizations,
     platforms,
-    quota_clears,
     refresh_tokens,
 )
 from msgcube.storage.tokens import hash_token
@@ -59,13 +57,6 @@ def insert_platform(conn: Connection, **values: Any) -> Platform:
     platform = get_platform(conn, values["component_appid"])
     assert platform is not None
     return platform
-
-
-def update_platform(conn: Connection, component_appid: str, **values: Any) -> Platform | None:
-    conn.execute(
-        update(platforms).where(platforms.c.component_appid == component_appid).values(**values)
-    )
-    return get_platform(conn, component_appid)
 
 
 def get_platform(conn: Connection, component_appid: str) -> Platform | None:
@@ -219,44 +210,3 @@ def end_refresh_tokens(
     if except_token is not None:
         stmt = stmt.where(r.token_hash != hash_token(except_token))
     return conn.execute(stmt).rowcount
-
-
-# --- quotas -------------------------------------------------------------------------------
-
-
-def lock_account(conn: Connection, account_id: int) -> None:
-    """Serialise writers of one account's quota books (a row lock on PostgreSQL).
-
-    SQLite write transactions are already serial (``BEGIN IMMEDIATE``), and SQLAlchemy
-    leaves ``FOR UPDATE`` out there.
-    """
-    conn.execute(select(accounts.c.id).where(accounts.c.id == account_id).with_for_update())
-
-
-def count_clears_since(conn: Connection, account_id: int, since: int) -> int:
-    c = quota_clears.c
-    return int(
-        conn.execute(
-            select(func.count())
-            .select_from(quota_clears)
-            .where(c.account_id == account_id, c.cleared_at >= since)
-        ).scalar_one()
-    )
-
-
-def record_clear(conn: Connection, account_id: int, now: int) -> None:
-    conn.execute(quota_clears.insert().values(account_id=account_id, cleared_at=now))
-
-
-def daily_limit_override(conn: Connection, account_id: int) -> int | None:
-    value = conn.execute(
-        select(account_quotas.c.daily_limit).where(account_quotas.c.account_id == account_id)
-    ).scalar_one_or_none()
-    return None if value is None else int(value)
-
-
-def set_daily_limit_override(conn: Connection, account_id: int, limit: int | None) -> None:
-    """Set (or with ``None`` remove) the account's daily limit per datacube API."""
-    conn.execute(delete(account_quotas).where(account_quotas.c.account_id == account_id))
-    if limit is not None:
-        conn.execute(account_quotas.insert().values(account_id=account_id, daily_limit=limit))

@@ -7,17 +7,27 @@ string (``timestamp``, ``nonce``, ``encrypt_type`` and both signatures), so that
 ``msgcube quarantine replay`` can run it through the same gate again once the cause is
 fixed — typically a wrong or rotated EncodingAESKey.
 
-Rows are never deleted by msgcube; ``replayed_at`` marks those whose record has since
-been stored (or found to be a duplicate), so a second replay skips them.
+``replayed_at`` marks those whose record has since been stored (or found to be a
+duplicate), so a second replay skips them.
+
+The quarantine is bounded per account (``QuarantineLimits``): entries older than the
+retention are dropped on the next insert (and by ``msgcube quarantine prune``), and
+once an account holds its maximum count or bytes, *new* entries are refused — the
+earliest entries of an incident are the informative ones, and dropping the oldest would
+let anyone who can fill the quarantine erase what is already there. A refusal is not
+silent: the push is answered 503 and logged, so WeChat retries and the operator sees it.
+A signed request is kept at most once (``signed_by``): replaying one captured query
+string with other bodies adds nothing.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
 from msgcube.storage.schema import quarantine
 
@@ -38,31 +48,112 @@ class QuarantineEntry:
 
 @dataclass(frozen=True, slots=True)
 class NewEntry:
-    """A push to quarantine; what the callback hands the writer."""
+    """A push to quarantine; what the callback hands the writer.
+
+    ``signed_by`` is the signature that authenticates the request (it appears in
+    ``query``); an entry whose signature is already kept is not stored again.
+    """
 
     appid: str
     received_at: int
     reason: str
     query: str
     body: bytes = field(repr=False)
+    signed_by: str = ""
 
 
-def add_entries(conn: Connection, entries: Sequence[NewEntry]) -> None:
-    """Insert quarantined pushes inside the caller's write transaction."""
-    if not entries:
-        return
-    conn.execute(
-        quarantine.insert(),
-        [
-            {"appid": e.appid, "received_at": e.received_at, "reason": e.reason[:2000],
-             "query": e.query, "body": e.body}
-            for e in entries
-        ],
-    )  # fmt: skip
+@dataclass(frozen=True, slots=True)
+class QuarantineLimits:
+    """Per-account bounds of the quarantine; 0 means "no bound" for each."""
+
+    max_entries: int = 1000
+    max_bytes: int = 16 * 2**20
+    retention_days: int = 30
+
+
+class Kept(enum.Enum):
+    """What became of an entry handed to ``add_entries``."""
+
+    STORED = "stored"
+    DUPLICATE = "duplicate"  # the same signed request is already kept
+    FULL = "full"  # the account's quarantine is at its bound
+
+
+_DAY = 86_400
+
+
+def add_entries(
+    conn: Connection, entries: Sequence[NewEntry], limits: QuarantineLimits, now: int
+) -> list[Kept]:
+    """Insert quarantined pushes inside the caller's write transaction, within ``limits``.
+
+    Expired entries of the accounts concerned are pruned first, so a full quarantine
+    frees itself as its entries age. Returns one ``Kept`` per entry, in order.
+    """
+    outcomes: list[Kept] = []
+    usage: dict[str, list[int]] = {}
+    seen: set[tuple[str, str]] = set()
+    for e in entries:
+        if e.appid not in usage:
+            if limits.retention_days:
+                prune_entries(conn, appid=e.appid, before=now - limits.retention_days * _DAY)
+            usage[e.appid] = _usage(conn, e.appid)
+        used = usage[e.appid]
+        if e.signed_by and ((e.appid, e.signed_by) in seen or _holds(conn, e)):
+            outcomes.append(Kept.DUPLICATE)
+            continue
+        over_count = limits.max_entries and used[0] + 1 > limits.max_entries
+        over_bytes = limits.max_bytes and used[1] + len(e.body) > limits.max_bytes
+        if over_count or over_bytes:
+            outcomes.append(Kept.FULL)
+            continue
+        add_entry(conn, e)
+        used[0] += 1
+        used[1] += len(e.body)
+        seen.add((e.appid, e.signed_by))
+        outcomes.append(Kept.STORED)
+    return outcomes
+
+
+def _usage(conn: Connection, appid: str) -> list[int]:
+    """[entries, body bytes] the account's quarantine holds."""
+    row = conn.execute(
+        select(func.count(), func.coalesce(func.sum(func.length(quarantine.c.body)), 0)).where(
+            quarantine.c.appid == appid
+        )
+    ).one()
+    return [int(row[0]), int(row[1])]
+
+
+def _holds(conn: Connection, entry: NewEntry) -> bool:
+    """Whether an entry signed by the same signature is kept (it is part of its query)."""
+    stmt = select(quarantine.c.id).where(
+        quarantine.c.appid == entry.appid,
+        quarantine.c.query.contains(entry.signed_by, autoescape=True),
+    )
+    return conn.execute(stmt.limit(1)).first() is not None
+
+
+def prune_entries(
+    conn: Connection,
+    *,
+    appid: str | None = None,
+    before: int | None = None,
+    replayed_only: bool = False,
+) -> int:
+    """Delete entries (of ``appid``, received before ``before``, replayed); returns how many."""
+    stmt = delete(quarantine)
+    if appid is not None:
+        stmt = stmt.where(quarantine.c.appid == appid)
+    if before is not None:
+        stmt = stmt.where(quarantine.c.received_at < before)
+    if replayed_only:
+        stmt = stmt.where(quarantine.c.replayed_at.is_not(None))
+    return int(conn.execute(stmt).rowcount or 0)
 
 
 def add_entry(conn: Connection, entry: NewEntry) -> int:
-    """Insert one quarantined push; returns its id."""
+    """Insert one quarantined push, unconditionally; returns its id."""
     result = conn.execute(
         quarantine.insert().values(
             appid=entry.appid, received_at=entry.received_at, reason=entry.reason[:2000],
@@ -138,13 +229,6 @@ def mark_replayed(conn: Connection, entry_id: int, replayed_at: int) -> None:
 def set_reason(conn: Connection, entry_id: int, reason: str) -> None:
     """Record why the latest replay still failed (the cause may have changed)."""
     conn.execute(update(quarantine).where(quarantine.c.id == entry_id).values(reason=reason[:2000]))
-
-
-def count_entries(conn: Connection, appid: str | None = None) -> int:
-    stmt = select(func.count()).select_from(quarantine)
-    if appid is not None:
-        stmt = stmt.where(quarantine.c.appid == appid)
-    return int(conn.execute(stmt).scalar_one())
 
 
 def _full(r: Any) -> QuarantineEntry:

@@ -8,7 +8,6 @@ message, so the caller can mark exactly those periods dirty.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -76,6 +75,15 @@ class WriteResult:
         self.all_days |= other.all_days
 
 
+def stored_msg_id(msg_id: int) -> int:
+    """The ``messages.msg_id`` of a MsgId: WeChat's unsigned 64 bits in a signed BIGINT.
+
+    MsgIds from 2**63 up are stored as their two's complement (negative). The mapping is
+    one-to-one, so deduplication on the column is deduplication on the MsgId.
+    """
+    return msg_id - 2**64 if msg_id >= 2**63 else msg_id
+
+
 def _existing_msg_ids(conn: Connection, account_id: int, msg_ids: Sequence[int]) -> set[int]:
     found: set[int] = set()
     for i in range(0, len(msg_ids), _CHUNK):
@@ -91,21 +99,25 @@ def _existing_msg_ids(conn: Connection, account_id: int, msg_ids: Sequence[int])
 
 
 def write_messages(
-    conn: Connection, account_id: int, tz: str, batch: Sequence[Message], sender_ids: SenderIds
+    conn: Connection,
+    account_id: int,
+    tz: str,
+    batch: Sequence[Message],
+    sender_ids: SenderIds,
+    received_at: int,
 ) -> WriteResult:
     result = WriteResult()
     if not batch:
         return result
     unique: dict[int, Message] = {}
     for m in batch:
-        unique.setdefault(m.msg_id, m)
+        unique.setdefault(stored_msg_id(m.msg_id), m)
     existing = _existing_msg_ids(conn, account_id, list(unique))
     fresh = [m for mid, m in unique.items() if mid not in existing]
     result.messages_duplicate = len(batch) - len(fresh)
     if not fresh:
         return result
     ids = sender_ids.resolve(conn, (m.openid for m in fresh))
-    now = int(time.time())
     rows: list[dict[str, Any]] = []
     days: dict[int, tuple[date, bool]] = {}
     for m in fresh:
@@ -114,17 +126,17 @@ def write_messages(
         rows.append(
             {
                 "account_id": account_id,
-                "msg_id": m.msg_id,
+                "msg_id": stored_msg_id(m.msg_id),
                 "user_id": ids[m.openid],
                 "create_time": m.create_time,
                 "msg_type_name": m.msg_type_name,
                 "msg_type": code,
                 "day": day,
                 "hour": hour,
-                "received_at": now,
+                "received_at": received_at,
             }
         )
-        days[m.msg_id] = (day, code is not None)
+        days[stored_msg_id(m.msg_id)] = (day, code is not None)
     if conn.dialect.name == "sqlite":
         inserted = _insert_sqlite(conn, rows)
     else:
@@ -167,18 +179,19 @@ def _insert_sqlite(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
     return [r["msg_id"] for r in rows]
 
 
-def write_events(conn: Connection, account_id: int, tz: str, batch: Sequence[Event]) -> WriteResult:
+def write_events(
+    conn: Connection, account_id: int, tz: str, batch: Sequence[Event], received_at: int
+) -> WriteResult:
     result = WriteResult()
     if not batch:
         return result
-    now = int(time.time())
     keys = ["account_id", "openid", "create_time", "event"]
     unique = {(e.openid, e.create_time, e.event): e for e in reversed(batch)}
     inserted = 0
     for e in unique.values():
         day, _ = local_day_hour(e.create_time, tz)
         row = {"account_id": account_id, "openid": e.openid, "create_time": e.create_time,
-               "event": e.event, "day": day, "received_at": now}  # fmt: skip
+               "event": e.event, "day": day, "received_at": received_at}  # fmt: skip
         # One statement per event: events are rare, and RETURNING tells which were new
         # (rowcount is not reliable for INSERT … ON CONFLICT across drivers).
         stmt = insert_ignore(conn, events, keys).returning(events.c.id)

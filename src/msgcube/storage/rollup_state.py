@@ -8,7 +8,6 @@ period pending instead of being lost — no lock between ingest and rollup is ne
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from datetime import date
 
@@ -66,11 +65,15 @@ def read_states(
     return {(Period(r.period), r.start): (r.dirty_seq, r.done_seq) for r in conn.execute(stmt)}
 
 
-def mark_done(conn: Connection, account_id: int, done: dict[Key, int]) -> None:
-    """Record that each period was computed from data up to its dirty sequence ``seq``."""
+def mark_done(
+    conn: Connection, account_id: int, done: dict[Key, int], computed_at: int | None
+) -> None:
+    """Record that each period was computed from data up to its dirty sequence ``seq``.
+
+    ``computed_at`` is the caller's clock reading (Unix seconds), ``None`` when it has none.
+    """
     if not done:
         return
-    now = int(time.time())
     rows = [
         {
             "account_id": account_id,
@@ -78,7 +81,7 @@ def mark_done(conn: Connection, account_id: int, done: dict[Key, int]) -> None:
             "start": s,
             "dirty_seq": seq,
             "done_seq": seq,
-            "computed_at": now,
+            "computed_at": computed_at,
         }
         for (p, s), seq in done.items()
     ]
@@ -89,9 +92,3 @@ def mark_done(conn: Connection, account_id: int, done: dict[Key, int]) -> None:
         {"done_seq": lambda ex: ex.done_seq, "computed_at": lambda ex: ex.computed_at},
     )
     conn.execute(stmt, rows)
-
-
-def stats_generation(conn: Connection, account_id: int) -> int:
-    return int(
-        conn.execute(select(accounts.c.stats_gen).where(accounts.c.id == account_id)).scalar_one()
-    )

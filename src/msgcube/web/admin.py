@@ -50,15 +50,12 @@ from msgcube.auth.platforms import (
     revoke_authorization,
 )
 from msgcube.auth.policy import normalize_whitelist
+from msgcube.domain.identifiers import appid_problem, is_appid, original_id_problem, token_problem
 from msgcube.domain.periods import zone
 from msgcube.errors import AdminError, NotFound
 from msgcube.storage.accounts import Account, add_account, get_account, list_accounts, set_account
-from msgcube.storage.platforms import (
-    daily_limit_override,
-    list_authorizations,
-    list_platforms,
-    set_daily_limit_override,
-)
+from msgcube.storage.platforms import list_authorizations, list_platforms
+from msgcube.storage.usage import daily_limit_override, set_daily_limit_override
 from msgcube.web.context import AppContext
 from msgcube.web.handlers import read_body
 from msgcube.wechat import AESKey
@@ -96,6 +93,9 @@ def admin_endpoint(handler: AdminHandler) -> Callable[[Request], Awaitable[Respo
                 orjson.dumps({"error": "admin token required"}), status_code=401,
                 media_type="application/json", headers={"WWW-Authenticate": "Bearer"},
             )  # fmt: skip
+        for name, value in request.path_params.items():
+            if not is_appid(value):  # no such account; PostgreSQL could not even ask
+                raise NotFound(f"unknown {name} {value[:64]!r}")
         return await handler(request, ctx)
 
     return endpoint
@@ -120,7 +120,20 @@ def _str(data: dict[str, Any], name: str, *, required: bool = False) -> str | No
         return None
     if not isinstance(value, str):
         raise AdminError(400, f"{name} must be a string")
+    problem = _ID_RULES[name](value) if name in _ID_RULES else None
+    if problem:
+        raise AdminError(400, problem)
     return value
+
+
+_ID_RULES: dict[str, Callable[[str], str | None]] = {
+    "appid": appid_problem,
+    "authorizer_appid": appid_problem,
+    "component_appid": functools.partial(appid_problem, name="component_appid"),
+    "original_id": original_id_problem,
+    "token": functools.partial(token_problem, name="token"),
+}
+"""Body fields checked by the shared identifier rules before they reach the database."""
 
 
 def _account_json(conn: Connection, account: Account) -> dict[str, Any]:
@@ -196,6 +209,7 @@ async def accounts_create(request: Request, ctx: AppContext) -> Response:
                 original_id=values.pop("original_id", ""),
                 callback_token=values.pop("callback_token", ""),
                 aes_key=values.pop("aes_key", None), verified=values.pop("verified", True),
+                now=ctx.now_ts(),
             )  # fmt: skip
             if values:
                 account = set_account(conn, appid, **values)

@@ -1,14 +1,17 @@
-"""``GET|POST /wechat/callback/{appid}``: the URL a developer registers with WeChat (SPEC §5.1).
+"""``GET|POST /wechat/callback/{appid}``: the URL a developer registers with WeChat.
 
 Order of the checks, each answered the moment it fails:
 
-1. unknown appid → 404;
+1. an appid that cannot exist (``domain.identifiers``) or is unknown → 404;
 2. ``signature`` (constant-time) → 403, before the body is read, so an unsigned request
    costs a SHA-1 and nothing else; GET answers ``echostr`` verbatim here;
 3. body over 64 KiB → 413 (never read past the limit, so never quarantined);
-4. ``open_body``: ``msg_signature`` → 403; then envelope, AES, XML and record — a failure
-   here came with a valid signature, so the raw body and query string are quarantined
-   and the answer is 400;
+4. the gate (``ingest.gate.open_body``): in compatible/safe mode ``msg_signature`` over
+   the ``Encrypt`` element → 403 (also when the envelope is not XML or has no
+   ``Encrypt``: then nothing about the body is authenticated); then AES, XML and record —
+   a failure here came with valid signatures, so the raw body and query string are
+   quarantined and the answer is 400 — unless the same signed request is already kept
+   (400, not stored twice) or the account's quarantine is full (503, logged);
 5. the record goes to the group committer; ``success`` only once its transaction has
    committed, 500 if it failed (WeChat then retries; the retry is deduplicated).
 
@@ -40,17 +43,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from msgcube.domain.messages import Record
-from msgcube.errors import BodyTooLarge, IngestError
-from msgcube.ingest.push import (
-    BadSignature,
-    GroupCommitter,
-    check_request_signature,
-    open_body,
-    parse_query,
-    quarantine_entry,
-)
+from msgcube.domain.identifiers import is_appid
+from msgcube.errors import BadSignature, BodyTooLarge, IngestError
+from msgcube.ingest.committer import GroupCommitter
+from msgcube.ingest.gate import RawPush, VerifiedPush, check_request_signature, open_body
 from msgcube.storage.accounts import Account, get_account
+from msgcube.storage.quarantine import Kept, QuarantineLimits
 from msgcube.web.context import AppContext
 from msgcube.web.handlers import read_body
 
@@ -65,7 +63,13 @@ class CallbackService:
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
-        self.committer = GroupCommitter(ctx.store, ctx.now)
+        s = ctx.settings
+        limits = QuarantineLimits(
+            max_entries=s.quarantine_max_entries,
+            max_bytes=s.quarantine_max_bytes,
+            retention_days=s.quarantine_retention_days,
+        )
+        self.committer = GroupCommitter(ctx.store, ctx.now, limits=limits)
         self._accounts: dict[str, tuple[float, Account | None]] = {}
         self._refreshing: dict[str, asyncio.Future[Account | None]] = {}
 
@@ -132,11 +136,12 @@ def _refuse(request: Request, status: int, reason: str) -> Response:
 async def callback(request: Request) -> Response:
     service: CallbackService = request.app.state.callback
     appid = request.path_params["appid"]
-    account = await service.account(appid)
+    account = await service.account(appid) if is_appid(appid) else None
     if account is None:
         return _refuse(request, 404, "unknown appid")
     query_string = request.scope.get("query_string", b"").decode("latin-1")
-    query = parse_query(query_string)
+    raw = RawPush(appid, query_string, b"")
+    query = raw.query
     try:
         check_request_signature(account, query)
     except BadSignature as exc:
@@ -149,27 +154,37 @@ async def callback(request: Request) -> Response:
         body = await read_body(request)
     except BodyTooLarge:
         return _refuse(request, 413, "request body too large")
+    raw = RawPush(appid, query_string, body)
     try:
-        record = await _open(service, account, query, body)
+        push = await _open(service, account, raw)
     except BadSignature as exc:
         return _refuse(request, 403, exc.reason)
     except IngestError as exc:
-        entry = quarantine_entry(appid, exc.reason, query_string, body)
-        try:
-            await service.committer.quarantine(entry)
-        except Exception:
-            return _refuse(request, 500, "could not store")
-        return _refuse(request, 400, f"quarantined: {exc.reason}")
+        return await _quarantine(request, service, raw, exc.reason)
     try:
-        await service.committer.store(account, record)
+        await service.committer.store(account, push.record)
     except Exception:
         return _refuse(request, 500, "could not store")
     return PlainTextResponse("success")
 
 
-async def _open(
-    service: CallbackService, account: Account, query: dict[str, str], body: bytes
-) -> Record:
+async def _quarantine(
+    request: Request, service: CallbackService, raw: RawPush, reason: str
+) -> Response:
+    """Keep a signed push that cannot be stored, within the quarantine's bounds."""
+    try:
+        kept = await service.committer.quarantine(raw.quarantined(reason, service.ctx.now_ts()))
+    except Exception:
+        return _refuse(request, 500, "could not store")
+    if kept is Kept.FULL:
+        log.warning("quarantine of %s is full: a signed push was refused (%r)", raw.appid, reason)
+        return _refuse(request, 503, f"quarantine full, not kept: {reason}")
+    if kept is Kept.DUPLICATE:
+        return _refuse(request, 400, f"already quarantined: {reason}")
+    return _refuse(request, 400, f"quarantined: {reason}")
+
+
+async def _open(service: CallbackService, account: Account, raw: RawPush) -> VerifiedPush:
     """``open_body``, retried once with the account re-read if its keys just changed.
 
     A push that fails after a valid signature is about to be quarantined; if the
@@ -177,12 +192,12 @@ async def _open(
     so that one case pays for a database read. Forged requests never get here.
     """
     try:
-        return open_body(account, query, body)
+        return open_body(account, raw)
     except IngestError:
         fresh = await service.reload(account.appid)
         if fresh is None or _keys(fresh) == _keys(account):
             raise
-        return open_body(fresh, query, body)
+        return open_body(fresh, raw)
 
 
 def _keys(account: Account) -> tuple[str, str | None, str | None]:

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from msgcube.auth.policy import check_account_ip
 from msgcube.auth.tokens import issue_access_token, stable_access_token
+from msgcube.domain.identifiers import is_appid
 from msgcube.domain.periods import local_today
 from msgcube.errors import ApiError
 from msgcube.storage.accounts import Account, get_account
@@ -30,6 +31,8 @@ def _account(
         raise ApiError(41004)
     if grant_type != "client_credential":
         raise ApiError(40002)
+    if not is_appid(appid):  # e.g. a NUL byte: no account can have it, PostgreSQL cannot query it
+        raise ApiError(40013)
     with ctx.store.read() as conn:
         account = get_account(conn, appid)
         platform = get_platform(conn, appid) if account is None else None

@@ -1,24 +1,13 @@
-"""A callback push, from request parts to a committed row: verification and group commit.
+"""The group committer: acknowledged pushes made durable without one fsync per push.
 
-Two halves, both free of HTTP so the server and ``msgcube quarantine replay`` share them:
-
-``open_push`` is the gate. It checks ``signature`` (and, in compatible/safe mode,
-``msg_signature``) in constant time, opens the AES envelope with the current and then
-the previous EncodingAESKey, parses the XML without DTDs or entities, and validates the
-record with ``parse_record`` — the same gate the bulk import uses. A wrong signature
-raises ``BadSignature`` (403, nothing stored); anything else that fails *after* a valid
-signature raises ``IngestError`` (400, quarantined). ``msg_signature`` is checked before
-decrypting because the AES-CBC envelope has no integrity of its own.
-
-``GroupCommitter`` makes acknowledged pushes durable without one fsync per push. Each
-push enqueues its record with a future; a single writer task takes everything queued,
-stores it in one ``store.write()`` transaction on its own thread, then resolves every
-future at once — or fails them all, so each is answered 500 and WeChat retries. While
-one commit is on disk the next batch accumulates by itself; the writer only lingers a
-millisecond before taking it, so that the requests answered by the previous commit can
-come back and share the next fsync instead of leaving it to a handful. On SQLite, the
-committers of several worker processes take turns through a ``flock`` rather than
-SQLite's sleeping busy handler.
+Each push enqueues its record (or its quarantine entry) with a future; a single writer
+task takes everything queued, stores it in one ``store.write()`` transaction on its own
+thread, then resolves every future at once — or fails them all, so each is answered 500
+and WeChat retries. While one commit is on disk the next batch accumulates by itself;
+the writer only lingers a millisecond before taking it, so that the requests answered by
+the previous commit can come back and share the next fsync instead of leaving it to a
+handful. On SQLite, the committers of several worker processes take turns through a
+``flock`` rather than SQLite's sleeping busy handler.
 """
 
 from __future__ import annotations
@@ -26,146 +15,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import functools
 import logging
 import os
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import parse_qsl
 
-from sqlalchemy import Connection, bindparam, select
-
-from msgcube.domain.messages import Message, Record, parse_record
+from msgcube.domain.messages import Message, Record
 from msgcube.domain.periods import local_today
-from msgcube.errors import IngestError, MsgcubeError
 from msgcube.ingest.store import store_batch
-from msgcube.storage.accounts import Account
+from msgcube.storage.accounts import Account, ingest_view
 from msgcube.storage.db import Store
-from msgcube.storage.quarantine import NewEntry, add_entries
+from msgcube.storage.quarantine import Kept, NewEntry, QuarantineLimits, add_entries
 from msgcube.storage.records import SenderIds
-from msgcube.storage.schema import accounts
-from msgcube.wechat import (
-    AESKey,
-    DecryptError,
-    XmlError,
-    check_signature,
-    decrypt_with_rotation,
-    parse_envelope,
-    parse_push_xml,
-)
 
 log = logging.getLogger("msgcube.push")
-
-
-class BadSignature(MsgcubeError):
-    """The request does not prove knowledge of the account's Token: HTTP 403, stored nowhere."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
-
-
-def parse_query(query_string: str) -> dict[str, str]:
-    """The query parameters, last occurrence winning, blanks kept.
-
-    The server and the quarantine replay both read the stored raw query string through
-    this one function, so they can never disagree about which ``nonce`` was signed.
-    """
-    return dict(parse_qsl(query_string, keep_blank_values=True))
-
-
-def check_request_signature(account: Account, query: Mapping[str, str]) -> None:
-    """The ``signature`` check every callback request (GET or POST) must pass.
-
-    An account without a callback Token refuses everything: with an empty Token anyone
-    could compute the signature of any timestamp and nonce.
-    """
-    token = account.callback_token
-    if not token:
-        raise BadSignature("the account has no callback token")
-    if not check_signature(
-        query.get("signature", ""), token, query.get("timestamp", ""), query.get("nonce", "")
-    ):
-        raise BadSignature("bad signature")
-
-
-def open_push(account: Account, query: Mapping[str, str], body: bytes) -> Record:
-    """Verify and decode one POSTed push into a record.
-
-    ``BadSignature`` when either signature is wrong or missing; ``IngestError`` (its
-    ``reason`` says which stage failed) when the signed request cannot be stored.
-    """
-    check_request_signature(account, query)
-    return open_body(account, query, body)
-
-
-def open_body(account: Account, query: Mapping[str, str], body: bytes) -> Record:
-    """The part of ``open_push`` after the ``signature`` check (the server reads the body
-    only once that check has passed)."""
-    encrypt_type = (query.get("encrypt_type") or "raw").strip().lower()
-    if encrypt_type == "raw":
-        xml = body
-    elif encrypt_type == "aes":
-        xml = _decrypt(account, query, body)
-    else:
-        raise IngestError(f"unknown encrypt_type {encrypt_type[:32]!r}")
-    try:
-        fields = parse_push_xml(xml)
-    except XmlError as exc:
-        raise IngestError(f"xml: {exc}") from None
-    try:
-        return parse_record(fields)
-    except IngestError as exc:
-        raise IngestError(f"record: {exc.reason}") from None
-
-
-def _decrypt(account: Account, query: Mapping[str, str], body: bytes) -> bytes:
-    expected = query.get("msg_signature")
-    if not expected:
-        raise BadSignature("encrypt_type=aes without msg_signature")
-    try:
-        _, encrypted = parse_envelope(body)
-    except XmlError as exc:
-        # Only ``signature`` could be checked; it covers no body, but it does prove the
-        # sender knows the Token, so the body is kept rather than dropped.
-        raise IngestError(f"envelope: {exc}") from None
-    if not encrypted:
-        raise IngestError("envelope: no Encrypt field")
-    token = account.callback_token
-    timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
-    if not token or not check_signature(expected, token, timestamp, nonce, encrypted):
-        raise BadSignature("bad msg_signature")
-    keys = aes_keys(account)
-    try:
-        xml, _index = decrypt_with_rotation(keys, encrypted, account.appid)
-    except DecryptError as exc:
-        raise IngestError(f"decrypt: {exc}") from None
-    return xml
-
-
-def aes_keys(account: Account) -> list[AESKey]:
-    """The account's EncodingAESKeys, current first; ``IngestError`` when none is usable."""
-    texts = [k for k in (account.aes_key, account.prev_aes_key) if k]
-    if not texts:
-        raise IngestError("decrypt: the account has no EncodingAESKey (msgcube account set)")
-    keys: list[AESKey] = []
-    for text in texts:
-        try:
-            keys.append(_aes_key(text))
-        except ValueError as exc:
-            raise IngestError(f"decrypt: the account's EncodingAESKey is invalid ({exc})") from None
-    return keys
-
-
-@functools.lru_cache(maxsize=256)
-def _aes_key(text: str) -> AESKey:
-    return AESKey(text)
-
-
-# --------------------------------------------------------------------------- group commit
 
 
 @dataclass(slots=True)
@@ -183,7 +48,7 @@ class _Job:
     account: Account | None
     record: Record | None
     entry: NewEntry | None
-    future: asyncio.Future[None]
+    future: asyncio.Future[Kept | None]
 
 
 _STOP = object()
@@ -193,7 +58,8 @@ class GroupCommitter:
     """One writer per process that turns concurrent pushes into shared transactions.
 
     ``store`` and ``quarantine`` return once the item is committed, and raise whatever
-    the commit raised. ``start`` is optional (the first item starts the writer on the
+    the commit raised (``quarantine`` returns what became of the entry, within
+    ``limits``). ``start`` is optional (the first item starts the writer on the
     running loop); ``stop`` commits what is queued, then ends the writer.
     """
 
@@ -202,11 +68,13 @@ class GroupCommitter:
         store: Store,
         clock: Callable[[], datetime],
         *,
+        limits: QuarantineLimits | None = None,
         max_batch: int = 1024,
         linger: float = 0.001,
     ) -> None:
         self.store_db = store
         self.clock = clock
+        self.limits = limits or QuarantineLimits()
         self.max_batch = max_batch
         self.linger = linger
         self.stats = CommitStats()
@@ -257,15 +125,17 @@ class GroupCommitter:
         """Return once ``record`` is committed (or was already stored: a retry)."""
         await self._submit(_Job(account, record, None, self._future()))
 
-    async def quarantine(self, entry: NewEntry) -> None:
-        """Return once ``entry`` is committed to the quarantine."""
-        await self._submit(_Job(None, None, entry, self._future()))
+    async def quarantine(self, entry: NewEntry) -> Kept:
+        """Return once ``entry`` is committed to the quarantine (or refused by its bounds)."""
+        kept = await self._submit(_Job(None, None, entry, self._future()))
+        assert kept is not None
+        return kept
 
     @staticmethod
-    def _future() -> asyncio.Future[None]:
+    def _future() -> asyncio.Future[Kept | None]:
         return asyncio.get_running_loop().create_future()
 
-    async def _submit(self, job: _Job) -> None:
+    async def _submit(self, job: _Job) -> Kept | None:
         if self._stopping:
             raise RuntimeError("the group committer is stopping")
         if self._task is None:
@@ -274,7 +144,7 @@ class GroupCommitter:
         self._queue.put_nowait(job)
         # If the request is cancelled (client gone) the future is cancelled with it, but
         # the job stays queued and is committed regardless: a retry is then a duplicate.
-        await job.future
+        return await job.future
 
     async def _run(self) -> None:
         assert self._queue is not None
@@ -300,7 +170,7 @@ class GroupCommitter:
                     break
                 batch.append(item)  # type: ignore[arg-type]
             try:
-                await loop.run_in_executor(self._executor, self._commit, batch)
+                outcomes = await loop.run_in_executor(self._executor, self._commit, batch)
             except Exception as exc:
                 self.stats.failed_batches += 1
                 log.exception("group commit of %d items failed", len(batch))
@@ -310,7 +180,7 @@ class GroupCommitter:
             else:
                 for job in batch:
                     if not job.future.done():
-                        job.future.set_result(None)
+                        job.future.set_result(outcomes.get(id(job)))
             self.stats.batches += 1
             self.stats.items += len(batch)
             self.stats.largest = max(self.stats.largest, len(batch))
@@ -322,28 +192,34 @@ class GroupCommitter:
                     if isinstance(item, _Job) and not item.future.done():
                         item.future.set_exception(RuntimeError("server shutting down"))
 
-    def _commit(self, batch: list[_Job]) -> None:
-        """One transaction for the whole batch (runs on the writer thread)."""
+    def _commit(self, batch: list[_Job]) -> dict[int, Kept]:
+        """One transaction for the whole batch (runs on the writer thread).
+
+        Returns the outcome of each quarantine job, by ``id(job)``.
+        """
         records: dict[int, tuple[Account, list[Record]]] = {}
-        entries: list[NewEntry] = []
+        quarantined: list[_Job] = []
         for job in batch:
             if job.account is not None and job.record is not None:
                 records.setdefault(job.account.id, (job.account, []))[1].append(job.record)
             elif job.entry is not None:
-                entries.append(job.entry)
+                quarantined.append(job)
         now = self.clock()
         try:
             with self._process_lock(), self.store_db.write() as conn:
                 for cached, recs in records.values():
-                    account = _current(conn, cached)
+                    account = ingest_view(conn, cached)
                     recs.sort(key=_lock_order)
                     senders = self._senders.get(account.id, len(recs))
-                    store_batch(conn, account, recs, local_today(now, account.tz), senders)
-                add_entries(conn, entries)
+                    store_batch(conn, account, recs, local_today(now, account.tz), senders,
+                                received_at=int(now.timestamp()))  # fmt: skip
+                entries = [job.entry for job in quarantined if job.entry is not None]
+                kept = add_entries(conn, entries, self.limits, int(now.timestamp()))
         except BaseException:
             # Ids interned by the rolled-back transaction do not exist: forget them all.
             self._senders.clear()
             raise
+        return {id(job): outcome for job, outcome in zip(quarantined, kept, strict=True)}
 
 
 def _lock_order(record: Record) -> tuple[int, int, str, int, str]:
@@ -382,27 +258,6 @@ class _SenderCache:
         self._ids.clear()
 
 
-_ACCOUNT_NOW = select(accounts.c.tz, accounts.c.follower_base).where(
-    accounts.c.id == bindparam("account_id")
-)
-
-
-def _current(conn: Connection, cached: Account) -> Account:
-    """``cached`` with the columns that decide what a batch makes dirty read afresh.
-
-    ``follower_base`` and ``tz`` are read inside the write transaction: a cached copy up
-    to a second old could miss a follower import that committed just before, and leave
-    later periods' count_interval 0 stale. Two columns, not the whole row: this runs
-    once per batch on the hot path.
-    """
-    row = conn.execute(_ACCOUNT_NOW, {"account_id": cached.id}).first()
-    if row is None:
-        raise LookupError(f"account {cached.appid} no longer exists")
-    if row.tz == cached.tz and bool(row.follower_base) == cached.follower_base:
-        return cached
-    return replace(cached, tz=row.tz, follower_base=bool(row.follower_base))
-
-
 class _FileLock:
     """An exclusive ``flock`` on a file beside the database, held around each group commit.
 
@@ -425,10 +280,3 @@ class _FileLock:
 
     def close(self) -> None:
         os.close(self._fd)
-
-
-def quarantine_entry(appid: str, reason: str, query_string: str, body: bytes) -> NewEntry:
-    """What to keep of a signed push that could not be stored."""
-    return NewEntry(
-        appid=appid, received_at=int(time.time()), reason=reason, query=query_string, body=body
-    )
