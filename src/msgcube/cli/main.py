@@ -63,7 +63,7 @@ def _settings_options(func: F, *, hidden: bool) -> F:
         try:
             kwargs["settings"] = Settings.load(flags)
         except ConfigError as exc:
-            raise click.UsageError(str(exc)) from exc
+            raise click.ClickException(str(exc)) from exc
         return func(*args, **kwargs)
 
     for setting in reversed(SETTINGS):
@@ -419,7 +419,7 @@ def show_settings(markdown: bool, **flags: Any) -> None:
     try:
         settings = Settings.load(flags)
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise click.ClickException(str(exc)) from exc
     click.echo(orjson.dumps(settings.public(), option=orjson.OPT_INDENT_2).decode())
 
 
@@ -454,7 +454,7 @@ def settings_markdown() -> str:
     """The README's settings reference, generated from the settings table."""
     lines = ["| setting | flag | environment | default | meaning |", "|---|---|---|---|---|"]
     for s in SETTINGS:
-        default = f"`{s.default}`" if s.default not in ("", None) else "—"
+        default = f"`{s.text(s.default)}`" if s.text(s.default) else "—"
         lines.append(f"| `{s.name}` | `{s.flag}` | `{s.env}` | {default} | {s.help} |")
     return "\n".join(lines)
 
