@@ -5,7 +5,8 @@
     MsgcubeError
     ├── ApiError(errcode)      a WeChat errcode; the web edge turns it into {"errcode", "errmsg"}
     ├── IngestError            a push or an import line that cannot be accepted (with a reason)
-    └── ConfigError            a setting that cannot be used
+    ├── ConfigError            a setting that cannot be used
+    └── AccountError(ValueError)  an account change that cannot be made (a bad value)
 
 Library code raises these; the edges (web handlers, the CLI) translate them once.
 The ``ERRMSG`` table holds WeChat's texts verbatim (see shared/reference/wechat-notes.md
@@ -80,3 +81,7 @@ class IngestError(MsgcubeError):
 
 class ConfigError(MsgcubeError):
     """A setting or command-line value that cannot be used."""
+
+
+class AccountError(MsgcubeError, ValueError):
+    """An account change that cannot be made; the message names the field (CLI / admin: 400)."""

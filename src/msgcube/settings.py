@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from msgcube.domain.endpoints import SpanProfile
-from msgcube.domain.periods import DEFAULT_TZ, zone
+from msgcube.domain.periods import DEFAULT_TZ, check_tz
 from msgcube.errors import ConfigError
 
 DEFAULT_DB_FILE = "msgcube.db"
@@ -74,17 +74,6 @@ def _hhmm(value: str) -> time:
     if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
         raise ValueError("expected HH:MM (00:00–23:59)")
     return time.fromisoformat(value)
-
-
-def check_tz(value: str) -> str:
-    """The one time-zone rule (settings, accounts): an IANA name ``zoneinfo`` knows."""
-    try:
-        zone(value)
-    except KeyError:
-        raise ValueError(
-            f"unknown time zone {value!r} (an IANA name such as Asia/Shanghai)"
-        ) from None
-    return value
 
 
 def _now(value: str) -> datetime | None:

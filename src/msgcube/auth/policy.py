@@ -29,11 +29,11 @@ from msgcube.errors import ApiError
 from msgcube.settings import Network, parse_networks
 from msgcube.storage.accounts import Account, get_account_by_id
 from msgcube.storage.platforms import get_authorization
-from msgcube.storage.tokens import TokenRow
+from msgcube.storage.tokens import TokenKind, TokenRow
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-OWN_KINDS = frozenset({"token", "stable"})
+OWN_KINDS = frozenset({TokenKind.TOKEN, TokenKind.STABLE})
 """Token kinds an account gets for itself (``/cgi-bin/token``, ``/cgi-bin/stable_token``)."""
 
 
@@ -132,7 +132,7 @@ def check_datacube_access(conn: Connection, row: TokenRow, account: Account, pol
         if policy == "third_party_only":
             raise ApiError(48001, "access_policy third_party_only: use an authorizer token")
         return
-    if row.kind != "authorizer" or row.platform_id is None:
+    if row.kind != TokenKind.AUTHORIZER or row.platform_id is None:
         raise ApiError(48001, f"a {row.kind} token cannot call datacube")
     auth = get_authorization(conn, row.platform_id, account.id)
     if auth is None or not auth.active:
