@@ -170,9 +170,7 @@ def account_set(appid: str, settings: Settings, **changes: Any) -> None:
             raise click.UsageError("nothing to change")
         with opened(settings) as store, store.write() as conn:
             update_account(conn, appid, wanted, now=settings.clock())
-    except (AccountError, ValueError) as exc:
-        raise click.UsageError(str(exc)) from exc
-    except NotFound as exc:
+    except (AccountError, ValueError, NotFound) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"updated {appid}")
 
