@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import random
 import re
 import secrets
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -22,14 +24,14 @@ from sqlalchemy import create_engine, select, text
 
 from msgcube.auth.accounts import AccountChanges, update_account
 from msgcube.domain.endpoints import BY_NAME
-from msgcube.domain.messages import Message
+from msgcube.domain.messages import Event, Message
 from msgcube.errors import AccountError
 from msgcube.ingest.store import store_batch
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import add_account, get_account, secret_matches
 from msgcube.storage.db import Store, _alembic_config, migrate, open_store
-from msgcube.storage.schema import accounts, messages, server_secrets
+from msgcube.storage.schema import accounts, events, messages, server_secrets
 from support.server import MSGCUBE, ServerProcess, msgcube_env
 
 from conftest import PG_URL, fresh_appid
@@ -265,3 +267,52 @@ def test_a_new_time_zone_moves_stored_days_and_hours(store: Store) -> None:
     with store.read() as conn:
         fresh = get_account(conn, appid)
     assert fresh is not None and fresh.stats_since == date(2026, 3, 5)
+
+
+def test_a_move_rederives_every_row_like_an_independent_oracle(store: Store) -> None:
+    """12,000 messages and some events over DST: each row's day/hour is what zoneinfo says."""
+    appid = fresh_appid("wxdst")
+    rng = random.Random(11)
+    start = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp())
+    times = [start + rng.randrange(20 * 86400) for _ in range(12_000)]
+    users = [f"oU{rng.randrange(300)}" for _ in times]
+    with store.write() as conn:
+        account = add_account(conn, appid=appid, secret=SECRET, tz="Asia/Shanghai")
+        batch: list[Message | Event] = [
+            Message(i + 1, user, when, "text")
+            for i, (user, when) in enumerate(zip(users, times, strict=True))
+        ]
+        batch += [Event(f"oE{i}", times[i], "subscribe") for i in range(50)]
+        store_batch(conn, account, batch, TODAY)
+    out = _cli(store, "account", "set", "--appid", appid, "--account-tz", "America/New_York")
+    assert out.returncode == 0, out.stderr
+    york = ZoneInfo("America/New_York")
+
+    def local(ts: int) -> tuple[date, int]:
+        moment = datetime.fromtimestamp(ts, york)
+        return moment.date(), moment.hour
+
+    with store.read() as conn:
+        stored = conn.execute(
+            select(messages.c.create_time, messages.c.day, messages.c.hour).where(
+                messages.c.account_id == account.id
+            )
+        ).all()
+        stored_events = conn.execute(
+            select(events.c.create_time, events.c.day).where(events.c.account_id == account.id)
+        ).all()
+    assert len(stored) == len(times)
+    assert all((d, h) == local(ts) for ts, d, h in stored)
+    assert all(d == local(ts)[0] for ts, d in stored_events)
+    # The served numbers follow: messages per local day, counted here from the timestamps.
+    expected: dict[date, int] = {}
+    for ts in times:
+        expected[local(ts)[0]] = expected.get(local(ts)[0], 0) + 1
+    with store.read() as conn:
+        fresh = get_account(conn, appid)
+    assert fresh is not None
+    now = datetime(2026, 4, 1, 12, tzinfo=UTC)
+    refresh(store, fresh, date(2026, 4, 1))
+    for day in sorted(expected)[::4]:
+        rows = served_list(store, fresh, BY_NAME["getupstreammsg"], str(day), str(day), now)
+        assert sum(r["msg_count"] for r in rows) == expected[day], day

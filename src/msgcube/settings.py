@@ -295,6 +295,11 @@ class Settings:
         return "sqlite:///" + str(Path(raw).expanduser())
 
     @property
+    def db_shown(self) -> str:
+        """The database in use, fit for messages and logs (any password as ``***``)."""
+        return mask_db(self.db)
+
+    @property
     def ready_time(self) -> time:
         """``ready_at`` (kept under its former name for callers that used it)."""
         return self.ready_at

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import Column, Connection, Table, bindparam, select, update
+from sqlalchemy import Connection, Table, bindparam, select, update
 
 from msgcube.domain.periods import local_day_hour
 from msgcube.storage.schema import events, messages
@@ -19,7 +19,8 @@ from msgcube.storage.schema import events, messages
 
 @dataclass(frozen=True, slots=True)
 class LocalTimes:
-    """``table`` has ``account_id``, a Unix time ``time``, its local ``day`` and maybe ``hour``."""
+    """``table`` has one integer primary key, ``account_id``, a Unix time ``time``, its
+    local ``day`` and maybe ``hour``."""
 
     table: Table
     time: str
@@ -48,29 +49,34 @@ def rederive(conn: Connection, account_id: int, tz: str) -> set[date]:
 
 
 def _rederive(conn: Connection, spec: LocalTimes, account_id: int, tz: str) -> set[date]:
+    """One table, read in primary-key order a chunk at a time (memory stays flat)."""
     t = spec.table
-    keys: list[Column[object]] = list(t.primary_key.columns)
-    day, hour = t.c[spec.day], t.c[spec.hour] if spec.hour else None
-    wanted = [*keys, t.c[spec.time], day, *([hour] if hour is not None else [])]
-    rows = conn.execute(select(*wanted).where(t.c.account_id == account_id)).all()
+    (key,) = t.primary_key.columns  # one integer key (``id``) per row
+    day = t.c[spec.day]
+    hour = t.c[spec.hour] if spec.hour else None
+    wanted = [key, t.c[spec.time], day, *([hour] if hour is not None else [])]
+    values: dict[str, object] = {spec.day: bindparam("v_day")}
+    if spec.hour:
+        values[spec.hour] = bindparam("v_hour")
+    stmt = update(t).where(key == bindparam("k")).values(values)
     touched: set[date] = set()
-    changes: list[dict[str, object]] = []
-    for row in rows:
-        pk, (when, old_day, *old_hour) = row[: len(keys)], row[len(keys) :]
-        new_day, new_hour = local_day_hour(int(when), tz)
-        touched.add(old_day)
-        touched.add(new_day)
-        if new_day != old_day or (hour is not None and old_hour[0] != new_hour):
-            change: dict[str, object] = {f"k_{c.name}": v for c, v in zip(keys, pk, strict=True)}
-            change["v_day"] = new_day
-            if hour is not None:
-                change["v_hour"] = new_hour
-            changes.append(change)
-    if changes:
-        values: dict[str, object] = {spec.day: bindparam("v_day")}
-        if spec.hour:
-            values[spec.hour] = bindparam("v_hour")
-        stmt = update(t).where(*(c == bindparam(f"k_{c.name}") for c in keys)).values(values)
-        for i in range(0, len(changes), CHUNK):
-            conn.execute(stmt, changes[i : i + CHUNK])
-    return touched
+    last: int | None = None
+    while True:
+        query = select(*wanted).where(t.c.account_id == account_id).order_by(key).limit(CHUNK)
+        if last is not None:
+            query = query.where(key > last)
+        rows = conn.execute(query).all()
+        if not rows:
+            return touched
+        last = rows[-1][0]
+        changes: list[dict[str, object]] = []
+        for pk, when, old_day, *old_hour in rows:
+            new_day, new_hour = local_day_hour(int(when), tz)
+            touched.update((old_day, new_day))
+            if new_day != old_day or (old_hour and old_hour[0] != new_hour):
+                change: dict[str, object] = {"k": pk, "v_day": new_day}
+                if hour is not None:
+                    change["v_hour"] = new_hour
+                changes.append(change)
+        if changes:
+            conn.execute(stmt, changes)
