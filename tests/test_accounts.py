@@ -196,7 +196,7 @@ def _cli(store: Store, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_an_unknown_time_zone_is_refused_everywhere(store: Store, tmp_path: Path) -> None:
+def test_bad_account_values_are_refused_everywhere(store: Store, tmp_path: Path) -> None:
     appid = fresh_appid("wxtz")
     with store.write() as conn:
         add_account(conn, appid=appid, secret=SECRET, tz="Asia/Shanghai")
@@ -224,9 +224,33 @@ def test_an_unknown_time_zone_is_refused_everywhere(store: Store, tmp_path: Path
             headers=auth,
         )
         assert created.status_code == 400
+        # What PostgreSQL cannot store is refused first, the same way on both backends.
+        for body, error in (
+            ({"original_id": "g" * 65}, "original_id: at most 64 characters"),
+            ({"token": "to\x00ken"}, "callback_token: must not contain NUL characters"),
+            ({"aes_key": "short"}, "aes_key: "),
+            ({"ip_whitelist": "nope"}, "ip_whitelist: not an IP address or network: 'nope'"),
+        ):
+            answer = httpx.patch(
+                f"{server.base_url}/admin/accounts/{appid}", json=body, headers=auth
+            )
+            assert answer.status_code == 400, body
+            assert answer.json()["error"].startswith(error), answer.text
+        for appid_sent, error in (("w" * 65, "appid: at most 64"), ("wx\x00", "appid: must not")):
+            created = httpx.post(
+                f"{server.base_url}/admin/accounts", json={"appid": appid_sent}, headers=auth
+            )
+            assert created.status_code == 400
+            assert created.json()["error"].startswith(error)
+        nul = httpx.patch(f"{server.base_url}/admin/accounts/wx%00", json={}, headers=auth)
+        assert nul.status_code == 404
+    out = _cli(store, "account", "add", "--appid", fresh_appid("wxtz"), "--aes-key", "short")
+    assert out.returncode == 1 and out.stderr.startswith("Error: aes_key: "), out.stderr
+    assert len(out.stderr.splitlines()) == 1
     with store.read() as conn:
         account = get_account(conn, appid)
     assert account is not None and account.tz == "Asia/Shanghai"
+    assert (account.original_id, account.callback_token, account.aes_key) == ("", "", None)
 
 
 def _message(msg_id: int, when: datetime, user: str = "oUser") -> Message:

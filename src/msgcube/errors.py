@@ -7,6 +7,7 @@
     ├── IngestError            a push or an import line that cannot be accepted (with a reason)
     ├── ConfigError            a setting that cannot be used
     └── AccountError(ValueError)  an account change that cannot be made (a bad value)
+        └── AccountExists           the appid is registered already
 
 Library code raises these; the edges (web handlers, the CLI) translate them once.
 The ``ERRMSG`` table holds WeChat's texts verbatim (see shared/reference/wechat-notes.md
@@ -85,3 +86,7 @@ class ConfigError(MsgcubeError):
 
 class AccountError(MsgcubeError, ValueError):
     """An account change that cannot be made; the message names the field (CLI / admin: 400)."""
+
+
+class AccountExists(AccountError):
+    """``account add`` / ``POST /admin/accounts`` for an appid that is registered (409)."""

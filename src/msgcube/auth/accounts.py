@@ -22,9 +22,9 @@ from sqlalchemy import Connection, func, select, update
 from msgcube.auth.platforms import NotFound
 from msgcube.auth.policy import normalize_whitelist
 from msgcube.domain.periods import check_tz, local_today
-from msgcube.errors import AccountError
+from msgcube.errors import AccountError, AccountExists
 from msgcube.rollup.plan import keys_for_days
-from msgcube.storage.accounts import Account, get_account, set_account
+from msgcube.storage.accounts import Account, add_account, get_account, set_account
 from msgcube.storage.local_times import LOCAL_TIME_TABLES, rederive
 from msgcube.storage.platforms import set_daily_limit_override
 from msgcube.storage.rollup_state import mark_dirty
@@ -50,12 +50,25 @@ class AccountChanges:
         return all(getattr(self, name) is None for name in self.__slots__)
 
 
+def check_text(name: str, value: str) -> str:
+    """A text column's value: no NUL, within the column's length (the same on every backend)."""
+    if "\x00" in value:
+        raise AccountError(f"{name}: must not contain NUL characters")
+    limit = getattr(accounts.c[name].type, "length", None)
+    if limit is not None and len(value) > limit:
+        raise AccountError(f"{name}: at most {limit} characters")
+    return value
+
+
 def check_changes(changes: AccountChanges) -> dict[str, Any]:
     """The column values of ``changes``, each checked (``AccountError`` names a bad one)."""
     values: dict[str, Any] = {}
-    for name in ("secret", "original_id", "callback_token", "verified"):
+    for name in ("secret", "verified"):
         if getattr(changes, name) is not None:
             values[name] = getattr(changes, name)
+    for name in ("original_id", "callback_token"):
+        if getattr(changes, name) is not None:
+            values[name] = check_text(name, getattr(changes, name))
     for name in ("aes_key", "prev_aes_key"):
         key = getattr(changes, name)
         if key:
@@ -81,11 +94,33 @@ def check_changes(changes: AccountChanges) -> dict[str, Any]:
     return values
 
 
+def create_account(
+    conn: Connection, appid: str, secret: str, *, tz: str, changes: AccountChanges, now: datetime
+) -> Account:
+    """Register ``appid`` with ``secret`` in ``tz``, then apply ``changes`` (all checked first)."""
+    if not appid:
+        raise AccountError("appid: required")
+    check_text("appid", appid)
+    check_changes(changes)
+    try:
+        check_tz(tz)
+    except ValueError as exc:
+        raise AccountError(f"tz: {exc}") from None
+    if get_account(conn, appid) is not None:
+        raise AccountExists(f"account {appid} already exists")
+    add_account(conn, appid=appid, secret=secret, tz=tz)
+    return update_account(conn, appid, changes, now=now)
+
+
 def update_account(
     conn: Connection, appid: str, changes: AccountChanges, *, now: datetime
 ) -> Account:
     """Apply checked ``changes`` to the account ``appid`` (``NotFound`` if there is none)."""
     values = check_changes(changes)
+    try:
+        check_text("appid", appid)
+    except AccountError:
+        raise NotFound(f"unknown appid {appid!r}") from None  # none could have been stored
     account = get_account(conn, appid)
     if account is None:
         raise NotFound(f"unknown appid {appid}")

@@ -21,7 +21,7 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from msgcube.auth.accounts import AccountChanges, update_account
+from msgcube.auth.accounts import AccountChanges, create_account, update_account
 from msgcube.auth.platforms import NotFound
 from msgcube.auth.quotas import parse_daily_quota
 from msgcube.domain.endpoints import BY_NAME, ENDPOINTS, Period
@@ -32,7 +32,7 @@ from msgcube.ingest.store import import_followers
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
 from msgcube.settings import SETTINGS, Settings
-from msgcube.storage.accounts import Account, add_account, get_account, list_accounts
+from msgcube.storage.accounts import Account, get_account, list_accounts
 from msgcube.storage.db import Store, open_store
 from msgcube.storage.records import SenderIds
 
@@ -125,14 +125,18 @@ def account_add(
 ) -> None:
     """Register an account. The last line printed is the appid and secret."""
     secret = secret or secrets.token_hex(16)
-    with opened(settings) as store, store.write() as conn:
-        try:
-            add_account(
-                conn, appid=appid, secret=secret, tz=settings.tz, original_id=original_id,
-                callback_token=callback_token, aes_key=aes_key, verified=not unverified,
-            )  # fmt: skip
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from exc
+    changes = AccountChanges(
+        original_id=original_id,
+        callback_token=callback_token,
+        aes_key=aes_key,
+        verified=not unverified,
+    )
+    try:
+        with opened(settings) as store, store.write() as conn:
+            now = settings.clock()
+            create_account(conn, appid, secret, tz=settings.tz, changes=changes, now=now)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"{appid} {secret}")
 
 

@@ -40,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from msgcube.auth.accounts import AccountChanges, check_changes, update_account
+from msgcube.auth.accounts import AccountChanges, create_account, update_account
 from msgcube.auth.platforms import (
     NotFound,
     PlatformError,
@@ -52,8 +52,8 @@ from msgcube.auth.platforms import (
     require_platform,
     revoke_authorization,
 )
-from msgcube.errors import AccountError
-from msgcube.storage.accounts import Account, add_account, get_account, list_accounts
+from msgcube.errors import AccountError, AccountExists
+from msgcube.storage.accounts import Account, get_account, list_accounts
 from msgcube.storage.platforms import (
     daily_limit_override,
     list_authorizations,
@@ -183,15 +183,14 @@ async def accounts_create(request: Request, ctx: AppContext) -> Response:
     appid = _str(data, "appid", required=True)
     assert appid is not None
     secret = _str(data, "secret") or secrets.token_hex(16)
-    changes = _account_changes({k: v for k, v in data.items() if k != "secret"})
+    changes = _account_changes({k: v for k, v in data.items() if k not in ("secret", "tz")})
     try:
-        check_changes(changes)  # nothing is created when a value is bad
         with ctx.store.write() as conn:
-            if get_account(conn, appid) is not None:
-                raise AdminError(409, f"account {appid} already exists")
-            add_account(conn, appid=appid, secret=secret, tz=ctx.settings.tz)
-            account = update_account(conn, appid, changes, now=ctx.now())
+            tz = _str(data, "tz") or ctx.settings.tz
+            account = create_account(conn, appid, secret, tz=tz, changes=changes, now=ctx.now())
             body = _account_json(conn, account)
+    except AccountExists as exc:
+        raise AdminError(409, str(exc)) from None
     except AccountError as exc:
         raise AdminError(400, str(exc)) from None
     return _json({**body, "secret": secret}, 201)
