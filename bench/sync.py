@@ -86,7 +86,7 @@ def local_server(work: Path, users: int, per_day: int) -> Iterator[str]:
     env.update(
         MSGCUBE_DB=f"sqlite:///{work / 'msgcube.db'}",
         MSGCUBE_NOW=NOW.isoformat(),
-        MSGCUBE_CONFIG=str(work / "absent.toml"),
+        MSGCUBE_CONFIG=os.devnull,  # no config file
         MSGCUBE_LOG_LEVEL="warning",
     )
     exe = _msgcube()

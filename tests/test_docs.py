@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import fields
+from datetime import UTC, datetime, time
 from pathlib import Path
 
 import pytest
 
 from msgcube.cli.main import endpoints_markdown, settings_markdown
+from msgcube.domain.endpoints import SpanProfile
 from msgcube.errors import ConfigError
-from msgcube.settings import SETTINGS, Settings
+from msgcube.settings import SETTINGS, AccessPolicy, Settings
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 
@@ -32,18 +37,78 @@ def test_settings_precedence(tmp_path: Path) -> None:
     toml.write_text('[msgcube]\nport = 9001\nspan_profile = "current"\nready_at = "08:00"\n')
     env = {"MSGCUBE_CONFIG": str(toml), "MSGCUBE_PORT": "9002", "MSGCUBE_TZ": "UTC"}
     s = Settings.load({"port": "9003", "tz": None}, env=env)
-    assert (s.port, s.span_profile, s.ready_at, s.tz) == (9003, "current", "08:00", "UTC")
+    assert (s.port, s.span_profile, s.ready_at, s.tz) == (9003, "current", time(8, 0), "UTC")
     assert Settings.load({}, env=env).port == 9002
 
 
 def test_bad_settings_say_where(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="MSGCUBE_SPAN_PROFILE: invalid value 'x'"):
-        Settings.load({}, env={"MSGCUBE_SPAN_PROFILE": "x", "MSGCUBE_CONFIG": "/none"})
+        Settings.load({}, env={"MSGCUBE_SPAN_PROFILE": "x"})
     with pytest.raises(ConfigError, match="needs a UTC offset"):
-        Settings.load({"now": "2026-01-01T00:00:00"}, env={"MSGCUBE_CONFIG": "/none"})
+        Settings.load({"now": "2026-01-01T00:00:00"}, env={})
+    with pytest.raises(ConfigError, match="unknown time zone 'Mars/Olympus'"):
+        Settings.load({"tz": "Mars/Olympus"}, env={})
     bad = tmp_path / "m.toml"
     bad.write_text("colour = 1\n")
     with pytest.raises(ConfigError, match="unknown setting 'colour'"):
         Settings.load({}, env={"MSGCUBE_CONFIG": str(bad)})
     assert Settings(admin_token="hunter2").public()["admin_token"] == "***"
     assert "hunter2" not in repr(Settings(admin_token="hunter2"))
+
+
+def test_settings_are_typed_once() -> None:
+    """Values are parsed when the settings are built, never again per use."""
+    s = Settings.load(
+        {"now": "2026-01-02T09:00:00+08:00", "trusted_proxies": "10.0.0.0/8, 1.2.3.4"},
+        env={"MSGCUBE_ACCESS_POLICY": "third_party_only", "MSGCUBE_READY_AT": "08:30"},
+    )
+    assert s.now == datetime(2026, 1, 2, 1, 0, tzinfo=UTC)
+    assert s.clock() is s.now
+    assert s.ready_at == time(8, 30)
+    assert s.access_policy is AccessPolicy.THIRD_PARTY_ONLY
+    assert s.span_profile is SpanProfile.CLASSIC and s.span_profile == "classic"
+    assert [str(n) for n in s.trusted_proxies] == ["10.0.0.0/8", "1.2.3.4/32"]
+    # What worker processes receive parses back to the same settings.
+    assert Settings.load({}, env=s.environment()) == s
+
+
+PG = "postgresql://msgcube:s3cret-pw@db.example/msgcube"
+
+
+def test_printed_settings_mask_the_database_password(tmp_path: Path) -> None:
+    shown = Settings(db=PG).public()
+    assert shown["db"] == "postgresql://msgcube:***@db.example/msgcube"
+    assert "s3cret-pw" not in repr(Settings(db=PG))
+    query = Settings(db="postgresql://db.example/m?user=u&password=pw1&sslmode=require").public()
+    assert query["db"] == "postgresql://db.example/m?user=u&password=***&sslmode=require"
+    out = _msgcube(tmp_path, "settings", "--db", PG)
+    assert out.returncode == 0, out.stderr
+    assert "s3cret-pw" not in out.stdout
+    assert '"db": "postgresql://msgcube:***@db.example/msgcube"' in out.stdout
+
+
+def test_printed_settings_show_the_database_in_use(tmp_path: Path) -> None:
+    out = _msgcube(tmp_path, "settings")
+    assert f'"db": "{tmp_path / "msgcube.db"}"' in out.stdout
+
+
+def test_a_named_config_file_must_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match="MSGCUBE_CONFIG: no such file"):
+        Settings.load({}, env={"MSGCUBE_CONFIG": str(missing)})
+    out = _msgcube(tmp_path, "settings", MSGCUBE_CONFIG=str(missing))
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [f"Error: MSGCUBE_CONFIG: no such file '{missing}'"]
+
+
+def _msgcube(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MSGCUBE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "msgcube.cli", *args],
+        cwd=cwd,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )

@@ -23,7 +23,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     return {
         "MSGCUBE_DB": str(tmp_path / "m.db"),
         "MSGCUBE_NOW": NOW,
-        "MSGCUBE_CONFIG": "/nonexistent",
+        "MSGCUBE_CONFIG": "/dev/null",  # no config file
     }
 
 

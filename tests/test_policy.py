@@ -209,7 +209,7 @@ def test_account_set_ip_whitelist_and_daily_quota(store: Store) -> None:
         assert daily_limit_override(conn, account.id) == 7
     bad = runner.invoke(cli, ["account", "set", "--appid", appid, "--ip-whitelist", "nope"],
                         env=env)  # fmt: skip
-    assert bad.exit_code == 2 and "not an IP address or network: 'nope'" in bad.output
+    assert bad.exit_code == 1 and "not an IP address or network: 'nope'" in bad.output
     cleared = runner.invoke(cli, ["account", "set", "--appid", appid, "--ip-whitelist", "",
                                   "--daily-quota", "default"], env=env)  # fmt: skip
     assert cleared.exit_code == 0, cleared.output

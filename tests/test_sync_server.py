@@ -78,7 +78,7 @@ def serve_env(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str],
     env.update(
         MSGCUBE_DB=f"sqlite:///{work / 'msgcube.db'}",
         MSGCUBE_NOW=NOW.isoformat(),
-        MSGCUBE_CONFIG=str(work / "absent.toml"),
+        MSGCUBE_CONFIG=os.devnull,  # no config file
         MSGCUBE_LOG_LEVEL="info",
         MSGCUBE_ACCESS_LOG="all",  # the tests count successful requests in the log
     )

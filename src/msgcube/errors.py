@@ -7,6 +7,8 @@
     ├── IngestError              a push or an import line that cannot be accepted (a reason)
     ├── BadSignature             a callback request that does not prove knowledge of the Token
     ├── ConfigError              a setting that cannot be used
+    ├── AccountError(ValueError)  an account change that cannot be made (a bad value)
+    │   └── AccountExists        the appid is registered already
     ├── PlatformError(ValueError)  a platform registration/authorization that cannot be done
     ├── NotFound(LookupError)    an unknown platform, account or authorization
     ├── BodyTooLarge             a request body over the limit
@@ -141,3 +143,11 @@ class SignInRequired(RequestRefused):
 
     def __init__(self) -> None:
         super().__init__(401, "sign in first")
+
+
+class AccountError(MsgcubeError, ValueError):
+    """An account change that cannot be made; the message names the field (CLI / admin: 400)."""
+
+
+class AccountExists(AccountError):
+    """``account add`` / ``POST /admin/accounts`` for an appid that is registered (409)."""

@@ -1,9 +1,14 @@
-"""One declared table of settings, and the clock.
+"""The settings, declared once, and the clock.
 
 Every setting ``x`` is read, lowest precedence first, from its default, ``msgcube.toml``
 (in the working directory, or the file named by ``MSGCUBE_CONFIG``), the environment
-variable ``MSGCUBE_X`` and the command-line flag ``--x``. The table drives all three, the
-CLI's ``--help`` and the README's settings reference, so a setting is added in one place.
+variable ``MSGCUBE_X`` and the command-line flag ``--x``. Each is ONE field of ``Settings``
+whose metadata (``setting(...)``) holds its parser, text form and help; the flags, the
+environment names, the CLI's ``--help`` and the README's settings reference are all
+derived from those fields, so a setting is added in one place (as Datasette does).
+
+Values are parsed once, when ``Settings`` is built, into typed values (enums, a time, a
+datetime, networks); nothing re-parses a setting per request.
 
 ``now`` pins the clock (``MSGCUBE_NOW=2026-01-02T09:00:00+08:00``) for tests and demos;
 everything that asks "what time is it" asks ``Settings.clock()``.
@@ -18,57 +23,82 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, time
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from msgcube.domain.endpoints import SPAN_PROFILES
-from msgcube.domain.periods import DEFAULT_TZ, zone
+from msgcube.domain.endpoints import SpanProfile
+from msgcube.domain.periods import DEFAULT_TZ, check_tz
 from msgcube.errors import ConfigError
 
 DEFAULT_DB_FILE = "msgcube.db"
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-def _choice(*allowed: str) -> Callable[[str], str]:
-    def parse(value: str) -> str:
-        if value not in allowed:
-            raise ValueError(f"expected one of {', '.join(allowed)}")
-        return value
+
+class AccessPolicy(StrEnum):
+    """Who may call datacube: every verified account, or only through a third-party platform."""
+
+    OPEN = "open"
+    THIRD_PARTY_ONLY = "third_party_only"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class AccessLog(StrEnum):
+    """Which requests get a log line: those that failed, or all."""
+
+    ERRORS = "errors"
+    ALL = "all"
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def _choice(enum: type[StrEnum]) -> Callable[[str], Any]:
+    def parse(value: str) -> StrEnum:
+        try:
+            return enum(value)
+        except ValueError:
+            raise ValueError(f"expected one of {', '.join(enum)}") from None
 
     return parse
 
 
-def _hhmm(value: str) -> str:
+def _hhmm(value: str) -> time:
     if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
         raise ValueError("expected HH:MM (00:00–23:59)")
-    return value
+    return time.fromisoformat(value)
 
 
-def _tz(value: str) -> str:
-    zone(value)  # raises KeyError for an unknown zone
-    return value
+def _now(value: str) -> datetime | None:
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError("needs a UTC offset, e.g. 2026-01-02T09:00:00+08:00")
+    return parsed
 
 
-def _now(value: str) -> str:
-    if value:
-        parsed = datetime.fromisoformat(value)
-        if parsed.tzinfo is None:
-            raise ValueError("needs a UTC offset, e.g. 2026-01-02T09:00:00+08:00")
-    return value
-
-
-def _positive_int(value: str) -> int:
+def _count(value: str) -> int:
     number = int(value)
     if number < 0:
         raise ValueError("must be zero or more")
     return number
 
 
-def _networks(value: str) -> str:
-    """Comma-separated IP addresses or CIDR networks, checked here and kept as text."""
-    for part in value.split(","):
-        if part.strip():
-            ipaddress.ip_network(part.strip(), strict=False)  # ValueError when malformed
-    return value
+def parse_networks(value: str) -> tuple[Network, ...]:
+    """Comma-separated IP addresses or CIDR networks (``ValueError`` names a bad one)."""
+    return tuple(
+        ipaddress.ip_network(part.strip(), strict=False)
+        for part in value.split(",")
+        if part.strip()
+    )
 
 
 def _port(value: str) -> int:
@@ -78,15 +108,48 @@ def _port(value: str) -> int:
     return number
 
 
+# --------------------------------------------------------------------------- text forms
+
+
+def _text(value: Any) -> str:
+    """A parsed value back as the text its parser reads (for workers' environment, docs)."""
+    if value is None:
+        return ""
+    if isinstance(value, time):
+        return f"{value:%H:%M}"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+_URL_PASSWORD = re.compile(r"(://[^/@:]*:)[^/]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
+
+
+def mask_db(value: str) -> str:
+    """The database that will be used, with any password replaced by ``***``."""
+    raw = value or DEFAULT_DB_FILE
+    if "://" not in raw:
+        return str(Path(raw).expanduser().absolute())
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", raw))
+
+
+def _secret(value: str) -> str:
+    return "***" if value else ""
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
-    """One row of the settings table."""
+    """One setting as declared by the metadata of its ``Settings`` field."""
 
     name: str
     default: Any
     parse: Callable[[str], Any]
     help: str
     secret: bool = False
+    shown: Callable[[Any], Any] | None = None  # how ``public()`` shows it (masking)
 
     @property
     def env(self) -> str:
@@ -96,67 +159,106 @@ class Setting:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    def text(self, value: Any) -> str:
+        return _text(value)
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("db", "", str,
-            "Database URL or SQLite file path; default msgcube.db in the working directory. "
-            "postgresql://user:pass@host/db for PostgreSQL."),
-    Setting("host", "127.0.0.1", str, "Address the server listens on."),
-    Setting("port", 8000, _port, "Port the server listens on."),
-    Setting("workers", 1, _positive_int, "Server worker processes."),
-    Setting("span_profile", "classic", _choice(*SPAN_PROFILES),
-            "Max-span table: classic (7/1/30/30/15/30/30) or current (7/1/1/1/15/15/15)."),
-    Setting("access_policy", "open", _choice("open", "third_party_only"),
-            "Who may call datacube: open (verified accounts' own tokens) or third_party_only."),
-    Setting("ready_at", "00:00", _hhmm,
-            "Local time after which yesterday's data is served (08:00 mimics WeChat)."),
-    Setting("tz", DEFAULT_TZ, _tz, "Default time zone of new accounts."),
-    Setting("quota_datacube", 5000, _positive_int, "Daily calls per account per datacube API."),
-    Setting("quota_token", 2000, _positive_int, "Daily /cgi-bin/token calls per account."),
-    Setting("admin_token", "", str, "Bearer token of the admin API and dashboard; unset disables.",
-            secret=True),
-    Setting("trusted_proxies", "", _networks,
-            "Comma-separated proxy addresses/networks whose X-Forwarded-For gives the client "
-            "address (for IP whitelists); unset: the direct peer is the client."),
-    Setting("quarantine_max_entries", 1000, _positive_int,
-            "Quarantined pushes kept per account; when reached, new ones are refused (503). "
-            "0: no limit."),
-    Setting("quarantine_max_bytes", 16 * 2**20, _positive_int,
-            "Bytes of quarantined bodies kept per account; when reached, new ones are refused "
-            "(503). 0: no limit."),
-    Setting("quarantine_retention_days", 30, _positive_int,
-            "Days a quarantined push is kept before it is pruned automatically. 0: forever."),
-    Setting("now", "", _now, "Pin the clock (ISO 8601 with offset), for tests and demos."),
-    Setting("log_level", "info", _choice("debug", "info", "warning", "error"), "Log level."),
-    Setting("access_log", "errors", _choice("errors", "all"),
-            "Request log lines: errors (every errcode or HTTP error, with its rid) or all."),
-)  # fmt: skip
+    def public(self, value: Any) -> Any:
+        """The value for logs and ``msgcube settings``: secrets and passwords masked."""
+        if self.secret:
+            return _secret(_text(value))
+        if self.shown is not None:
+            return self.shown(value)
+        return value if isinstance(value, int) else _text(value)
 
-BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+def setting(
+    default: Any,
+    parse: Callable[[str], Any],
+    help: str,
+    *,
+    secret: bool = False,
+    shown: Callable[[Any], Any] | None = None,
+) -> Any:
+    """A ``Settings`` field declaring one setting (its name is the field's name)."""
+    spec = Setting("", default, parse, help, secret, shown)
+    return field(default=default, repr=not secret, metadata={"setting": spec})
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Resolved settings. Build with ``Settings.load()``; tests may pass values directly."""
+    """Resolved, typed settings. Build with ``Settings.load()``.
 
-    db: str = ""
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
-    span_profile: str = "classic"
-    access_policy: str = "open"
-    ready_at: str = "00:00"
-    tz: str = DEFAULT_TZ
-    quota_datacube: int = 5000
-    quota_token: int = 2000
-    admin_token: str = field(default="", repr=False)
-    trusted_proxies: str = ""
-    quarantine_max_entries: int = 1000
-    quarantine_max_bytes: int = 16 * 2**20
-    quarantine_retention_days: int = 30
-    now: str = ""
-    log_level: str = "info"
-    access_log: str = "errors"
+    Tests may pass values directly; a value given as text is parsed by the setting's own
+    parser (``Settings(now="2026-01-02T09:00:00+08:00")``), so the fields are always typed.
+    """
+
+    db: str = setting(
+        "",
+        str,
+        "Database URL or SQLite file path; default msgcube.db in the working directory. "
+        "postgresql://user:pass@host/db for PostgreSQL.",
+        shown=mask_db,
+    )
+    host: str = setting("127.0.0.1", str, "Address the server listens on.")
+    port: int = setting(8000, _port, "Port the server listens on.")
+    workers: int = setting(1, _count, "Server worker processes.")
+    span_profile: SpanProfile = setting(
+        SpanProfile.CLASSIC,
+        _choice(SpanProfile),
+        "Max-span table: classic (7/1/30/30/15/30/30) or current (7/1/1/1/15/15/15).",
+    )
+    access_policy: AccessPolicy = setting(
+        AccessPolicy.OPEN,
+        _choice(AccessPolicy),
+        "Who may call datacube: open (verified accounts' own tokens) or third_party_only.",
+    )
+    ready_at: time = setting(
+        time(0, 0),
+        _hhmm,
+        "Local time after which yesterday's data is served (08:00 mimics WeChat).",
+    )
+    tz: str = setting(DEFAULT_TZ, check_tz, "Default time zone of new accounts.")
+    quota_datacube: int = setting(5000, _count, "Daily calls per account per datacube API.")
+    quota_token: int = setting(2000, _count, "Daily /cgi-bin/token calls per account.")
+    admin_token: str = setting(
+        "", str, "Bearer token of the admin API and dashboard; unset disables.", secret=True
+    )
+    trusted_proxies: tuple[Network, ...] = setting(
+        (),
+        parse_networks,
+        "Comma-separated proxy addresses/networks whose X-Forwarded-For gives the client "
+        "address (for IP whitelists); unset: the direct peer is the client.",
+    )
+    quarantine_max_entries: int = setting(
+        1000,
+        _count,
+        "Quarantined pushes kept per account; when reached, new ones are refused (503). "
+        "0: no limit.",
+    )
+    quarantine_max_bytes: int = setting(
+        16 * 2**20,
+        _count,
+        "Bytes of quarantined bodies kept per account; when reached, new ones are refused "
+        "(503). 0: no limit.",
+    )
+    quarantine_retention_days: int = setting(
+        30, _count, "Days a quarantined push is kept before it is pruned automatically. 0: forever."
+    )
+    now: datetime | None = setting(
+        None, _now, "Pin the clock (ISO 8601 with offset), for tests and demos."
+    )
+    log_level: LogLevel = setting(LogLevel.INFO, _choice(LogLevel), "Log level.")
+    access_log: AccessLog = setting(
+        AccessLog.ERRORS,
+        _choice(AccessLog),
+        "Request log lines: errors (every errcode or HTTP error, with its rid) or all.",
+    )
+
+    def __post_init__(self) -> None:
+        for s in SETTINGS:
+            value = getattr(self, s.name)
+            if isinstance(value, str):
+                object.__setattr__(self, s.name, _coerce(s, value, s.name))
 
     @classmethod
     def load(
@@ -165,23 +267,30 @@ class Settings:
         env: Mapping[str, str] | None = None,
         config_file: Path | None = None,
     ) -> Settings:
-        """Defaults < toml < environment < flags. ``None`` flag values are "not given"."""
+        """Defaults < toml < environment < flags. ``None`` flag values are "not given".
+
+        A config file named (by ``config_file`` or ``MSGCUBE_CONFIG``) must exist; the
+        default ``msgcube.toml`` is read only when present.
+        """
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
-        path = config_file or Path(env.get("MSGCUBE_CONFIG", "msgcube.toml"))
+        named = config_file or (Path(env["MSGCUBE_CONFIG"]) if env.get("MSGCUBE_CONFIG") else None)
+        path = named or Path("msgcube.toml")
+        if named is not None and not path.is_file() and str(path) != os.devnull:
+            raise ConfigError(f"MSGCUBE_CONFIG: no such file {str(path)!r}")
         if path.is_file():
             try:
                 data = tomllib.loads(path.read_text(encoding="utf-8"))
-            except tomllib.TOMLDecodeError as exc:
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
                 raise ConfigError(f"{path}: {exc}") from exc
             section = data.get("msgcube", data)
             for key, value in section.items():
                 if key not in BY_NAME:
                     raise ConfigError(f"{path}: unknown setting {key!r}")
                 values[key] = _coerce(BY_NAME[key], value, str(path))
-        for setting in SETTINGS:
-            if setting.env in env:
-                values[setting.name] = _coerce(setting, env[setting.env], setting.env)
+        for s in SETTINGS:
+            if s.env in env:
+                values[s.name] = _coerce(s, env[s.env], s.env)
         for key, value in (flags or {}).items():
             if value is not None and key in BY_NAME:
                 values[key] = _coerce(BY_NAME[key], value, BY_NAME[key].flag)
@@ -201,30 +310,42 @@ class Settings:
         return "sqlite:///" + str(Path(raw).expanduser())
 
     @property
+    def db_shown(self) -> str:
+        """The database in use, fit for messages and logs (any password as ``***``)."""
+        return mask_db(self.db)
+
+    @property
     def ready_time(self) -> time:
-        return time.fromisoformat(self.ready_at)
+        """``ready_at`` (kept under its former name for callers that used it)."""
+        return self.ready_at
 
     def clock(self) -> datetime:
         """Now, as an aware datetime: the pinned ``now`` if set, else the real UTC time."""
-        if self.now:
-            return datetime.fromisoformat(self.now)
-        return datetime.now(UTC)
+        return self.now if self.now is not None else datetime.now(UTC)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.public().items())
+        return f"Settings({shown})"
 
     def public(self) -> dict[str, Any]:
-        """Settings with secrets masked, for logs and ``msgcube settings``."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = "***" if BY_NAME[f.name].secret and value else value
-        return out
+        """Settings as shown by ``msgcube settings`` and logs: secrets and passwords masked."""
+        return {s.name: s.public(getattr(self, s.name)) for s in SETTINGS}
+
+    def environment(self) -> dict[str, str]:
+        """Every setting as its ``MSGCUBE_*`` variable (for worker processes; unmasked)."""
+        return {s.env: s.text(getattr(self, s.name)) for s in SETTINGS}
 
 
-def _coerce(setting: Setting, value: Any, where: str) -> Any:
+SETTINGS: tuple[Setting, ...] = tuple(
+    replace(f.metadata["setting"], name=f.name) for f in fields(Settings)
+)
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+def _coerce(s: Setting, value: Any, where: str) -> Any:
     try:
-        if isinstance(value, str):
-            return setting.parse(value)
         if isinstance(value, bool):
             raise ValueError("booleans are not accepted here")
-        return setting.parse(str(value))
+        return s.parse(value if isinstance(value, str) else str(value))
     except (ValueError, KeyError) as exc:
-        raise ConfigError(f"{where}: invalid value {value!r} for {setting.name}: {exc}") from exc
+        raise ConfigError(f"{where}: invalid value {value!r} for {s.name}: {exc}") from exc

@@ -26,14 +26,14 @@ from sqlalchemy import Connection
 
 from msgcube.auth.platforms import COMPONENT_ACCOUNT, DATACUBE_FUNC
 from msgcube.errors import ApiError
+from msgcube.settings import Network, parse_networks
 from msgcube.storage.accounts import Account, get_account_by_id
 from msgcube.storage.platforms import get_authorization
-from msgcube.storage.tokens import TokenRow
+from msgcube.storage.tokens import TokenKind, TokenRow
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-OWN_KINDS = frozenset({"token", "stable"})
+OWN_KINDS = frozenset({TokenKind.TOKEN, TokenKind.STABLE})
 """Token kinds an account gets for itself (``/cgi-bin/token``, ``/cgi-bin/stable_token``)."""
 
 
@@ -49,12 +49,8 @@ def _address(text: str | None) -> Address | None:
     return addr
 
 
-@lru_cache(maxsize=1024)
-def networks(text: str) -> tuple[Network, ...]:
-    """Comma-separated addresses or CIDR networks (``ValueError`` when one is malformed)."""
-    return tuple(
-        ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip()
-    )
+networks = lru_cache(maxsize=1024)(parse_networks)
+"""Comma-separated addresses or CIDR networks (``ValueError`` when one is malformed)."""
 
 
 def normalize_whitelist(value: str | list[str] | tuple[str, ...]) -> str:
@@ -77,12 +73,14 @@ def _within(addr: Address, nets: tuple[Network, ...]) -> bool:
     return any(addr in net for net in nets)
 
 
-def client_address(peer: str | None, forwarded_for: str | None, trusted: str) -> str | None:
+def client_address(
+    peer: str | None, forwarded_for: str | None, trusted: str | tuple[Network, ...]
+) -> str | None:
     """The caller's address as text (see the module docstring for the proxy rule)."""
     peer_addr = _address(peer)
     if peer_addr is None:
         return peer
-    trusted_nets = networks(trusted) if trusted else ()
+    trusted_nets = networks(trusted) if isinstance(trusted, str) else trusted
     if not forwarded_for or not _within(peer_addr, trusted_nets):
         return str(peer_addr)
     hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
@@ -134,7 +132,7 @@ def check_datacube_access(conn: Connection, row: TokenRow, account: Account, pol
         if policy == "third_party_only":
             raise ApiError(48001, "access_policy third_party_only: use an authorizer token")
         return
-    if row.kind != "authorizer" or row.platform_id is None:
+    if row.kind != TokenKind.AUTHORIZER or row.platform_id is None:
         raise ApiError(48001, f"a {row.kind} token cannot call datacube")
     auth = get_authorization(conn, row.platform_id, account.id)
     if auth is None or not auth.active:

@@ -27,7 +27,9 @@ from sqlalchemy import Connection
 from msgcube.domain.periods import zone
 from msgcube.errors import ApiError
 from msgcube.storage.accounts import Account
+from msgcube.storage.server_secrets import server_secret
 from msgcube.storage.tokens import (
+    TokenKind,
     TokenRow,
     count_forced_since,
     find_token,
@@ -35,7 +37,6 @@ from msgcube.storage.tokens import (
     insert_token,
     last_forced_at,
     latest_token,
-    server_secret,
     supersede,
 )
 from msgcube.storage.usage import add_usage
@@ -69,9 +70,9 @@ def issue_access_token(
     used = add_usage(conn, account.id, TOKEN_API, today)
     if used > daily_limit:
         raise ApiError(45009, f"{TOKEN_API}: {daily_limit} calls a day")
-    supersede(conn, account.id, "token", now + OVERLAP)
+    supersede(conn, account.id, TokenKind.TOKEN, now + OVERLAP)
     token = new_token()
-    insert_token(conn, token, account_id=account.id, kind="token", issued_at=now,
+    insert_token(conn, token, account_id=account.id, kind=TokenKind.TOKEN, issued_at=now,
                  expires_at=now + TOKEN_TTL)  # fmt: skip
     return Grant(token, TOKEN_TTL)
 
@@ -94,9 +95,9 @@ def stable_access_token(
 ) -> Grant:
     """``/cgi-bin/stable_token`` (see the module docstring for the rules)."""
     secret = key or server_secret(conn, "stable_token_key")
-    current = latest_token(conn, account.id, "stable")
+    current = latest_token(conn, account.id, TokenKind.STABLE)
     if force_refresh and _may_force(conn, account, now):
-        supersede(conn, account.id, "stable", now)
+        supersede(conn, account.id, TokenKind.STABLE, now)
         return _issue_stable(conn, account, now, secret, forced=True)
     if current is not None and _live(current, now) and now < current.expires_at - OVERLAP:
         assert current.nonce is not None
@@ -116,7 +117,7 @@ def _may_force(conn: Connection, account: Account, now: int) -> bool:
 def _issue_stable(conn: Connection, account: Account, now: int, key: str, *, forced: bool) -> Grant:
     nonce = secrets.token_hex(16)
     token = _stable_token(key, account, nonce)
-    insert_token(conn, token, account_id=account.id, kind="stable", issued_at=now,
+    insert_token(conn, token, account_id=account.id, kind=TokenKind.STABLE, issued_at=now,
                  expires_at=now + TOKEN_TTL, forced=forced, nonce=nonce)  # fmt: skip
     return Grant(token, TOKEN_TTL)
 

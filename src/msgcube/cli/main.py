@@ -20,23 +20,20 @@ import click
 import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import Connection
 
-from msgcube.auth.policy import normalize_whitelist
+from msgcube.auth.accounts import AccountChanges, create_account, update_account
 from msgcube.auth.quotas import parse_daily_quota
 from msgcube.domain.endpoints import BY_NAME, ENDPOINTS, Period
 from msgcube.domain.periods import local_today
-from msgcube.errors import ApiError, ConfigError, MsgcubeError
+from msgcube.errors import AccountError, ApiError, ConfigError, MsgcubeError, NotFound
 from msgcube.ingest.files import ImportReport, detect_format, import_stream
 from msgcube.ingest.store import import_followers
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
 from msgcube.settings import SETTINGS, Settings
-from msgcube.storage.accounts import Account, add_account, get_account, list_accounts, set_account
+from msgcube.storage.accounts import Account, get_account, list_accounts
 from msgcube.storage.db import Store, open_store
 from msgcube.storage.records import SenderIds
-from msgcube.storage.usage import set_daily_limit_override
-from msgcube.wechat import AESKey
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,7 +60,7 @@ def _settings_options(func: F, *, hidden: bool) -> F:
         try:
             kwargs["settings"] = Settings.load(flags)
         except ConfigError as exc:
-            raise click.UsageError(str(exc)) from exc
+            raise click.ClickException(str(exc)) from exc
         return func(*args, **kwargs)
 
     for setting in reversed(SETTINGS):
@@ -127,15 +124,18 @@ def account_add(
 ) -> None:
     """Register an account. The last line printed is the appid and secret."""
     secret = secret or secrets.token_hex(16)
-    with opened(settings) as store, store.write() as conn:
-        try:
-            add_account(
-                conn, appid=appid, secret=secret, tz=settings.tz, original_id=original_id,
-                callback_token=callback_token, aes_key=aes_key, verified=not unverified,
-                now=int(settings.clock().timestamp()),
-            )  # fmt: skip
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from exc
+    changes = AccountChanges(
+        original_id=original_id,
+        callback_token=callback_token,
+        aes_key=aes_key,
+        verified=not unverified,
+    )
+    try:
+        with opened(settings) as store, store.write() as conn:
+            now = settings.clock()
+            create_account(conn, appid, secret, tz=settings.tz, changes=changes, now=now)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"{appid} {secret}")
 
 
@@ -160,47 +160,22 @@ def account_add(
 )  # fmt: skip
 @with_settings
 def account_set(appid: str, settings: Settings, **changes: Any) -> None:
-    """Change an account's settings."""
+    """Change an account's settings (a new time zone re-derives its stored days and hours)."""
     values = {k: v for k, v in changes.items() if v is not None}
     if "account_tz" in values:
         values["tz"] = values.pop("account_tz")
-    daily_quota = values.pop("daily_quota", None)
     try:
-        limit = parse_daily_quota(daily_quota) if daily_quota is not None else None
-        if "ip_whitelist" in values:
-            values["ip_whitelist"] = normalize_whitelist(values["ip_whitelist"])
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
-    if not values and daily_quota is None:
-        raise click.UsageError("nothing to change")
-    with opened(settings) as store, store.write() as conn:
-        try:
-            _rotate_aes_key(conn, appid, values)
-            account = set_account(conn, appid, **values) if values else get_account(conn, appid)
-        except KeyError as exc:
-            raise click.ClickException(str(exc)) from exc
-        if account is None:
-            raise click.ClickException(f"unknown appid {appid}")
-        if daily_quota is not None:
-            set_daily_limit_override(conn, account.id, limit)
+        if "daily_quota" in values:
+            quota = parse_daily_quota(values.pop("daily_quota"))
+            values["daily_quota"] = "default" if quota is None else quota
+        wanted = AccountChanges(**values)
+        if wanted.empty():
+            raise click.UsageError("nothing to change")
+        with opened(settings) as store, store.write() as conn:
+            update_account(conn, appid, wanted, now=settings.clock())
+    except (AccountError, ValueError, NotFound) as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"updated {appid}")
-
-
-def _rotate_aes_key(conn: Connection, appid: str, values: dict[str, Any]) -> None:
-    """Check new EncodingAESKeys; a replaced key stays as the previous one (SPEC §5.1 rotation).
-
-    Pushes already in flight when WeChat switches keys still open with the old key.
-    """
-    for name in ("aes_key", "prev_aes_key"):
-        if values.get(name):
-            try:
-                AESKey(values[name])
-            except ValueError as exc:
-                raise click.UsageError(f"--{name.replace('_', '-')}: {exc}") from exc
-    if values.get("aes_key") and "prev_aes_key" not in values:
-        current = get_account(conn, appid)
-        if current is not None and current.aes_key and current.aes_key != values["aes_key"]:
-            values["prev_aes_key"] = current.aes_key
 
 
 @account.command("list")
@@ -420,7 +395,7 @@ def show_settings(markdown: bool, **flags: Any) -> None:
     try:
         settings = Settings.load(flags)
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise click.ClickException(str(exc)) from exc
     click.echo(orjson.dumps(settings.public(), option=orjson.OPT_INDENT_2).decode())
 
 
@@ -455,7 +430,7 @@ def settings_markdown() -> str:
     """The README's settings reference, generated from the settings table."""
     lines = ["| setting | flag | environment | default | meaning |", "|---|---|---|---|---|"]
     for s in SETTINGS:
-        default = f"`{s.default}`" if s.default not in ("", None) else "—"
+        default = f"`{s.text(s.default)}`" if s.text(s.default) else "—"
         lines.append(f"| `{s.name}` | `{s.flag}` | `{s.env}` | {default} | {s.help} |")
     return "\n".join(lines)
 

@@ -20,7 +20,7 @@ from msgcube.client.errors import ClientError
 from msgcube.client.protocol import DEFAULT_BASE_URL
 from msgcube.client.sync import SyncAborted, SyncProgress, SyncReport, run_daily, sync
 from msgcube.client.tokens import FileTokenCache
-from msgcube.domain.endpoints import BY_NAME
+from msgcube.domain.endpoints import BY_NAME, SPAN_PROFILES, SpanProfile
 from msgcube.domain.periods import DEFAULT_TZ
 
 err = Console(stderr=True)
@@ -54,7 +54,7 @@ def _datasets(value: str | None) -> list[str] | None:
               default="stable_token", show_default=True)  # fmt: skip
 @click.option("--token-cache", type=click.Path(file_okay=False), default=None,
               help="Shared token cache directory (default: the user cache dir).")  # fmt: skip
-@click.option("--span-profile", type=click.Choice(["classic", "current"]), default="classic",
+@click.option("--span-profile", type=click.Choice(SPAN_PROFILES), default=SpanProfile.CLASSIC,
               show_default=True)  # fmt: skip
 @click.option("--tz", default=DEFAULT_TZ, show_default=True, help="The account's time zone.")
 @click.option("--concurrency", type=click.IntRange(1, 16), default=4, show_default=True)

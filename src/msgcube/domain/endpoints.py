@@ -32,7 +32,14 @@ class RowKind(StrEnum):
     DIST = "dist"
 
 
-SPAN_PROFILES: tuple[str, ...] = ("classic", "current")
+class SpanProfile(StrEnum):
+    """Which max-span table applies (see the module docstring)."""
+
+    CLASSIC = "classic"
+    CURRENT = "current"
+
+
+SPAN_PROFILES: tuple[str, ...] = tuple(SpanProfile)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,17 @@ def zone(name: str) -> ZoneInfo:
         raise KeyError(f"unknown time zone {name!r}") from exc
 
 
+def check_tz(name: str) -> str:
+    """The one time-zone rule (settings, accounts): an IANA name ``zoneinfo`` knows."""
+    try:
+        zone(name)
+    except KeyError:
+        raise ValueError(
+            f"unknown time zone {name!r} (an IANA name such as Asia/Shanghai)"
+        ) from None
+    return name
+
+
 def local_day_hour(create_time: int, tz: str = DEFAULT_TZ) -> tuple[date, int]:
     """The local calendar day and hour (0–23) of a Unix timestamp."""
     key = (tz, create_time // _QUARTER)

@@ -1,8 +1,18 @@
-"""Accounts: registration, lookup and the secret check.
+"""Accounts: registration, lookup, the secret check and dashboard session generations.
 
-The AppSecret is stored only as a SHA-256 hash (secrets are long random strings, so a
-fast hash is enough) and compared in constant time. The callback token and
-EncodingAESKey are kept as they are: msgcube needs them to verify and decrypt pushes.
+The AppSecret is stored only as ``HMAC-SHA256(key, SHA-256(secret))``, keyed with the
+deployment's ``app_secret_key`` server secret: the accounts table alone (a dump, a
+backup of it, a leaked row) reveals nothing, and a guess can only be tested with the key.
+A fast hash is deliberate: ``/cgi-bin/token`` checks the secret before anyone is
+authenticated, and a slow hash there would hand attackers a CPU lever. (Rows written
+before migration 0004 held the bare SHA-256; the migration keyed them in place, which
+the nested form allows without knowing any secret.) Comparisons are constant-time.
+
+The callback token and EncodingAESKey are kept as they are: msgcube needs them to verify
+and decrypt pushes.
+
+``session_gen`` ends dashboard sessions: a session carries the generation it was opened
+at, and signing out or a new AppSecret moves it on.
 """
 
 from __future__ import annotations
@@ -15,11 +25,25 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
 
+from msgcube.domain.periods import check_tz
 from msgcube.storage.schema import accounts
+from msgcube.storage.server_secrets import server_secret
+
+SECRET_KEY_NAME = "app_secret_key"  # noqa: S105 - the name of a server secret, not one
 
 
 def hash_secret(secret: str) -> str:
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+    """The bare SHA-256 of a secret (the inner hash; platform secrets still use it alone)."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def keyed_secret_hash(key: str, secret: str) -> str:
+    """What is stored for an AppSecret: the SHA-256, keyed with the deployment's key."""
+    return hmac.new(key.encode(), hash_secret(secret).encode(), hashlib.sha256).hexdigest()
+
+
+def secret_hash(conn: Connection, secret: str) -> str:
+    return keyed_secret_hash(server_secret(conn, SECRET_KEY_NAME), secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +61,17 @@ class Account:
     prev_aes_key: str | None = field(default=None, repr=False)
     ip_whitelist: tuple[str, ...] = ()
     secret_hash: str = field(default="", repr=False)
+    session_gen: int = 0
 
-    def secret_matches(self, secret: str) -> bool:
-        return hmac.compare_digest(self.secret_hash, hash_secret(secret))
+
+def secret_matches(conn: Connection, account: Account | None, secret: str) -> bool:
+    """Whether ``secret`` is the account's AppSecret (constant time).
+
+    ``None`` (an unknown appid) does the same work and answers False, so the answer's
+    timing does not tell which appids exist.
+    """
+    expected = account.secret_hash if account is not None else "0" * 64
+    return hmac.compare_digest(expected, secret_hash(conn, secret)) and account is not None
 
 
 def account_from_row(row: Any) -> Account:
@@ -60,6 +92,7 @@ def account_from_row(row: Any) -> Account:
         prev_aes_key=row.prev_aes_key,
         ip_whitelist=tuple(ip for ip in row.ip_whitelist.split(",") if ip),
         secret_hash=row.secret_hash,
+        session_gen=row.session_gen,
     )
 
 
@@ -89,13 +122,15 @@ def add_account(
     verified: bool = True,
     now: int,
 ) -> Account:
-    """Register an account at Unix time ``now``; ``ValueError`` if the appid exists."""
+    """Register an account at Unix time ``now``; ``ValueError`` if the appid exists or
+    ``tz`` is no time zone."""
+    check_tz(tz)
     if get_account(conn, appid) is not None:
         raise ValueError(f"account {appid} already exists")
     conn.execute(
         accounts.insert().values(
             appid=appid,
-            secret_hash=hash_secret(secret),
+            secret_hash=secret_hash(conn, secret),
             original_id=original_id,
             callback_token=callback_token,
             aes_key=aes_key,
@@ -110,9 +145,14 @@ def add_account(
 
 
 def set_account(conn: Connection, appid: str, **values: Any) -> Account:
-    """Change columns of an account (``secret`` is hashed); ``KeyError`` if unknown."""
+    """Change columns of an account; ``KeyError`` if unknown.
+
+    No checks: use ``auth.accounts.update_account`` for changes that come from people.
+    A ``secret`` is hashed, and ends the account's dashboard sessions.
+    """
     if "secret" in values:
-        values["secret_hash"] = hash_secret(values.pop("secret"))
+        values["secret_hash"] = secret_hash(conn, values.pop("secret"))
+        values["session_gen"] = accounts.c.session_gen + 1
     if "ip_whitelist" in values and not isinstance(values["ip_whitelist"], str):
         values["ip_whitelist"] = ",".join(values["ip_whitelist"])
     result = conn.execute(update(accounts).where(accounts.c.appid == appid).values(**values))
@@ -142,6 +182,15 @@ def ingest_view(conn: Connection, cached: Account) -> Account:
     if row.tz == cached.tz and bool(row.follower_base) == cached.follower_base:
         return cached
     return replace(cached, tz=row.tz, follower_base=bool(row.follower_base))
+
+
+def end_sessions(conn: Connection, account_id: int) -> None:
+    """Void every dashboard session of the account (signing out ends them everywhere)."""
+    conn.execute(
+        update(accounts)
+        .where(accounts.c.id == account_id)
+        .values(session_gen=accounts.c.session_gen + 1)
+    )
 
 
 def extend_stats_since(conn: Connection, account_id: int, day: date) -> None:

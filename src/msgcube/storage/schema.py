@@ -65,6 +65,9 @@ accounts = Table(
     # generation they were computed at and are void once it moves.
     Column("stats_gen", Integer, nullable=False, server_default="0"),
     Column("created_at", BigInteger, nullable=False),
+    # Dashboard sessions carry the generation they were opened at; signing out and a new
+    # AppSecret move it on, ending every session opened before (storage/accounts.py).
+    Column("session_gen", Integer, nullable=False, server_default="0"),
 )
 
 senders = Table(

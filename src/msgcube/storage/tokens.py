@@ -7,9 +7,9 @@ by primary key, so no comparison ever touches a stored secret.
 from __future__ import annotations
 
 import hashlib
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,8 +17,16 @@ from sqlalchemy import Connection, func, select, update
 
 from msgcube.storage.accounts import Account, account_from_row
 from msgcube.storage.db import driver_cursor
-from msgcube.storage.dialect import upsert
-from msgcube.storage.schema import access_tokens, server_secrets
+from msgcube.storage.schema import access_tokens
+
+
+class TokenKind(StrEnum):
+    """What issued a token, and so what it may do (``auth/policy``)."""
+
+    TOKEN = "token"  # noqa: S105 - /cgi-bin/token, a kind of token, not a password
+    STABLE = "stable"  # /cgi-bin/stable_token
+    AUTHORIZER = "authorizer"  # a third-party platform, for an authorized account
+    COMPONENT = "component"  # a third-party platform, for itself
 
 
 def hash_token(token: str) -> str:
@@ -29,7 +37,7 @@ def hash_token(token: str) -> str:
 class TokenRow:
     token_hash: str
     account_id: int
-    kind: str
+    kind: TokenKind
     platform_id: int | None
     issued_at: int
     expires_at: int
@@ -46,7 +54,7 @@ def _token_row(m: Mapping[str, Any]) -> TokenRow:
     return TokenRow(
         token_hash=m["token_hash"],
         account_id=m["account_id"],
-        kind=m["kind"],
+        kind=TokenKind(m["kind"]),
         platform_id=m["platform_id"],
         issued_at=m["issued_at"],
         expires_at=m["expires_at"],
@@ -162,7 +170,7 @@ def count_forced_since(conn: Connection, account_id: int, since: int) -> int:
         conn.execute(
             select(func.count())
             .select_from(t)
-            .where(t.c.account_id == account_id, t.c.kind == "stable", t.c.forced)
+            .where(t.c.account_id == account_id, t.c.kind == TokenKind.STABLE, t.c.forced)
             .where(t.c.issued_at >= since)
         ).scalar_one()
     )
@@ -172,23 +180,7 @@ def last_forced_at(conn: Connection, account_id: int) -> int | None:
     t = access_tokens
     value = conn.execute(
         select(func.max(t.c.issued_at)).where(
-            t.c.account_id == account_id, t.c.kind == "stable", t.c.forced
+            t.c.account_id == account_id, t.c.kind == TokenKind.STABLE, t.c.forced
         )
     ).scalar_one()
     return int(value) if value is not None else None
-
-
-def server_secret(conn: Connection, name: str) -> str:
-    """A per-deployment random secret, created on first use and shared by every node."""
-    value = conn.execute(
-        select(server_secrets.c.value).where(server_secrets.c.name == name)
-    ).scalar_one_or_none()
-    if value is None:
-        conn.execute(
-            upsert(conn, server_secrets, ["name"], {"name": lambda ex: server_secrets.c.name}),
-            {"name": name, "value": secrets.token_hex(32)},
-        )
-        value = conn.execute(
-            select(server_secrets.c.value).where(server_secrets.c.name == name)
-        ).scalar_one()
-    return str(value)

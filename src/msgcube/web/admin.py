@@ -32,7 +32,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from sqlalchemy import Connection
@@ -40,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from msgcube.auth.accounts import AccountChanges, create_account, update_account
 from msgcube.auth.platforms import (
     authorize_platform,
     current_ticket,
@@ -49,16 +50,13 @@ from msgcube.auth.platforms import (
     require_platform,
     revoke_authorization,
 )
-from msgcube.auth.policy import normalize_whitelist
 from msgcube.domain.identifiers import appid_problem, is_appid, original_id_problem, token_problem
-from msgcube.domain.periods import zone
-from msgcube.errors import AdminError, NotFound
-from msgcube.storage.accounts import Account, add_account, get_account, list_accounts, set_account
+from msgcube.errors import AccountError, AccountExists, AdminError, NotFound
+from msgcube.storage.accounts import Account, get_account, list_accounts
 from msgcube.storage.platforms import list_authorizations, list_platforms
-from msgcube.storage.usage import daily_limit_override, set_daily_limit_override
+from msgcube.storage.usage import daily_limit_override
 from msgcube.web.context import AppContext
 from msgcube.web.handlers import read_body
-from msgcube.wechat import AESKey
 
 AdminHandler = Callable[[Request, AppContext], Awaitable[Response]]
 
@@ -149,42 +147,27 @@ def _account_json(conn: Connection, account: Account) -> dict[str, Any]:
     }
 
 
-def _account_changes(data: dict[str, Any]) -> tuple[dict[str, Any], tuple[bool, int | None]]:
-    """Column changes for ``set_account`` and (given?, value) of the daily quota override."""
-    values: dict[str, Any] = {}
-    for name, column in (("secret", "secret"), ("original_id", "original_id"),
-                         ("token", "callback_token"), ("aes_key", "aes_key")):  # fmt: skip
-        value = _str(data, name)
-        if value is not None:
-            values[column] = value
-    if "aes_key" in values:
-        try:
-            AESKey(values["aes_key"])
-        except ValueError as exc:
-            raise AdminError(400, f"aes_key: {exc}") from None
-    tz = _str(data, "tz")
-    if tz is not None:
-        zone(tz)  # KeyError → 400 below
-        values["tz"] = tz
-    if "verified" in data:
-        if not isinstance(data["verified"], bool):
-            raise AdminError(400, "verified must be true or false")
-        values["verified"] = data["verified"]
-    if "ip_whitelist" in data:
-        raw = data["ip_whitelist"]
-        if not isinstance(raw, str | list) or (
-            isinstance(raw, list) and not all(isinstance(x, str) for x in raw)
-        ):
-            raise AdminError(400, "ip_whitelist must be a string or a list of strings")
-        values["ip_whitelist"] = normalize_whitelist(raw)
-    quota: tuple[bool, int | None] = (False, None)
+def _account_changes(data: dict[str, Any]) -> AccountChanges:
+    """The body's fields as ``AccountChanges`` (types here; values in ``update_account``)."""
+    names = {"secret": "secret", "original_id": "original_id", "token": "callback_token"}
+    names |= {"aes_key": "aes_key", "tz": "tz"}
+    text = {column: _str(data, name) for name, column in names.items()}
+    verified = data.get("verified")
+    if verified is not None and not isinstance(verified, bool):
+        raise AdminError(400, "verified must be true or false")
+    whitelist = data.get("ip_whitelist")
+    if whitelist is not None and (
+        not isinstance(whitelist, str | list)
+        or (isinstance(whitelist, list) and not all(isinstance(x, str) for x in whitelist))
+    ):
+        raise AdminError(400, "ip_whitelist must be a string or a list of strings")
+    quota: int | Literal["default"] | None = None
     if "daily_quota" in data:
         limit = data["daily_quota"]
-        bad = isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
-        if limit is not None and bad:
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
             raise AdminError(400, "daily_quota must be a non-negative integer or null")
-        quota = (True, limit)
-    return values, quota
+        quota = "default" if limit is None else limit
+    return AccountChanges(**text, verified=verified, ip_whitelist=whitelist, daily_quota=quota)
 
 
 async def accounts_list(request: Request, ctx: AppContext) -> Response:
@@ -197,49 +180,28 @@ async def accounts_create(request: Request, ctx: AppContext) -> Response:
     appid = _str(data, "appid", required=True)
     assert appid is not None
     secret = _str(data, "secret") or secrets.token_hex(16)
+    changes = _account_changes({k: v for k, v in data.items() if k not in ("secret", "tz")})
     try:
-        values, (quota_given, quota) = _account_changes(
-            {k: v for k, v in data.items() if k != "secret"}
-        )
         with ctx.store.write() as conn:
-            if get_account(conn, appid) is not None:
-                raise AdminError(409, f"account {appid} already exists")
-            account = add_account(
-                conn, appid=appid, secret=secret, tz=values.pop("tz", ctx.settings.tz),
-                original_id=values.pop("original_id", ""),
-                callback_token=values.pop("callback_token", ""),
-                aes_key=values.pop("aes_key", None), verified=values.pop("verified", True),
-                now=ctx.now_ts(),
-            )  # fmt: skip
-            if values:
-                account = set_account(conn, appid, **values)
-            if quota_given:
-                set_daily_limit_override(conn, account.id, quota)
+            tz = _str(data, "tz") or ctx.settings.tz
+            account = create_account(conn, appid, secret, tz=tz, changes=changes, now=ctx.now())
             body = _account_json(conn, account)
-    except KeyError as exc:
-        raise AdminError(400, str(exc.args[0])) from None
+    except AccountExists as exc:
+        raise AdminError(409, str(exc)) from None
+    except AccountError as exc:
+        raise AdminError(400, str(exc)) from None
     return _json({**body, "secret": secret}, 201)
 
 
 async def accounts_update(request: Request, ctx: AppContext) -> Response:
     appid = request.path_params["appid"]
-    data = await _body(request)
+    changes = _account_changes(await _body(request))
     try:
-        values, (quota_given, quota) = _account_changes(data)
-    except KeyError as exc:
-        raise AdminError(400, str(exc.args[0])) from None
-    with ctx.store.write() as conn:
-        account = get_account(conn, appid)
-        if account is None:
-            raise NotFound(f"unknown appid {appid}")
-        if values.get("aes_key") and account.aes_key and values["aes_key"] != account.aes_key:
-            # As `msgcube account set` does: pushes sealed with the old key still open.
-            values["prev_aes_key"] = account.aes_key
-        if values:
-            account = set_account(conn, appid, **values)
-        if quota_given:
-            set_daily_limit_override(conn, account.id, quota)
-        return _json(_account_json(conn, account))
+        with ctx.store.write() as conn:
+            account = update_account(conn, appid, changes, now=ctx.now())
+            return _json(_account_json(conn, account))
+    except AccountError as exc:
+        raise AdminError(400, str(exc)) from None
 
 
 async def platforms_list(request: Request, ctx: AppContext) -> Response:

@@ -13,7 +13,7 @@ from msgcube.auth.tokens import issue_access_token, stable_access_token
 from msgcube.domain.identifiers import is_appid
 from msgcube.domain.periods import local_today
 from msgcube.errors import ApiError
-from msgcube.storage.accounts import Account, get_account
+from msgcube.storage.accounts import Account, get_account, secret_matches
 from msgcube.storage.platforms import get_platform
 from msgcube.web.context import AppContext
 from msgcube.web.envelope import ok_response
@@ -36,11 +36,12 @@ def _account(
     with ctx.store.read() as conn:
         account = get_account(conn, appid)
         platform = get_platform(conn, appid) if account is None else None
+        secret_ok = secret_matches(conn, account, secret)
     if platform is not None:
         raise ApiError(61024, "a component appid: use /cgi-bin/component/api_component_token")
     if account is None:
         raise ApiError(40013)
-    if not account.secret_matches(secret):
+    if not secret_ok:
         raise ApiError(40125)
     check_account_ip(account, client_ip(request, ctx))
     return account

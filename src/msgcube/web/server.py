@@ -14,7 +14,7 @@ import os
 import uvicorn
 from starlette.applications import Starlette
 
-from msgcube.settings import SETTINGS, Settings
+from msgcube.settings import Settings
 from msgcube.storage.db import open_store
 from msgcube.web.app import create_app
 
@@ -29,9 +29,7 @@ def configure_logging(level: str) -> None:
 
 def export_settings(settings: Settings) -> None:
     """Put every resolved setting into the environment for worker processes."""
-    for s in SETTINGS:
-        value = getattr(settings, s.name)
-        os.environ[s.env] = str(value)
+    os.environ.update(settings.environment())
     os.environ["MSGCUBE_CONFIG"] = os.devnull  # the environment is now complete
 
 

@@ -26,8 +26,8 @@ from msgcube.domain.endpoints import BY_NAME, Endpoint, RowKind
 from msgcube.domain.messages import COUNT_INTERVALS, COUNTED_TYPES
 from msgcube.domain.periods import DATA_FLOOR
 from msgcube.errors import BodyTooLarge, NotFound, RequestRefused, SignInRequired
-from msgcube.storage.accounts import Account, get_account, hash_secret, list_accounts
-from msgcube.storage.tokens import server_secret
+from msgcube.storage.accounts import Account, get_account, list_accounts, secret_matches
+from msgcube.storage.server_secrets import server_secret
 from msgcube.web.context import AppContext
 from msgcube.web.dashboard import data
 from msgcube.web.dashboard.assets import asset_response, own_asset, plotly_asset
@@ -43,7 +43,10 @@ from msgcube.web.dashboard.session import (
     SECRET_NAME,
     Session,
     SessionCodec,
+    account_credential,
+    admin_credential,
     csrf_ok,
+    end_session,
     read_cookie,
     same_origin,
     write_cookie,
@@ -119,7 +122,8 @@ def _visitor(request: Request) -> Visitor:
         return Visitor(session, None, [])
     with ctx.store.read() as conn:
         if session.admin:
-            if not codec.fingerprint_ok(session, "admin", ctx.settings.admin_token):
+            credential = admin_credential(conn, ctx.settings.admin_token)
+            if not codec.fingerprint_ok(session, "admin", credential):
                 return Visitor(Session.anonymous(lang), None, [])
             accounts = list_accounts(conn)
             chosen = next((a for a in accounts if a.appid == session.appid), None)
@@ -128,13 +132,9 @@ def _visitor(request: Request) -> Visitor:
                 session = session.with_(appid=chosen.appid)
             return Visitor(session, chosen, accounts)
         account = get_account(conn, session.appid) if session.appid else None
-    if account is None or not codec.fingerprint_ok(session, "account", _credential(account)):
+    if account is None or not codec.fingerprint_ok(session, "account", account_credential(account)):
         return Visitor(Session.anonymous(lang), None, [])
     return Visitor(session, account, [])
-
-
-def _credential(account: Account) -> str:
-    return f"{account.appid}:{account.secret_hash}"
 
 
 def _html(request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
@@ -263,21 +263,21 @@ async def login_submit(request: Request) -> Response:
             return _login(request, visitor, error=t["admin_disabled"], status=403)
         if not hmac.compare_digest(token.encode(), admin_token.encode()):
             return _login(request, visitor, error=t["bad_admin"], status=401)
+        with ctx.store.write() as conn:
+            credential = admin_credential(conn, admin_token)
         session = visitor.session.signed_in_as(
-            appid=None, admin=True, fingerprint=codec.fingerprint("admin", admin_token)
+            appid=None, admin=True, fingerprint=codec.fingerprint("admin", credential)
         )
     else:
         appid, secret = form.get("appid", "").strip(), form.get("secret", "")
         with ctx.store.read() as conn:
             account = get_account(conn, appid) if appid else None
-        if account is None:
-            hash_secret(secret)  # the same work as a wrong secret: no timing hint
-            return _login(request, visitor, error=t["bad_login"], status=401, appid=appid)
-        if not account.secret_matches(secret):
+            secret_ok = secret_matches(conn, account, secret)  # same work for an unknown appid
+        if account is None or not secret_ok:
             return _login(request, visitor, error=t["bad_login"], status=401, appid=appid)
         session = visitor.session.signed_in_as(
             appid=account.appid, admin=False, fingerprint=codec.fingerprint(
-                "account", _credential(account)),
+                "account", account_credential(account)),
         )  # fmt: skip
     response = _redirect(PREFIX)
     write_cookie(request, response, codec, session)
@@ -286,6 +286,9 @@ async def login_submit(request: Request) -> Response:
 
 async def logout(request: Request) -> Response:
     visitor, _form_values = await _checked_post(request)
+    if visitor.signed_in:
+        with _ctx(request).store.write() as conn:
+            end_session(conn, visitor.session)
     response = _redirect(f"{PREFIX}/login")
     write_cookie(request, response, _codec(request), Session.anonymous(visitor.session.lang))
     return response

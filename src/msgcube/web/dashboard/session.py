@@ -9,9 +9,13 @@ The cookie is ``HttpOnly`` (no script reads it), ``SameSite=Lax`` (browsers do n
 with cross-site POSTs, frames or fetches), ``Path=/dashboard`` (the API and callback never
 see it) and ``Secure`` when the request came over https.
 
-A signed-in session also carries a *fingerprint* of the credential it was opened with:
-an HMAC of the account's stored secret hash, or of the admin token. Changing an account's
-AppSecret or the admin token therefore ends every session opened with the old one.
+A signed-in session also carries a *fingerprint* of what it was opened with, checked on
+every request: an HMAC of the account's session generation (``accounts.session_gen``), or
+of the admin token and the ``dashboard_admin_session`` server secret. Signing out moves
+the generation on (or replaces that secret), and so does a new AppSecret: a cookie copied
+before is worthless afterwards, on every worker and node, even though it is still within
+its 12 hours. Signing out therefore ends every session of that account (or every
+administrator session) — the cookie holds no per-browser identity to end one alone.
 
 CSRF. Every state-changing request is a POST that must carry the session's random
 ``csrf`` token in a hidden form field (synchroniser-token pattern) — including the sign-in
@@ -31,13 +35,18 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import Connection
 from starlette.requests import Request
 from starlette.responses import Response
+
+from msgcube.storage.accounts import Account, end_sessions, get_account
+from msgcube.storage.server_secrets import replace_server_secret, server_secret
 
 COOKIE = "msgcube_dashboard"
 COOKIE_PATH = "/dashboard"
 MAX_AGE = 12 * 3600
 SECRET_NAME = "dashboard_session"  # noqa: S105 - the name of a server secret, not one
+ADMIN_SESSIONS = "dashboard_admin_session"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +118,26 @@ class SessionCodec:
         return bool(credential) and hmac.compare_digest(
             session.fingerprint, self.fingerprint(kind, credential)
         )
+
+
+def account_credential(account: Account) -> str:
+    """What an account session is bound to: the account and its session generation."""
+    return f"{account.appid}:{account.session_gen}"
+
+
+def admin_credential(conn: Connection, admin_token: str) -> str:
+    """What an administrator session is bound to ("" when the admin token is unset)."""
+    return f"{admin_token}:{server_secret(conn, ADMIN_SESSIONS)}" if admin_token else ""
+
+
+def end_session(conn: Connection, session: Session) -> None:
+    """Sign out for good: the sessions opened like ``session`` stop being accepted."""
+    if session.admin:
+        replace_server_secret(conn, ADMIN_SESSIONS)
+        return
+    account = get_account(conn, session.appid) if session.appid else None
+    if account is not None:
+        end_sessions(conn, account.id)
 
 
 def read_cookie(request: Request, codec: SessionCodec) -> Session | None:

@@ -1,0 +1,153 @@
+"""Changing an account: the one function behind ``msgcube account set`` and the admin API.
+
+Every value is checked here, by the same rules for both edges (an ``AccountError`` names
+the field), so nothing that would break the account later can be stored:
+
+* ``tz`` must be an IANA time zone (``check_tz``). Changing it re-derives the local day and
+  hour of everything already stored (``storage/local_times``) and marks every touched day,
+  week and month dirty, so statistics follow the new zone — the data is not refused;
+* a new ``aes_key`` must be a valid EncodingAESKey; the replaced key stays as the previous
+  one, so pushes sealed with it while WeChat switches keys still open;
+* a new ``secret`` is hashed with the deployment's key and ends dashboard sessions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Literal
+
+from sqlalchemy import Connection, func, select, update
+
+from msgcube.auth.policy import normalize_whitelist
+from msgcube.domain.periods import check_tz, local_today
+from msgcube.errors import AccountError, AccountExists, NotFound
+from msgcube.rollup.plan import keys_for_days
+from msgcube.storage.accounts import Account, add_account, get_account, set_account
+from msgcube.storage.local_times import LOCAL_TIME_TABLES, rederive
+from msgcube.storage.rollup_state import mark_dirty
+from msgcube.storage.schema import accounts
+from msgcube.storage.usage import set_daily_limit_override
+from msgcube.wechat import AESKey
+
+
+@dataclass(frozen=True, slots=True)
+class AccountChanges:
+    """What to change; ``None`` leaves a field as it is."""
+
+    secret: str | None = None
+    original_id: str | None = None
+    callback_token: str | None = None
+    aes_key: str | None = None
+    prev_aes_key: str | None = None
+    verified: bool | None = None
+    tz: str | None = None
+    ip_whitelist: str | list[str] | None = None
+    daily_quota: int | Literal["default"] | None = None  # "default": the setting applies
+
+    def empty(self) -> bool:
+        return all(getattr(self, name) is None for name in self.__slots__)
+
+
+def check_text(name: str, value: str) -> str:
+    """A text column's value: no NUL, within the column's length (the same on every backend)."""
+    if "\x00" in value:
+        raise AccountError(f"{name}: must not contain NUL characters")
+    limit = getattr(accounts.c[name].type, "length", None)
+    if limit is not None and len(value) > limit:
+        raise AccountError(f"{name}: at most {limit} characters")
+    return value
+
+
+def check_changes(changes: AccountChanges) -> dict[str, Any]:
+    """The column values of ``changes``, each checked (``AccountError`` names a bad one)."""
+    values: dict[str, Any] = {}
+    for name in ("secret", "verified"):
+        if getattr(changes, name) is not None:
+            values[name] = getattr(changes, name)
+    for name in ("original_id", "callback_token"):
+        if getattr(changes, name) is not None:
+            values[name] = check_text(name, getattr(changes, name))
+    for name in ("aes_key", "prev_aes_key"):
+        key = getattr(changes, name)
+        if key:
+            try:
+                AESKey(key)
+            except ValueError as exc:
+                raise AccountError(f"{name}: {exc}") from None
+        if key is not None:
+            values[name] = key or None
+    if changes.tz is not None:
+        try:
+            values["tz"] = check_tz(changes.tz)
+        except ValueError as exc:
+            raise AccountError(f"tz: {exc}") from None
+    if changes.ip_whitelist is not None:
+        try:
+            values["ip_whitelist"] = normalize_whitelist(changes.ip_whitelist)
+        except ValueError as exc:
+            raise AccountError(f"ip_whitelist: {exc}") from None
+    quota = changes.daily_quota
+    if quota is not None and quota != "default" and (isinstance(quota, bool) or quota < 0):
+        raise AccountError("daily_quota: must be zero or more, or 'default'")
+    return values
+
+
+def create_account(
+    conn: Connection, appid: str, secret: str, *, tz: str, changes: AccountChanges, now: datetime
+) -> Account:
+    """Register ``appid`` with ``secret`` in ``tz``, then apply ``changes`` (all checked first)."""
+    if not appid:
+        raise AccountError("appid: required")
+    check_text("appid", appid)
+    check_changes(changes)
+    try:
+        check_tz(tz)
+    except ValueError as exc:
+        raise AccountError(f"tz: {exc}") from None
+    if get_account(conn, appid) is not None:
+        raise AccountExists(f"account {appid} already exists")
+    add_account(conn, appid=appid, secret=secret, tz=tz, now=int(now.timestamp()))
+    return update_account(conn, appid, changes, now=now)
+
+
+def update_account(
+    conn: Connection, appid: str, changes: AccountChanges, *, now: datetime
+) -> Account:
+    """Apply checked ``changes`` to the account ``appid`` (``NotFound`` if there is none)."""
+    values = check_changes(changes)
+    try:
+        check_text("appid", appid)
+    except AccountError:
+        raise NotFound(f"unknown appid {appid!r}") from None  # none could have been stored
+    account = get_account(conn, appid)
+    if account is None:
+        raise NotFound(f"unknown appid {appid}")
+    new_key = values.get("aes_key")
+    if new_key and "prev_aes_key" not in values and account.aes_key not in (None, new_key):
+        values["prev_aes_key"] = account.aes_key
+    if values:
+        account = set_account(conn, appid, **values)
+    if "tz" in values:
+        _follow_time_zone(conn, account, now)
+    if changes.daily_quota is not None:
+        limit = None if changes.daily_quota == "default" else changes.daily_quota
+        set_daily_limit_override(conn, account.id, limit)
+    return account
+
+
+def _follow_time_zone(conn: Connection, account: Account, now: datetime) -> None:
+    """Re-derive local days/hours in the account's (new) zone; recompute what they touch."""
+    touched = rederive(conn, account.id, account.tz)
+    if touched:
+        mark_dirty(conn, account.id, keys_for_days(touched), local_today(now, account.tz))
+    first: date | None = None
+    for spec in LOCAL_TIME_TABLES:
+        t = spec.table
+        day = conn.execute(
+            select(func.min(t.c[spec.day])).where(t.c.account_id == account.id)
+        ).scalar_one()
+        if day is not None and (first is None or day < first):
+            first = day
+    if first is not None:  # the first day of data, as ingest keeps it, in the new zone
+        conn.execute(update(accounts).where(accounts.c.id == account.id).values(stats_since=first))
