@@ -147,7 +147,7 @@ def build_demo(db: Path, log: Path) -> None:
 
 
 def demo_secret() -> str:
-    from msgcube.demo import demo_secret as secret
+    from msgcube.cli.demo import demo_secret as secret
 
     return secret()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from msgcube.cli.main import endpoints_markdown, settings_markdown
+from msgcube.cli.reference import endpoints_markdown, settings_markdown
 from msgcube.errors import ConfigError
 from msgcube.settings import SETTINGS, Settings
 

@@ -16,7 +16,7 @@ import pytest
 
 from msgcube.domain.messages import parse_record
 from msgcube.domain.periods import local_day_hour
-from msgcube.traffic import MSG_TYPE_MIX, PushRecord, generate_traffic, initial_followers
+from msgcube.domain.traffic import MSG_TYPE_MIX, PushRecord, generate_traffic, initial_followers
 
 END = date(2024, 3, 31)  # a Sunday
 DAYS = 56  # eight whole weeks, Monday 2024-02-05 … Sunday 2024-03-31

@@ -8,90 +8,51 @@ mean the same thing.
 from __future__ import annotations
 
 import contextlib
-import functools
 import secrets
 import sys
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import click
 import orjson
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import Connection
 
 from msgcube.auth.policy import normalize_whitelist
 from msgcube.auth.quotas import parse_daily_quota
+from msgcube.cli.common import (
+    SETTINGS_EPILOG,
+    MsgcubeGroup,
+    add_setting_flags,
+    err,
+    open_input,
+    opened,
+    out,
+    require_account,
+    with_settings,
+)
+from msgcube.cli.platform_cmds import platform_group
+from msgcube.cli.push_cmds import quarantine_group, replay_cmd
+from msgcube.cli.reference import endpoints_markdown, settings_markdown
+from msgcube.cli.sync_cmd import sync_command
 from msgcube.domain.endpoints import BY_NAME, ENDPOINTS, Period
 from msgcube.domain.periods import local_today
-from msgcube.errors import ApiError, ConfigError, MsgcubeError
+from msgcube.errors import ApiError, ConfigError
 from msgcube.ingest.files import ImportReport, detect_format, import_stream
 from msgcube.ingest.store import import_followers
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
-from msgcube.settings import SETTINGS, Settings
-from msgcube.storage.accounts import Account, add_account, get_account, list_accounts, set_account
-from msgcube.storage.db import Store, open_store
+from msgcube.settings import Settings
+from msgcube.storage.accounts import add_account, get_account, list_accounts, set_account
 from msgcube.storage.platforms import set_daily_limit_override
 from msgcube.storage.records import SenderIds
 from msgcube.wechat import AESKey
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-err = Console(stderr=True)
-out = Console()
-
-
-SETTINGS_EPILOG = "Every setting is also a flag (--db, --port, …): see `msgcube settings --help`."
-
-
-def with_settings(func: F) -> F:
-    """Add one ``--x`` option per setting and pass the resolved ``settings``.
-
-    The options are hidden from each command's help (they are the same everywhere) and
-    listed once by ``msgcube settings --help``.
-    """
-    return _settings_options(func, hidden=True)
-
-
-def _settings_options(func: F, *, hidden: bool) -> F:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        flags = {s.name: kwargs.pop(s.name, None) for s in SETTINGS}
-        try:
-            kwargs["settings"] = Settings.load(flags)
-        except ConfigError as exc:
-            raise click.UsageError(str(exc)) from exc
-        return func(*args, **kwargs)
-
-    for setting in reversed(SETTINGS):
-        wrapper = click.option(
-            setting.flag, setting.name, default=None, metavar=setting.name.upper(),
-            help=f"{setting.help} [env {setting.env}]", hidden=hidden,
-        )(wrapper)  # fmt: skip
-    return wrapper  # type: ignore[return-value]
-
-
-@contextlib.contextmanager
-def opened(settings: Settings) -> Iterator[Store]:
-    store = open_store(settings.db_url)
-    try:
-        yield store
-    finally:
-        store.dispose()
-
-
-def require_account(store: Store, appid: str) -> Account:
-    with store.read() as conn:
-        account = get_account(conn, appid)
-    if account is None:
-        raise click.ClickException(f"unknown appid {appid!r} (add it with `msgcube account add`)")
-    return account
-
 
 @click.group(
+    cls=MsgcubeGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=SETTINGS_EPILOG,
 )
@@ -127,7 +88,7 @@ def account_add(
 ) -> None:
     """Register an account. The last line printed is the appid and secret."""
     secret = secret or secrets.token_hex(16)
-    with opened(settings) as store, store.write() as conn:
+    with opened(settings, create=True) as store, store.write() as conn:
         try:
             add_account(
                 conn, appid=appid, secret=secret, tz=settings.tz, original_id=original_id,
@@ -219,15 +180,6 @@ def account_list(settings: Settings) -> None:
 # --- data in ---------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _open_input(path: str) -> Iterator[IO[bytes]]:
-    if path == "-":
-        yield sys.stdin.buffer
-    else:
-        with open(path, "rb") as handle:
-            yield handle
-
-
 @cli.command("import")
 @click.option("--appid", required=True)
 @click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "csv"]), default="auto")
@@ -249,7 +201,7 @@ def import_cmd(
     settings: Settings,
 ) -> None:
     """Bulk-import pushes (JSON Lines or CSV with WeChat's field names; - is stdin)."""
-    with opened(settings) as store:
+    with opened(settings, create=True) as store:
         account = require_account(store, appid)
         today = local_today(settings.clock(), account.tz)
         report = ImportReport()
@@ -260,7 +212,7 @@ def import_cmd(
         with open(rejects_path, "wb") as rejects_file:
             for path in files:
                 kind = detect_format(path) if fmt == "auto" else fmt
-                with _open_input(path) as stream, _progress(path, stream, quiet) as tick:
+                with open_input(path) as stream, _progress(path, stream, quiet) as tick:
                     import_stream(
                         store, account, stream, today, source=path, fmt=kind,
                         rejects=rejects_file, report=report, progress=tick, sender_ids=senders,
@@ -319,7 +271,7 @@ def followers() -> None:
 @with_settings
 def followers_import(appid: str, file: str, settings: Settings) -> None:
     """Set the follower base from a file of openids, one per line (- is stdin)."""
-    with _open_input(file) as stream:
+    with open_input(file) as stream:
         openids = [ln.strip().decode("utf-8") for ln in stream if ln.strip()]
     with opened(settings) as store:
         account = require_account(store, appid)
@@ -423,25 +375,7 @@ def show_settings(markdown: bool, **flags: Any) -> None:
     click.echo(orjson.dumps(settings.public(), option=orjson.OPT_INDENT_2).decode())
 
 
-for _setting in reversed(SETTINGS):
-    show_settings = click.option(
-        _setting.flag, _setting.name, default=None, metavar=_setting.name.upper(),
-        help=f"{_setting.help} [env {_setting.env}]",
-    )(show_settings)  # fmt: skip
-
-
-def endpoints_markdown() -> str:
-    """The README's endpoint table, generated from the endpoint table."""
-    lines = [
-        "| endpoint | 中文 | rows per | row fields | max span classic / current |",
-        "|---|---|---|---|---|",
-    ]
-    for e in ENDPOINTS:
-        lines.append(
-            f"| `{e.path}` | {e.title_zh} | {e.period.value} | {', '.join(e.fields)} "
-            f"| {e.span_classic} / {e.span_current} |"
-        )
-    return "\n".join(lines)
+show_settings = add_setting_flags(show_settings, hidden=False)
 
 
 @cli.command(hidden=True)
@@ -450,22 +384,13 @@ def docs() -> None:
     click.echo(endpoints_markdown() + "\n\n" + settings_markdown())
 
 
-def settings_markdown() -> str:
-    """The README's settings reference, generated from the settings table."""
-    lines = ["| setting | flag | environment | default | meaning |", "|---|---|---|---|---|"]
-    for s in SETTINGS:
-        default = f"`{s.default}`" if s.default not in ("", None) else "—"
-        lines.append(f"| `{s.name}` | `{s.flag}` | `{s.env}` | {default} | {s.help} |")
-    return "\n".join(lines)
-
-
 @cli.command()
 @with_settings
 def serve(settings: Settings) -> None:
     """Serve the API, callback and dashboard; keep rollups current in the background."""
     from msgcube.web.server import serve as run_server
 
-    with opened(settings):
+    with opened(settings, create=True):
         pass  # create and migrate the database before workers start
     click.echo(f"msgcube serving on http://{settings.host}:{settings.port}", err=True)
     run_server(settings)
@@ -478,29 +403,16 @@ def serve(settings: Settings) -> None:
 @with_settings
 def demo(days: int, users: int, no_serve: bool, settings: Settings) -> None:
     """A demo account with months of traffic, rolled up, printed with curl examples, served."""
-    from msgcube.demo import run_demo
+    from msgcube.cli.demo import run_demo
 
     run_demo(settings, days=days, users=users, console=out, serve=not no_serve)
 
 
-# Commands defined in their own modules; imported here, last, because they use the helpers above.
-from msgcube.cli.push_cmds import quarantine_group, replay_cmd  # noqa: E402
-
 cli.add_command(quarantine_group)
 cli.add_command(replay_cmd)
-
-from msgcube.cli.platform_cmds import platform_group  # noqa: E402
-
 cli.add_command(platform_group)
-
-from msgcube.cli.sync_cmd import sync_command  # noqa: E402
-
 cli.add_command(sync_command)
 
 
 def main() -> None:
-    try:
-        cli(standalone_mode=True)
-    except MsgcubeError as exc:  # pragma: no cover - last-resort translation
-        err.print(f"[red]error:[/] {exc}")
-        sys.exit(1)
+    cli(standalone_mode=True)
