@@ -140,6 +140,14 @@ def require_account(store: Store, appid: str) -> Account:
     return account
 
 
+def require_files(paths: tuple[str, ...]) -> None:
+    """Refuse, before any work, an input that is missing or a folder (``-`` is stdin)."""
+    for path in paths:
+        if path != "-" and not Path(path).is_file():
+            reason = "is a directory, not a file" if Path(path).is_dir() else "no such file"
+            raise ConfigError(f"{path}: {reason}")
+
+
 @contextlib.contextmanager
 def open_input(path: str) -> Iterator[IO[bytes]]:
     """A file given on the command line (``-`` is stdin), opened for reading bytes."""

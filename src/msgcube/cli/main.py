@@ -31,6 +31,7 @@ from msgcube.cli.common import (
     opened,
     out,
     require_account,
+    require_files,
     with_settings,
 )
 from msgcube.cli.platform_cmds import platform_group
@@ -200,7 +201,12 @@ def import_cmd(
     files: tuple[str, ...],
     settings: Settings,
 ) -> None:
-    """Bulk-import pushes (JSON Lines or CSV with WeChat's field names; - is stdin)."""
+    """Bulk-import pushes (JSON Lines or CSV with WeChat's field names; - is stdin).
+
+    Bad lines are reported as FILE:LINE: reason and written to the rejects file; the
+    others are imported. Exit status 1 when any line was rejected.
+    """
+    require_files(files)  # before the rejects file exists or the database is touched
     with opened(settings, create=True) as store:
         account = require_account(store, appid)
         today = local_today(settings.clock(), account.tz)
@@ -231,6 +237,15 @@ def import_cmd(
     if report.bad_count:
         summary += f" (written to {rejects_path})"
     click.echo(summary)
+    if report.uncounted:
+        types = ", ".join(f"{name!r} ×{n}" for name, n in report.uncounted.most_common())
+        click.echo(
+            f"{report.uncounted.total()} messages stored but in no statistic: their MsgType is "
+            f"not one WeChat counts ({types})",
+            err=True,
+        )
+    if report.bad_count:
+        sys.exit(1)
 
 
 @contextlib.contextmanager
