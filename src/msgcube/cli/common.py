@@ -67,6 +67,11 @@ def with_settings(func: F) -> F:
     return settings_options(func, hidden=True)
 
 
+def with_listed_settings(func: F) -> F:
+    """Like ``with_settings``, with the options in the command's own help (``serve``)."""
+    return settings_options(func, hidden=False)
+
+
 def settings_options(func: F, *, hidden: bool) -> F:
     """One option per row of the settings table, resolved into ``settings`` for ``func``."""
 

@@ -32,6 +32,7 @@ from msgcube.cli.common import (
     out,
     require_account,
     require_files,
+    with_listed_settings,
     with_settings,
 )
 from msgcube.cli.platform_cmds import platform_group
@@ -400,7 +401,7 @@ def docs() -> None:
 
 
 @cli.command()
-@with_settings
+@with_listed_settings
 def serve(settings: Settings) -> None:
     """Serve the API, callback and dashboard; keep rollups current in the background."""
     from msgcube.web.server import serve as run_server

@@ -20,7 +20,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -112,6 +112,8 @@ def create_app(settings: Settings, store: Store, *, background: bool = False) ->
         *admin.routes,
         Route("/healthz", health),
         Route("/openapi.json", openapi),
+        # A person opening the server's address wants the dashboard, not a 404.
+        Route("/", lambda _request: RedirectResponse("/dashboard", status_code=302)),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     # WeChat answers an unknown path (a trailing slash included) with 404. Starlette's
