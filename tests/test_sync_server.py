@@ -320,7 +320,7 @@ def test_the_daily_quota_stops_the_sync_with_a_clear_message(
 
 
 def test_the_sync_command_mirrors_and_then_writes_nothing(server: Server, tmp_path: Path) -> None:
-    """``msgcube sync`` (the CLI of SPEC §6) end to end: a summary, resumable, exit codes."""
+    """``msgcube sync`` end to end: a summary, resumable, exit codes."""
     target = tmp_path / "mine.db"
     env = dict(server.env)
     env["MSGCUBE_SYNC_SECRET"] = SECRET

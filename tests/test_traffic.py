@@ -1,5 +1,5 @@
 """The synthetic traffic generator: reproducible, well-formed, and realistic enough that the
-statistics computed from it look like a real official account's (SPEC §8 ``msgcube generate``).
+statistics computed from it look like a real official account's (``msgcube generate``).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from msgcube.cli.common import (
 )
 from msgcube.cli.platform_cmds import platform_group
 from msgcube.cli.push_cmds import quarantine_group, replay_cmd
-from msgcube.cli.reference import endpoints_markdown, settings_markdown
+from msgcube.cli.reference import all_tables, regenerate, settings_markdown
 from msgcube.cli.sync_cmd import sync_command
 from msgcube.domain.endpoints import BY_NAME, ENDPOINTS, Period
 from msgcube.domain.periods import local_today
@@ -149,7 +149,7 @@ def account_set(appid: str, settings: Settings, **changes: Any) -> None:
 
 
 def _rotate_aes_key(conn: Connection, appid: str, values: dict[str, Any]) -> None:
-    """Check new EncodingAESKeys; a replaced key stays as the previous one (SPEC §5.1 rotation).
+    """Check new EncodingAESKeys; a replaced key stays as the previous one (rotation).
 
     Pushes already in flight when WeChat switches keys still open with the old key.
     """
@@ -395,9 +395,24 @@ show_settings = add_setting_flags(show_settings, hidden=False)
 
 
 @cli.command(hidden=True)
-def docs() -> None:
-    """Print the generated reference tables of the README (endpoints, settings)."""
-    click.echo(endpoints_markdown() + "\n\n" + settings_markdown())
+@click.option(
+    "--write",
+    "files",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="Rewrite the generated blocks of this Markdown file (repeatable).",
+)
+def docs(files: tuple[str, ...]) -> None:
+    """Print the generated reference tables, or rewrite them in README.md, docs/contract.md."""
+    if not files:
+        click.echo(all_tables(cli))
+    for name in files:
+        path = Path(name)
+        text = path.read_text(encoding="utf-8")
+        fresh = regenerate(text, cli)
+        if fresh != text:
+            path.write_text(fresh, encoding="utf-8")
+            click.echo(f"rewrote {path}")
 
 
 @cli.command()

@@ -1,4 +1,4 @@
-"""``msgcube platform add|ticket|authorize|revoke|list``: third-party platforms (SPEC §4.3, §8).
+"""``msgcube platform add|ticket|authorize|revoke|list``: third-party platforms.
 
 Registered by ``cli/main.py``; the shared helpers come from ``cli/common.py``. Each
 command prints what a script needs on its **last** line (the secret, the ticket, the

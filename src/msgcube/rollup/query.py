@@ -1,7 +1,7 @@
 """The ``list`` an endpoint serves: validation, freshness, then an index read.
 
 This is the library function behind the API, ``msgcube stats`` and the dashboard, so the
-three can never disagree. It validates the range (SPEC §1.1: 61500, 61501), refuses
+three can never disagree. It validates the range (61500, 61501), refuses
 yesterday before ``ready_at`` (61503), computes any requested period that is still
 pending (late data, a day that has just ended) and reads the finished rows.
 """

@@ -1,4 +1,4 @@
-"""``GET|POST /wechat/callback/{appid}``: the URL a developer registers with WeChat (SPEC §5.1).
+"""``GET|POST /wechat/callback/{appid}``: the URL registered with WeChat (contract).
 
 Order of the checks, each answered the moment it fails:
 

@@ -1,4 +1,4 @@
-"""``/cgi-bin/token`` and ``/cgi-bin/stable_token``: credentials, WeChat's way (SPEC §3)."""
+"""``/cgi-bin/token`` and ``/cgi-bin/stable_token``: credentials, WeChat's way (contract)."""
 
 from __future__ import annotations
 

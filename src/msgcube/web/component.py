@@ -1,4 +1,4 @@
-"""Third-party platform APIs (SPEC §4.3) and the component_verify_ticket pusher.
+"""Third-party platform APIs and the component_verify_ticket pusher (contract).
 
 * ``POST /cgi-bin/component/api_component_token`` body ``{component_appid,
   component_appsecret, component_verify_ticket}`` → ``{component_access_token, expires_in}``

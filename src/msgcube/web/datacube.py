@@ -1,6 +1,6 @@
 """``POST /datacube/<name>``: the seven endpoints, routed from the endpoint table.
 
-The checks run in SPEC §1.1's order; the first failure answers. Answers are cached per
+The checks run in the contract's order; the first failure answers. Answers are cached per
 process under the account's ``stats_gen``: a past period's rows only change when late
 data makes it dirty, which moves the generation, so a hit is never stale.
 """
@@ -30,7 +30,7 @@ from msgcube.web.quota import check_ip, counter_of
 
 
 def authorize(request: Request, ctx: AppContext, now: datetime) -> tuple[Account, date]:
-    """The checks before the body, in SPEC §1.1's order; the call is counted when they pass.
+    """The checks before the body, in the contract's order; the call is counted when they pass.
 
     43002 method, 41001 no token, 40001/42001 token, 40164 IP whitelist, 48001 component
     token / unverified / access policy, 61007 authorizer without permission set 1, 45009
