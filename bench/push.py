@@ -306,10 +306,12 @@ def request_file(path: Path, mode: str, port: int, first_id: int, count: int,
 def wrk(port: int, requests: Path, seconds: float, args: argparse.Namespace, workdir: Path,
         expect: str = "success") -> Wrk:  # fmt: skip
     script = workdir / "push.lua"
-    script.write_text(f"FILE = {str(requests)!r}\nNTHREADS = {args.threads}\n"
-                      f"EXPECT = {expect!r}\n" + LUA + LUA_DONE)  # fmt: skip
-    fields = run_wrk(script, f"http://127.0.0.1:{port}/", seconds=seconds,
-                     connections=args.connections, threads=args.threads)  # fmt: skip
+    header = f"FILE = {str(requests)!r}\nNTHREADS = {args.threads}\nEXPECT = {expect!r}\n"
+    script.write_text(header + LUA + LUA_DONE)
+    url = f"http://127.0.0.1:{port}/"
+    fields = run_wrk(
+        script, url, seconds=seconds, connections=args.connections, threads=args.threads
+    )
     if fields["wrapped"] and expect:
         raise RuntimeError(f"{requests.name}: ran out of distinct pushes (raise the rate budget)")
     return load_of(fields)

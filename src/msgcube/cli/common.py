@@ -2,8 +2,8 @@
 
 Sub-command modules import from here and ``cli/main.py`` imports them, so imports run one
 way only (main → commands → common). ``MsgcubeGroup`` is the CLI's one exception
-boundary: errors msgcube expects (its own tree, files that cannot be read, databases
-that cannot be reached) become one line on stderr and exit status 1, never a traceback.
+boundary: errors msgcube expects (its own tree, the client's, files that cannot be read,
+databases that cannot be reached) become one line on stderr and exit status 1, never a traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from rich.console import Console
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from msgcube.client.errors import ClientError
 from msgcube.errors import ConfigError, MsgcubeError
 from msgcube.settings import SETTINGS, Settings
 from msgcube.storage.accounts import Account, get_account
@@ -32,7 +33,12 @@ out = Console()
 
 SETTINGS_EPILOG = "Every setting is also a flag (--db, --port, …): see `msgcube settings --help`."
 
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (MsgcubeError, OSError, SQLAlchemyError)
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    MsgcubeError,
+    ClientError,
+    OSError,
+    SQLAlchemyError,
+)
 """What the CLI reports in one line; anything else is a bug and keeps its traceback."""
 
 

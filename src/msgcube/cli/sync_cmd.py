@@ -17,7 +17,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from msgcube.cli.common import sqlite_path
 from msgcube.client import Client
-from msgcube.client.errors import ClientError
 from msgcube.client.protocol import DEFAULT_BASE_URL
 from msgcube.client.sync import SyncAborted, SyncProgress, SyncReport, run_daily, sync
 from msgcube.client.tokens import FileTokenCache
@@ -88,8 +87,16 @@ def sync_command(
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     cache = FileTokenCache(Path(token_cache)) if token_cache else None
-    client = Client(appid, secret, base_url=base_url, token_api=token_api,  # type: ignore[arg-type]
-                    token_cache=cache, span_profile=span_profile, tz=tz, clock=clock)  # fmt: skip
+    client = Client(
+        appid,
+        secret,
+        base_url=base_url,
+        token_api=token_api,  # type: ignore[arg-type]
+        token_cache=cache,
+        span_profile=span_profile,
+        tz=tz,
+        clock=clock,
+    )
 
     def once() -> SyncReport:
         return _run(client, db_url, appid, begin, end, names, concurrency, quiet)
@@ -106,9 +113,6 @@ def sync_command(
             return
     except SyncAborted as exc:
         click.echo(exc.report.summary(), err=True)
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    except ClientError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     finally:
