@@ -36,20 +36,9 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+import harness
 import httpx
-from harness import (
-    BENCH,
-    LUA_DONE,
-    MSGCUBE,
-    Load,
-    ceiling_command,
-    clean_env,
-    free_port,
-    load_of,
-    require_wrk,
-    run_wrk,
-    running,
-)
+from harness import Load
 
 DEMO_APPID = "wx5d3c0be1a2f40001"
 GOAL_RATIO = 0.5
@@ -87,8 +76,9 @@ def build_demo(db: Path, log: Path) -> None:
     print(f"building the demo database {db} (msgcube demo --no-serve) …", flush=True)
     started = time.perf_counter()
     with open(log, "ab") as out:
-        subprocess.run([MSGCUBE, "demo", "--no-serve", "--db", str(db)], env=clean_env(),
-                       stdout=out, stderr=subprocess.STDOUT, check=True)  # fmt: skip
+        command = [harness.MSGCUBE, "demo", "--no-serve", "--db", str(db)]
+        env = harness.clean_env()
+        subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
     print(f"  built in {time.perf_counter() - started:.1f}s")
 
 
@@ -113,9 +103,11 @@ def wrk(
     url: str, body: str, *, seconds: float, connections: int, threads: int, workdir: Path
 ) -> Load:
     script = workdir / "post.lua"
-    script.write_text(LUA % {"body": body.replace("\\", "\\\\").replace("'", "\\'")} + LUA_DONE)
-    fields = run_wrk(script, url, seconds=seconds, connections=connections, threads=threads)
-    return load_of(fields)
+    script.write_text(
+        LUA % {"body": body.replace("\\", "\\\\").replace("'", "\\'")} + harness.LUA_DONE
+    )
+    fields = harness.run_wrk(script, url, seconds=seconds, connections=connections, threads=threads)
+    return harness.load_of(fields)
 
 
 def measure(url: str, body: str, args: argparse.Namespace, workdir: Path) -> Load:
@@ -144,17 +136,17 @@ def run(args: argparse.Namespace, workdir: Path) -> list[tuple[Case, Load, Load]
     db = args.db or workdir / "demo.db"
     log = workdir / "servers.log"
     build_demo(db, log)
-    port, ceiling_port = free_port(), free_port()
+    port, ceiling_port = harness.free_port(), harness.free_port()
     base, ceiling = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ceiling_port}"
-    serve_env = clean_env(
+    serve_env = harness.clean_env(
         MSGCUBE_DB=str(db),
         MSGCUBE_PORT=str(port),
         MSGCUBE_WORKERS=str(args.workers),
         MSGCUBE_QUOTA_DATACUBE=str(10**9),
     )
-    ceiling_cmd = ceiling_command(ceiling_port, args.workers)
+    ceiling_cmd = harness.ceiling_command(ceiling_port, args.workers)
     results: list[tuple[Case, Load, Load]] = []
-    with running([MSGCUBE, "serve"], serve_env, log, port):
+    with harness.running([harness.MSGCUBE, "serve"], serve_env, log, port):
         credentials = {"grant_type": "client_credential", "appid": DEMO_APPID,
                        "secret": demo_secret()}  # fmt: skip
         token = httpx.get(f"{base}/cgi-bin/token", params=credentials).json()["access_token"]
@@ -164,8 +156,8 @@ def run(args: argparse.Namespace, workdir: Path) -> list[tuple[Case, Load, Load]
         today = local_today(Settings.load({}, env=serve_env).clock())
         bodies_file = workdir / "bodies.json"
         bodies_file.write_text(json.dumps(answers(base, token, today)))
-        ceiling_env = clean_env(CEILING_BODIES=str(bodies_file))
-        with running(ceiling_cmd, ceiling_env, log, ceiling_port):
+        ceiling_env = harness.clean_env(CEILING_BODIES=str(bodies_file))
+        with harness.running(ceiling_cmd, ceiling_env, log, ceiling_port):
             for case in cases(today):
                 path = f"/datacube/{case.name}?access_token={token}"
                 mine = measure(base + path, case.body(), args, workdir)
@@ -191,7 +183,7 @@ def main() -> int:
     parser.add_argument("--db", type=Path, default=None, help="demo database (built if missing)")
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     args = parser.parse_args()
-    if not require_wrk():
+    if not harness.require_wrk():
         return 2
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="msgcube-bench-api-") as tmp:
@@ -243,7 +235,7 @@ def record(args: argparse.Namespace, results: list[tuple[Case, Load, Load]], loa
             f"{c.rps:,.0f} | {c.p50_ms:.2f} | {c.p99_ms:.2f} | {m.rps / c.rps:.0%} | "
             f"{'yes' if ok else 'no'} |"
         )
-    path = BENCH / "RESULTS.md"
+    path = harness.BENCH / "RESULTS.md"
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
     marker = "<!-- api rows -->"
     if marker not in text:

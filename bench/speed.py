@@ -27,15 +27,23 @@ from msgcube.wechat.xml import parse_push_xml
 
 APPID, ORIGINAL_ID, END = "wxd0c1e2f3a4b5c6d7", "gh_0123456789ab", date(2024, 3, 31)
 T = TypeVar("T")
-BILLION_LAUGHS = (
-    '<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY a "lol">'
-    + "".join(
-        f'<!ENTITY {c} "{("&" + p + ";") * 10}">'
-        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
-    )
-    + "]><xml><ToUserName>gh</ToUserName><FromUserName>&i;</FromUserName>"
-    "<CreateTime>1771900000</CreateTime><MsgType>text</MsgType><MsgId>7</MsgId></xml>"
-).encode()
+
+
+def nested_entities(depth: int = 9, fanout: int = 10) -> bytes:
+    """A billion-laughs document: ``depth`` entities, each ``fanout`` copies of the last."""
+    names = [f"e{level}" for level in range(depth)]
+    declarations = [f'<!ENTITY {names[0]} "lol">'] + [
+        f'<!ENTITY {name} "{("&" + below + ";") * fanout}">'
+        for below, name in itertools.pairwise(names)
+    ]
+    return (
+        f'<?xml version="1.0"?><!DOCTYPE xml [{"".join(declarations)}]><xml>'
+        f"<ToUserName>gh</ToUserName><FromUserName>&{names[-1]};</FromUserName>"
+        "<CreateTime>1771900000</CreateTime><MsgType>text</MsgType><MsgId>7</MsgId></xml>"
+    ).encode()
+
+
+BILLION_LAUGHS = nested_entities()
 
 
 def timed(func: Callable[[], T]) -> tuple[T, float]:
