@@ -1,18 +1,27 @@
-# The two quick-start commands are `make demo` and `make test`; both install what they need.
+# The two quick-start commands are `make demo` and `make test`; each installs what it runs:
+# the demo only msgcube itself, the tests also the test and benchmark extras (pytest,
+# mypy, Playwright, …). One venv, one stamp per kind, renewed when pyproject.toml changes.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+SUM := $(shell cksum pyproject.toml | cut -d' ' -f1)
+DEMO_STAMP := $(VENV)/.installed-demo-$(SUM)
+STAMP := $(VENV)/.installed-dev-$(SUM)
 
-.PHONY: demo serve test lint bench bench-rollup bench-api bench-push bench-sync clean
+.PHONY: demo serve test lint bench bench-rollup bench-api bench-push bench-sync bench-speed clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,bench]'
-	rm -f $(VENV)/.installed-* && touch $@
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
 
-demo: $(STAMP)
+$(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e .
+	rm -f $(VENV)/.installed-demo-* && touch $@
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+	rm -f $(VENV)/.installed-* && touch $@ $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/msgcube demo
 
 lint: $(STAMP)
@@ -23,7 +32,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-bench: bench-rollup bench-api bench-push bench-sync
+bench: bench-speed bench-rollup bench-api bench-push bench-sync
+
+bench-speed: $(STAMP)
+	$(BIN)/python bench/speed.py
 
 bench-rollup: $(STAMP)
 	$(BIN)/python bench/rollup.py

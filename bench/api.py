@@ -25,27 +25,21 @@ Never part of the test suite.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
-import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+import harness
 import httpx
+from harness import Load
 
-BENCH = Path(__file__).resolve().parent
-MSGCUBE = str(Path(sys.executable).with_name("msgcube"))
 DEMO_APPID = "wx5d3c0be1a2f40001"
 GOAL_RATIO = 0.5
 GOAL_P99_MS = 20.0
@@ -53,21 +47,13 @@ GOAL_P99_MS = 20.0
 LUA = """
 wrk.method = "POST"
 wrk.body = '%(body)s'
+COUNTERS = {"errcodes", "bad"}
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args) errcodes = 0; bad = 0 end
 function response(status, headers, body)
   if status ~= 200 then bad = bad + 1
   elseif string.find(body, '"errcode"', 1, true) then errcodes = errcodes + 1 end
-end
-function done(summary, latency, requests)
-  local e, b = 0, 0
-  for _, t in ipairs(threads) do e = e + t:get("errcodes"); b = b + t:get("bad") end
-  io.write(string.format("RESULT requests=%%d duration_us=%%d p50_us=%%d p99_us=%%d " ..
-    "errcodes=%%d bad=%%d socket_errors=%%d\\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99), e, b,
-    summary.errors.connect + summary.errors.read + summary.errors.write +
-    summary.errors.timeout))
 end
 """
 
@@ -83,57 +69,6 @@ class Case:
         return json.dumps({"begin_date": self.begin.isoformat(), "end_date": self.end.isoformat()})
 
 
-@dataclass(frozen=True)
-class Load:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MSGCUBE_")}
-    env["MSGCUBE_CONFIG"] = os.devnull
-    env.update(extra)
-    return env
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with status {proc.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not become healthy in {timeout}s")
-
-
-@contextlib.contextmanager
-def running(cmd: list[str], env: dict[str, str], log: Path, url: str) -> Iterator[None]:
-    """A server process in its own session; stopped (workers included) on exit."""
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
-    try:
-        wait_healthy(url, proc)
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-
-
 def build_demo(db: Path, log: Path) -> None:
     if db.exists():
         print(f"reusing demo database {db}")
@@ -141,13 +76,14 @@ def build_demo(db: Path, log: Path) -> None:
     print(f"building the demo database {db} (msgcube demo --no-serve) …", flush=True)
     started = time.perf_counter()
     with open(log, "ab") as out:
-        subprocess.run([MSGCUBE, "demo", "--no-serve", "--db", str(db)], env=clean_env(),
-                       stdout=out, stderr=subprocess.STDOUT, check=True)  # fmt: skip
+        command = [harness.MSGCUBE, "demo", "--no-serve", "--db", str(db)]
+        env = harness.clean_env()
+        subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
     print(f"  built in {time.perf_counter() - started:.1f}s")
 
 
 def demo_secret() -> str:
-    from msgcube.demo import demo_secret as secret
+    from msgcube.cli.demo import demo_secret as secret
 
     return secret()
 
@@ -167,25 +103,11 @@ def wrk(
     url: str, body: str, *, seconds: float, connections: int, threads: int, workdir: Path
 ) -> Load:
     script = workdir / "post.lua"
-    script.write_text(LUA % {"body": body.replace("\\", "\\\\").replace("'", "\\'")})
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s",
-           "-s", str(script), url]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"wrk failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    out = proc.stdout
-    match = re.search(r"RESULT (.*)", out)
-    if not match:
-        raise RuntimeError(f"unexpected wrk output:\n{out}")
-    fields = {k: int(v) for k, v in (kv.split("=") for kv in match.group(1).split())}
-    if fields["errcodes"] or fields["bad"] or fields["socket_errors"]:
-        raise RuntimeError(f"bad answers during the run: {fields}\n{out}")
-    return Load(
-        rps=fields["requests"] / (fields["duration_us"] / 1e6),
-        p50_ms=fields["p50_us"] / 1000,
-        p99_ms=fields["p99_us"] / 1000,
-        requests=fields["requests"],
+    script.write_text(
+        LUA % {"body": body.replace("\\", "\\\\").replace("'", "\\'")} + harness.LUA_DONE
     )
+    fields = harness.run_wrk(script, url, seconds=seconds, connections=connections, threads=threads)
+    return harness.load_of(fields)
 
 
 def measure(url: str, body: str, args: argparse.Namespace, workdir: Path) -> Load:
@@ -214,21 +136,17 @@ def run(args: argparse.Namespace, workdir: Path) -> list[tuple[Case, Load, Load]
     db = args.db or workdir / "demo.db"
     log = workdir / "servers.log"
     build_demo(db, log)
-    port, ceiling_port = free_port(), free_port()
+    port, ceiling_port = harness.free_port(), harness.free_port()
     base, ceiling = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ceiling_port}"
-    serve_env = clean_env(
+    serve_env = harness.clean_env(
         MSGCUBE_DB=str(db),
         MSGCUBE_PORT=str(port),
         MSGCUBE_WORKERS=str(args.workers),
         MSGCUBE_QUOTA_DATACUBE=str(10**9),
     )
-    ceiling_cmd = [
-        *(sys.executable, "-m", "uvicorn", "ceiling_app:app", "--app-dir", str(BENCH)),
-        *("--host", "127.0.0.1", "--port", str(ceiling_port), "--workers", str(args.workers)),
-        *("--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "30"),
-    ]
+    ceiling_cmd = harness.ceiling_command(ceiling_port, args.workers)
     results: list[tuple[Case, Load, Load]] = []
-    with running([MSGCUBE, "serve"], serve_env, log, base):
+    with harness.running([harness.MSGCUBE, "serve"], serve_env, log, port):
         credentials = {"grant_type": "client_credential", "appid": DEMO_APPID,
                        "secret": demo_secret()}  # fmt: skip
         token = httpx.get(f"{base}/cgi-bin/token", params=credentials).json()["access_token"]
@@ -238,8 +156,8 @@ def run(args: argparse.Namespace, workdir: Path) -> list[tuple[Case, Load, Load]
         today = local_today(Settings.load({}, env=serve_env).clock())
         bodies_file = workdir / "bodies.json"
         bodies_file.write_text(json.dumps(answers(base, token, today)))
-        ceiling_env = clean_env(CEILING_BODIES=str(bodies_file))
-        with running(ceiling_cmd, ceiling_env, log, ceiling):
+        ceiling_env = harness.clean_env(CEILING_BODIES=str(bodies_file))
+        with harness.running(ceiling_cmd, ceiling_env, log, ceiling_port):
             for case in cases(today):
                 path = f"/datacube/{case.name}?access_token={token}"
                 mine = measure(base + path, case.body(), args, workdir)
@@ -265,8 +183,7 @@ def main() -> int:
     parser.add_argument("--db", type=Path, default=None, help="demo database (built if missing)")
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
+    if not harness.require_wrk():
         return 2
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="msgcube-bench-api-") as tmp:
@@ -318,7 +235,7 @@ def record(args: argparse.Namespace, results: list[tuple[Case, Load, Load]], loa
             f"{c.rps:,.0f} | {c.p50_ms:.2f} | {c.p99_ms:.2f} | {m.rps / c.rps:.0%} | "
             f"{'yes' if ok else 'no'} |"
         )
-    path = BENCH / "RESULTS.md"
+    path = harness.BENCH / "RESULTS.md"
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
     marker = "<!-- api rows -->"
     if marker not in text:

@@ -36,8 +36,6 @@ import platform
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,7 +45,21 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
+from harness import (
+    BENCH,
+    LUA_DONE,
+    MSGCUBE,
+    ceiling_command,
+    clean_env,
+    free_port,
+    load_of,
+    require_wrk,
+    run_wrk,
+    start,
+    stop,
+)
+from harness import Load as Wrk
+
 RESULTS = BENCH / "RESULTS.md"
 APPID = "wxpushbench000000001"
 TOKEN = "bench-token"
@@ -59,55 +71,6 @@ GOAL_P99_MS = 50.0
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-def msgcube_bin() -> str:
-    return str(Path(sys.executable).with_name("msgcube"))
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MSGCUBE_")}
-    env["MSGCUBE_CONFIG"] = os.devnull
-    env.pop("CEILING_BODIES", None)  # the ceiling then answers {"list":[]} on every name
-    return env | extra
-
-
-def start(cmd: list[str], env: dict[str, str], log: Path, port: int) -> subprocess.Popen[bytes]:
-    """A server in its own session (so its workers can be signalled with it)."""
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
-    wait_port(port, proc)
-    time.sleep(1.5)  # every worker up
-    return proc
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def rss_mb(pid: int) -> float:
@@ -299,6 +262,7 @@ def run_load(*args: object, **kwargs: object) -> Load:
 # --------------------------------------------------------------------------- wrk
 
 LUA = r"""
+COUNTERS = {"bad", "wrapped"}
 local threads, count = {}, 0
 function setup(thread)
   thread:set("tid", count); count = count + 1
@@ -325,24 +289,7 @@ end
 function response(status, headers, body)
   if status ~= 200 or (EXPECT ~= "" and body ~= EXPECT) then bad = bad + 1 end
 end
-function done(summary, latency, requests)
-  local b, w = 0, 0
-  for _, t in ipairs(threads) do b = b + t:get("bad"); w = w + t:get("wrapped") end
-  io.write(string.format("RESULT requests=%d duration_us=%d p50_us=%d p99_us=%d " ..
-    "bad=%d wrapped=%d socket_errors=%d\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99), b, w,
-    summary.errors.connect + summary.errors.read + summary.errors.write +
-    summary.errors.timeout))
-end
 """
-
-
-@dataclass(frozen=True)
-class Wrk:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
 
 
 def request_file(path: Path, mode: str, port: int, first_id: int, count: int,
@@ -359,22 +306,15 @@ def request_file(path: Path, mode: str, port: int, first_id: int, count: int,
 def wrk(port: int, requests: Path, seconds: float, args: argparse.Namespace, workdir: Path,
         expect: str = "success") -> Wrk:  # fmt: skip
     script = workdir / "push.lua"
-    script.write_text(f"FILE = {str(requests)!r}\nNTHREADS = {args.threads}\n"
-                      f"EXPECT = {expect!r}\n" + LUA)  # fmt: skip
-    cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s",
-           "--timeout", "5s", "-s", str(script), f"http://127.0.0.1:{port}/"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    match = re.search(r"RESULT (.*)", proc.stdout)
-    if proc.returncode != 0 or not match:
-        raise RuntimeError(f"wrk failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    fields = {k: int(v) for k, v in (kv.split("=") for kv in match.group(1).split())}
-    if fields["bad"] or fields["socket_errors"]:
-        raise RuntimeError(f"bad answers during the run: {fields}")
+    header = f"FILE = {str(requests)!r}\nNTHREADS = {args.threads}\nEXPECT = {expect!r}\n"
+    script.write_text(header + LUA + LUA_DONE)
+    url = f"http://127.0.0.1:{port}/"
+    fields = run_wrk(
+        script, url, seconds=seconds, connections=args.connections, threads=args.threads
+    )
     if fields["wrapped"] and expect:
         raise RuntimeError(f"{requests.name}: ran out of distinct pushes (raise the rate budget)")
-    return Wrk(rps=fields["requests"] / (fields["duration_us"] / 1e6),
-               p50_ms=fields["p50_us"] / 1000, p99_ms=fields["p99_us"] / 1000,
-               requests=fields["requests"])  # fmt: skip
+    return load_of(fields)
 
 
 # --------------------------------------------------------------------------- main
@@ -405,8 +345,7 @@ def main() -> int:
     parser.add_argument("--db", default="", help="database URL (default: a temp SQLite file)")
     parser.add_argument("--no-record", action="store_true", help="do not touch RESULTS.md")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
+    if not require_wrk():
         return 2
 
     from msgcube.settings import Settings
@@ -415,7 +354,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="msgcube-push-bench-"))
     db = Settings(db=args.db or str(workdir / "bench.db")).db_url
     log = workdir / "servers.log"
-    subprocess.run([msgcube_bin(), "account", "add", "--appid", APPID, "--token", TOKEN,
+    subprocess.run([MSGCUBE, "account", "add", "--appid", APPID, "--token", TOKEN,
                     "--aes-key", KEY], env=clean_env(MSGCUBE_DB=db), check=True,
                    capture_output=True)  # fmt: skip
     print(f"cores: {os.cpu_count()}, load average {load_before:.2f}, db {db}", flush=True)
@@ -434,12 +373,7 @@ def main() -> int:
             files[f"{mode}-{part}"] = request_file(workdir / f"{mode}-{part}.req", mode, port,
                                                    first, int(rate * seconds) + 1000)  # fmt: skip
 
-    ceiling_cmd = [
-        *(sys.executable, "-m", "uvicorn", "ceiling_app:app", "--app-dir", str(BENCH)),
-        *("--host", "127.0.0.1", "--port", str(c_port), "--workers", str(args.workers)),
-        *("--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "30"),
-    ]
-    ceiling = start(ceiling_cmd, clean_env(), log, c_port)
+    ceiling = start(ceiling_command(c_port, args.workers), clean_env(), log, c_port)
     try:
         wrk(c_port, files["ceiling"], args.warmup, args, workdir, expect="")
         c = wrk(c_port, files["ceiling"], args.seconds, args, workdir, expect="")
@@ -450,7 +384,7 @@ def main() -> int:
 
     serve_env = clean_env(MSGCUBE_DB=db, MSGCUBE_PORT=str(port),
                           MSGCUBE_WORKERS=str(args.workers))  # fmt: skip
-    server = start([msgcube_bin(), "serve"], serve_env, log, port)
+    server = start([MSGCUBE, "serve"], serve_env, log, port)
     results: dict[str, Wrk] = {}
     rss: list[tuple[int, float]] = []
     checks: list[str] = []

@@ -2,7 +2,7 @@
 
     python bench/rollup.py [--messages 5000000] [--days 90] [--db sqlite|postgresql://...]
 
-1. generates N messages for one account over D days (``msgcube.traffic``) into a JSONL file;
+1. generates N messages for one account over D days (``msgcube.domain.traffic``) into a JSONL file;
 2. imports it with msgcube's bulk importer (the same code as ``msgcube import``);
 3. runs msgcube's full rollup (all seven endpoints' rows, every closed period);
 4. loads the same messages into an in-memory DuckDB (not timed) and times DuckDB

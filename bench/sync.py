@@ -21,7 +21,6 @@ import contextlib
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
+from harness import free_port
 
 from msgcube.client import Client, FileTokenCache
 from msgcube.client.schema import TABLES, open_database, sync_state
@@ -97,9 +97,7 @@ def local_server(work: Path, users: int, per_day: int) -> Iterator[str]:
         ["rollup"],
     ):  # fmt: skip
         subprocess.run([exe, *args], env=env, check=True, capture_output=True)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     log = (work / "serve.log").open("wb")
     proc = subprocess.Popen(
         [exe, "serve", "--host", "127.0.0.1", "--port", str(port)],

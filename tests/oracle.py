@@ -1,12 +1,12 @@
-"""A brute-force oracle for the seven ``datacube/getupstreammsg*`` endpoints (SPEC §1, §2).
+"""A brute-force oracle for the seven ``datacube/getupstreammsg*`` endpoints (contract).
 
 It is deliberately *independent* of the implementation: it never imports
 ``msgcube.rollup`` or ``msgcube.storage`` (nor ``msgcube.domain.periods`` or
-``msgcube.domain.messages``). Only the endpoint table is shared, because SPEC §1 says one
+``msgcube.domain.messages``). Only the endpoint table is shared, because the contract says one
 table drives everything; every other rule — local days from ``CreateTime``, the msg_type
 mapping, Monday weeks, 1st-of-month months, the span rule, "the whole period has ended",
 count intervals and the follower rule of count_interval 0 — is re-derived here from the
-SPEC text, as naively as possible: every statistic is recomputed from the raw pushes by
+contract's text, as naively as possible: every statistic is recomputed from the raw pushes by
 looping over them, nothing is cached, nothing is aggregated in layers.
 
 Usage::
@@ -17,10 +17,10 @@ Usage::
     rows = acct.served("getupstreammsgdist", "2025-12-31", "2026-01-01", now)
 
 ``served`` returns exactly the ``list`` the API must serve, or raises ``OracleError``
-with the errcode of SPEC §1.1 (61500 / 61501; 47001 and the ready_at rule are the
+with the errcode of the contract's checks (61500 / 61501; 47001 and the ready_at rule are the
 caller's business).
 
-One reading the SPEC leaves open is made explicit here: an account's statistics start
+One reading the contract leaves open is made explicit here: an account's statistics start
 on its *first day* — the local day of its first stored record (any message or event),
 or, when the follower list was imported before any record, the day of that import if
 it is earlier. No count_interval 0 row exists for a period that ended before that day:
@@ -47,7 +47,7 @@ MSG_TYPES: dict[str, int] = {
     "shortvideo": 4,
     "link": 6,
 }
-"""SPEC §2.2. Every other MsgType (location, file, event, …) is not a counted message."""
+"""Counted types. Every other MsgType (location, file, event, …) is not a counted message."""
 
 _STRICT_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
@@ -55,7 +55,7 @@ Row = dict[str, Any]
 
 
 class OracleError(Exception):
-    """The errcode SPEC §1.1 requires for a request."""
+    """The errcode the contract requires for a request."""
 
     def __init__(self, errcode: int) -> None:
         super().__init__(errcode)
@@ -104,7 +104,7 @@ def days_between(first: date, last: date) -> Iterator[date]:
 
 
 def interval_of(count: int) -> int:
-    """SPEC §2.4: 1 for 1–5 messages, 2 for 6–10, 3 for more than 10."""
+    """count_interval: 1 for 1–5 messages, 2 for 6–10, 3 for more than 10."""
     assert count >= 1
     if count <= 5:
         return 1
@@ -128,7 +128,7 @@ def parse_date(text: str) -> date:
 def validate(
     endpoint_name: str, begin_text: str, end_text: str, today: date, profile: str
 ) -> tuple[date, date]:
-    """SPEC §1.1's date checks in order: both formats, then order, yesterday, span."""
+    """The contract's date checks in order: both formats, then order, yesterday, span."""
     begin, end = parse_date(begin_text), parse_date(end_text)
     spans = {
         "classic": BY_NAME[endpoint_name].span_classic,

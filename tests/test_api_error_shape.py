@@ -194,7 +194,7 @@ async def test_datacube_errors(
                 raise AssertionError(f"{ep.name} case {case!r}: {exc}") from exc
 
 
-# Each request fails two checks of SPEC §1.1; the earlier one must answer.
+# Each request fails two of the contract's checks; the earlier one must answer.
 ORDER_CASES: list[tuple[str, int, str, str | None, bytes, dict[str, Any]]] = [
     ("get-without-token", 43002, "GET", None, b"", {}),
     ("no-token-empty-body", 41001, "POST", None, b"", {}),

@@ -420,16 +420,15 @@ XXE = (
 
 
 @pytest.mark.parametrize("mode", ["plain", "safe"])  # compat: see the envelope test
-def test_dtd_and_entities_rejected_fast_and_quarantined(
+def test_dtd_and_entities_rejected_and_quarantined(
     server: ServerProcess, db: Store, mode: str
 ) -> None:
     account = new_account(db)
     wechat = WeChat(account.appid)
     for body in (BILLION_LAUGHS, XXE):
-        started = time.perf_counter()
+        # Refused, never expanded (&i; would be 1 GB of text); its speed: bench/speed.py.
         response = post(server, wechat, body, mode)
         assert response.status_code == 400
-        assert time.perf_counter() - started < 3.0  # expanded, &i; would be 1 GB of text
     rows = quarantine_rows(db, account)
     assert len(rows) == 2
     assert all("DTD" in r.reason for r in rows), [r.reason for r in rows]

@@ -10,8 +10,10 @@ while an account is cached still dirties the right periods.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
 import httpx
@@ -19,7 +21,6 @@ import pytest
 from sqlalchemy import func, select
 
 from msgcube.domain.messages import Event, Message
-from msgcube.ingest import committer as push
 from msgcube.ingest.committer import GroupCommitter
 from msgcube.ingest.gate import RawPush
 from msgcube.ingest.quarantine import replay_quarantine
@@ -112,25 +113,48 @@ async def test_two_workers_storing_the_same_pushes_at_once(store: Store) -> None
     assert count(store, account) == (800, 80)
 
 
-async def test_a_failed_commit_fails_its_whole_batch_and_only_it(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@contextlib.contextmanager
+def failing_inserts(store: Store, account: Account) -> Iterator[None]:
+    """The database itself refuses ``account``'s messages: a trigger raises on insert.
+
+    A real failure inside the commit's transaction (no code of ours replaced), on both
+    backends, confined to one account so other tests sharing the database are unaffected.
+    """
+    name = f"fail_{account.id}"
+    with store.write() as conn:
+        if store.engine.dialect.name == "sqlite":
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER {name} BEFORE INSERT ON messages "
+                f"WHEN NEW.account_id = {account.id} BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+            )
+        else:
+            conn.exec_driver_sql(
+                f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'disk on fire'; END $$"
+            )
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER {name} BEFORE INSERT ON messages FOR EACH ROW "
+                f"WHEN (NEW.account_id = {account.id}) EXECUTE FUNCTION {name}()"
+            )
+    try:
+        yield
+    finally:
+        with store.write() as conn:
+            if store.engine.dialect.name == "sqlite":
+                conn.exec_driver_sql(f"DROP TRIGGER {name}")
+            else:
+                conn.exec_driver_sql(f"DROP TRIGGER {name} ON messages")
+                conn.exec_driver_sql(f"DROP FUNCTION {name}()")
+
+
+async def test_a_failed_commit_fails_its_whole_batch_and_only_it(store: Store) -> None:
     account = new_account(store)
     committer = GroupCommitter(store, lambda: NOW, linger=0.05)
-    real = push.store_batch
-    calls = 0
-
-    def flaky(*args: object, **kwargs: object) -> object:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise RuntimeError("disk on fire")
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(push, "store_batch", flaky)
-    results = await asyncio.gather(*(committer.store(account, message(i)) for i in range(1, 11)),
-                                   return_exceptions=True)  # fmt: skip
-    assert all(isinstance(r, RuntimeError) for r in results), results
+    with failing_inserts(store, account):
+        results = await asyncio.gather(
+            *(committer.store(account, message(i)) for i in range(1, 11)), return_exceptions=True
+        )
+    assert all(isinstance(r, Exception) and "disk on fire" in str(r) for r in results), results
     assert count(store, account) == (0, 0)  # the transaction rolled back: nothing half-stored
     await asyncio.gather(*(committer.store(account, message(i)) for i in range(1, 11)))
     await committer.stop()
@@ -198,28 +222,22 @@ def _signed(token: str, body: bytes, **extra: str) -> tuple[dict[str, str], byte
             **extra}, body  # fmt: skip
 
 
-async def test_a_failed_commit_answers_500_so_wechat_retries(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_failed_commit_answers_500_so_wechat_retries(store: Store) -> None:
     account = new_account(store, callback_token="tok")
     app = create_app(Settings(now=NOW.isoformat()), store)
     xml = build_push_xml({"ToUserName": "gh", "FromUserName": "o1", "CreateTime": CT,
                           "MsgType": "text", "Content": "hi", "MsgId": 77})  # fmt: skip
     url = f"/wechat/callback/{account.appid}"
 
-    def broken(*args: object, **kwargs: object) -> object:
-        raise OSError("disk full")
-
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
     ):
-        monkeypatch.setattr(push, "store_batch", broken)
-        params, body = _signed("tok", xml)
-        response = await client.post(url, params=params, content=body)
+        with failing_inserts(store, account):
+            params, body = _signed("tok", xml)
+            response = await client.post(url, params=params, content=body)
         assert response.status_code == 500
         assert response.text != "success"
-        monkeypatch.undo()
         params, body = _signed("tok", xml)
         response = await client.post(url, params=params, content=body)
         assert (response.status_code, response.text) == (200, "success")

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from msgcube.demo import DEMO_APPID, demo_secret
+from msgcube.cli.demo import DEMO_APPID, demo_secret
 from msgcube.domain.endpoints import BY_NAME, ENDPOINTS
 from msgcube.rollup.query import served_list
 from msgcube.settings import Settings

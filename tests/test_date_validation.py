@@ -1,4 +1,4 @@
-"""SPEC §1.1's date rules: 47001 body shape, 61500 format, 61501 range, 61503 ready_at.
+"""The contract's date rules: 47001 body shape, 61500 format, 61501 range, 61503 ready_at.
 
 Through ``msgcube.domain.periods`` (``parse_range_body``, ``validate_range``) and, for
 what needs data and a clock, through ``served_list`` on both backends.
@@ -33,7 +33,7 @@ YESTERDAY = date(2026, 2, 28)
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=CST)
 EP = BY_NAME["getupstreammsg"]
 
-# SPEC §1's table, copied by hand: the endpoint table must match it.
+# The contract's span table, copied by hand: the endpoint table must match it.
 SPEC_SPANS = {
     "getupstreammsg": (7, 7),
     "getupstreammsghour": (1, 1),
@@ -281,7 +281,7 @@ def test_dates_before_2014_12_01_are_accepted_and_empty(store: Store, ep: Endpoi
 
 
 def test_dates_before_2014_12_01_are_empty_even_for_pushes_dated_earlier(store: Store) -> None:
-    """SPEC §1.1: "there is simply no data before that day" (``periods.DATA_FLOOR``).
+    """The contract: "there is no data before that day" (``periods.DATA_FLOOR``).
 
     A bulk import may carry a CreateTime from before WeChat's statistics existed (a
     broken clock, a test fixture); dates before 2014-12-01 must still answer [].

@@ -1,4 +1,4 @@
-"""Late data recomputes exactly the periods it changes, and nothing else (SPEC §2.6).
+"""Late data recomputes exactly the periods it changes, and nothing else (contract).
 
 The end-to-end tests read ``refresh``'s report (how many periods of each kind it
 computed) and ``pending_keys`` (which ones are waiting); the planner's pure functions in

@@ -1,8 +1,12 @@
-"""One table drives the docs: the README's reference tables are generated, never hand-kept."""
+"""One table drives the docs: the reference tables of README.md and docs/contract.md are
+generated from the code's tables, the README's sample answer from a real demo, and the
+repository's documents stand alone (no reference to a specification it does not ship)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import fields
@@ -11,20 +15,78 @@ from pathlib import Path
 
 import pytest
 
-from msgcube.cli.main import endpoints_markdown, settings_markdown
+from msgcube.cli.demo import DEMO_APPID
+from msgcube.cli.main import cli
+from msgcube.cli.reference import GENERATORS, endpoints_markdown, regenerate, settings_markdown
 from msgcube.domain.endpoints import SpanProfile
 from msgcube.errors import ConfigError
 from msgcube.settings import SETTINGS, AccessPolicy, Settings
+from support.server import msgcube_env, run_msgcube
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+CONTRACT = (ROOT / "docs" / "contract.md").read_text(encoding="utf-8")
 
 
-def test_readme_endpoint_table_is_generated() -> None:
-    assert endpoints_markdown() in README
+@pytest.mark.parametrize("name", ["README.md", "docs/contract.md"])
+def test_generated_blocks_are_current(name: str) -> None:
+    text = (ROOT / name).read_text(encoding="utf-8")
+    assert regenerate(text, cli) == text, f"run: msgcube docs --write {name}"
 
 
-def test_readme_settings_table_is_generated() -> None:
-    assert settings_markdown() in README
+def test_the_tables_are_where_the_documents_say() -> None:
+    assert endpoints_markdown() in README and settings_markdown() in README
+    for name in GENERATORS:
+        assert f"<!-- generated: {name} -->" in CONTRACT, name
+
+
+def test_no_reference_to_an_absent_specification() -> None:
+    """The repository stands alone: no "SPEC §…" in its documents, code or tests."""
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for pattern in ("*.md", "src/**/*.py", "src/**/*.html", "tests/**/*.py", "bench/*.py")
+        for path in ROOT.glob(pattern)
+        if path != Path(__file__).resolve()
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"\bSPEC\b", line)
+    ]
+    assert not offenders, offenders
+
+
+def test_links_into_the_contract_resolve() -> None:
+    anchors = {
+        re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        for heading in re.findall(r"^#+ (.+)$", CONTRACT, flags=re.MULTILINE)
+    }
+    for text in (README, CONTRACT):
+        for anchor in re.findall(r"contract\.md#([\w-]+)|\]\(#([\w-]+)\)", text):
+            target = anchor[0] or anchor[1]
+            assert target in anchors, target
+
+
+SAMPLE_NOW = "2026-11-08T09:00:00+08:00"
+
+
+@pytest.mark.slow
+def test_readme_sample_answer_is_the_demo_of_its_day(tmp_path: Path) -> None:
+    match = re.search(r"-d '(\{\"begin_date\".*?\})'\n# (\{\"list\":\[.*\]\})", README)
+    assert match, "the README's sample call and answer"
+    body, shown = json.loads(match.group(1)), match.group(2)
+    env = msgcube_env(tmp_path / "demo.db", now=SAMPLE_NOW)
+    run_msgcube("demo", "--no-serve", env=env)
+    rows = json.loads(
+        run_msgcube(
+            "stats",
+            "getupstreammsg",
+            "--appid",
+            DEMO_APPID,
+            body["begin_date"],
+            body["end_date"],
+            env=env,
+        )
+    )
+    first = json.dumps(rows[0], separators=(",", ":"), ensure_ascii=False)
+    assert shown == f'{{"list":[{first}, …]}}'
 
 
 def test_settings_dataclass_matches_the_table() -> None:

@@ -75,7 +75,7 @@ def test_jsonl_with_bad_lines_imports_the_good_ones(env: dict[str, str], tmp_pat
     src = tmp_path / "in.jsonl"
     src.write_bytes(b"\n".join(lines) + b"\n")
     code, out, err = run(env, "import", "--appid", appid, "--quiet", str(src))
-    assert code == 0
+    assert code == 1  # lines were rejected: a script must notice, though the rest is stored
     assert f"{src}:2: invalid JSON" in err
     assert f"{src}:4: MsgId is missing" in err
     assert f"{src}:6: CreateTime must be an integer, got 'soon'" in err
@@ -84,6 +84,8 @@ def test_jsonl_with_bad_lines_imports_the_good_ones(env: dict[str, str], tmp_pat
     rejects = (tmp_path / "in.jsonl.rejects").read_bytes().splitlines()
     assert rejects == [lines[1], lines[3], lines[5], lines[6]]
     assert stored_msg_ids(env) == [1, 2, 4]
+    # location is a real MsgType that WeChat's statistics do not count: stored, and said so
+    assert "1 messages stored but in no statistic" in err and "'location' ×1" in err
 
 
 def test_csv_and_stdin_and_reimport_is_idempotent(env: dict[str, str], tmp_path: Path) -> None:
@@ -97,7 +99,7 @@ def test_csv_and_stdin_and_reimport_is_idempotent(env: dict[str, str], tmp_path:
         "u2,1772600003,voice,12,\n"
     )
     code, out, err = run(env, "import", "--appid", appid, "--quiet", str(csv_file))
-    assert code == 0, err
+    assert code == 1, err  # the row with the wrong column count
     assert f"{csv_file}:4: expected 5 columns, found 4" in err
     assert "2 new messages" in out and "1 new events" in out and "1 bad" in out
     code, out, _ = run(env, "import", "--appid", appid, "--quiet", str(csv_file))

@@ -1,4 +1,4 @@
-"""SPEC §2.5's invariants as properties of what ``served_list`` serves, on both backends.
+"""The contract's invariants as properties of what ``served_list`` serves, on both backends.
 
 Unlike tests/test_rollup_oracle.py these do not recompute the answer: they check that the
 served numbers agree *with each other* (hours with days, days with weeks and months,

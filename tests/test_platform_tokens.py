@@ -1,4 +1,4 @@
-"""Tickets, component tokens, authorizer tokens and refresh tokens (SPEC §4.3), over HTTP.
+"""Tickets, component tokens, authorizer tokens and refresh tokens (contract), over HTTP.
 
 Set-up goes through the library (what the CLI and admin API call); every rule is then
 checked on the wire with a pinned, movable clock.

@@ -1,4 +1,4 @@
-"""IP whitelists, trusted proxies and the access policy (SPEC §4.1, §4.2, §4.4).
+"""IP whitelists, trusted proxies and the access policy (contract).
 
 The peer addresses are labels given to ``httpx.ASGITransport`` (no traffic leaves the
 process); they come from the documentation ranges 192.0.2.0/24, 198.51.100.0/24 and

@@ -1,4 +1,4 @@
-"""Daily quotas (SPEC §4.4): counting, 45009, clear_quota, quota/get — and no write per call.
+"""Daily quotas (contract): counting, 45009, clear_quota, quota/get — and no write per call.
 
 Over HTTP with the app in-process (one app = one worker's counter; the clock moves by
 changing the app's settings), plus the counter itself for the multi-worker rules.

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from wechatpy.crypto import WeChatCrypto  # type: ignore[import-untyped]
 from wechatpy.utils import check_signature as wechatpy_check_signature  # type: ignore[import-untyped]
 
-from msgcube.replay import PushSigner, callback_url, push_fields
+from msgcube.client.replay import PushSigner, callback_url, push_fields
 from msgcube.storage.accounts import get_account
 from msgcube.storage.db import open_store
 from msgcube.storage.schema import events, messages

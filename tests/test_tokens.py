@@ -1,4 +1,4 @@
-"""Access-token semantics with a pinned clock, through the HTTP API (SPEC §3).
+"""Access-token semantics with a pinned clock, through the HTTP API (contract).
 
 The clock is ``Settings.now``: each step builds an app at its own instant over the same
 store, as if the server had been running all along. Every claim is checked by *using*

@@ -8,7 +8,7 @@ The clock is ``Settings.now``, so "later" is another app over the same store::
         ...
 
 WeChat's texts are spelled out here independently of ``msgcube.errors`` (from
-shared/reference/wechat-notes.md §2.2 and SPEC §1.1/§3), so a typo there fails a test.
+shared/reference/wechat-notes.md §2.2 and docs/contract.md), so a typo there fails a test.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Third-party platforms (开放平台 第三方平台), SPEC §4.3: tickets, tokens, authorizations.
+"""Third-party platforms (开放平台 第三方平台): tickets, tokens, authorizations (contract).
 
 The flow WeChat gives a platform, reproduced:
 

@@ -1,4 +1,4 @@
-"""Who may call the data API (SPEC §4.1, §4.2): client address, IP whitelist, access policy.
+"""Who may call the data API: client address, IP whitelist, access policy (contract).
 
 The checks after a token is known to be valid, in the order ``web/datacube.authorize``
 runs them:

@@ -1,4 +1,4 @@
-"""Daily call quotas per account and API (SPEC §4.4), counted without a write per call.
+"""Daily call quotas per account and API (contract: Quotas), counted without a write per call.
 
 A datacube call must not pay for a write transaction: on SQLite that would serialise
 every reader behind the one writer, on PostgreSQL it would add a commit (an fsync) to

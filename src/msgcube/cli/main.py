@@ -8,87 +8,50 @@ mean the same thing.
 from __future__ import annotations
 
 import contextlib
-import functools
 import secrets
 import sys
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import click
 import orjson
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from msgcube.auth.accounts import AccountChanges, create_account, update_account
 from msgcube.auth.quotas import parse_daily_quota
+from msgcube.cli.common import (
+    SETTINGS_EPILOG,
+    MsgcubeGroup,
+    add_setting_flags,
+    err,
+    open_input,
+    opened,
+    out,
+    require_account,
+    require_files,
+    with_listed_settings,
+    with_settings,
+)
+from msgcube.cli.platform_cmds import platform_group
+from msgcube.cli.push_cmds import quarantine_group, replay_cmd
+from msgcube.cli.reference import all_tables, regenerate, settings_markdown
+from msgcube.cli.sync_cmd import sync_command
 from msgcube.domain.endpoints import BY_NAME, ENDPOINTS, Period
 from msgcube.domain.periods import local_today
-from msgcube.errors import AccountError, ApiError, ConfigError, MsgcubeError, NotFound
+from msgcube.errors import AccountError, ApiError, ConfigError, NotFound
 from msgcube.ingest.files import ImportReport, detect_format, import_stream
 from msgcube.ingest.store import import_followers
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
-from msgcube.settings import SETTINGS, Settings
-from msgcube.storage.accounts import Account, get_account, list_accounts
-from msgcube.storage.db import Store, open_store
+from msgcube.settings import Settings
+from msgcube.storage.accounts import list_accounts
 from msgcube.storage.records import SenderIds
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-err = Console(stderr=True)
-out = Console()
-
-
-SETTINGS_EPILOG = "Every setting is also a flag (--db, --port, …): see `msgcube settings --help`."
-
-
-def with_settings(func: F) -> F:
-    """Add one ``--x`` option per setting and pass the resolved ``settings``.
-
-    The options are hidden from each command's help (they are the same everywhere) and
-    listed once by ``msgcube settings --help``.
-    """
-    return _settings_options(func, hidden=True)
-
-
-def _settings_options(func: F, *, hidden: bool) -> F:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        flags = {s.name: kwargs.pop(s.name, None) for s in SETTINGS}
-        try:
-            kwargs["settings"] = Settings.load(flags)
-        except ConfigError as exc:
-            raise click.ClickException(str(exc)) from exc
-        return func(*args, **kwargs)
-
-    for setting in reversed(SETTINGS):
-        wrapper = click.option(
-            setting.flag, setting.name, default=None, metavar=setting.name.upper(),
-            help=f"{setting.help} [env {setting.env}]", hidden=hidden,
-        )(wrapper)  # fmt: skip
-    return wrapper  # type: ignore[return-value]
-
-
-@contextlib.contextmanager
-def opened(settings: Settings) -> Iterator[Store]:
-    store = open_store(settings.db_url)
-    try:
-        yield store
-    finally:
-        store.dispose()
-
-
-def require_account(store: Store, appid: str) -> Account:
-    with store.read() as conn:
-        account = get_account(conn, appid)
-    if account is None:
-        raise click.ClickException(f"unknown appid {appid!r} (add it with `msgcube account add`)")
-    return account
 
 
 @click.group(
+    cls=MsgcubeGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=SETTINGS_EPILOG,
 )
@@ -131,7 +94,7 @@ def account_add(
         verified=not unverified,
     )
     try:
-        with opened(settings) as store, store.write() as conn:
+        with opened(settings, create=True) as store, store.write() as conn:
             now = settings.clock()
             create_account(conn, appid, secret, tz=settings.tz, changes=changes, now=now)
     except AccountError as exc:
@@ -195,15 +158,6 @@ def account_list(settings: Settings) -> None:
 # --- data in ---------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _open_input(path: str) -> Iterator[IO[bytes]]:
-    if path == "-":
-        yield sys.stdin.buffer
-    else:
-        with open(path, "rb") as handle:
-            yield handle
-
-
 @cli.command("import")
 @click.option("--appid", required=True)
 @click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "csv"]), default="auto")
@@ -224,8 +178,13 @@ def import_cmd(
     files: tuple[str, ...],
     settings: Settings,
 ) -> None:
-    """Bulk-import pushes (JSON Lines or CSV with WeChat's field names; - is stdin)."""
-    with opened(settings) as store:
+    """Bulk-import pushes (JSON Lines or CSV with WeChat's field names; - is stdin).
+
+    Bad lines are reported as FILE:LINE: reason and written to the rejects file; the
+    others are imported. Exit status 1 when any line was rejected.
+    """
+    require_files(files)  # before the rejects file exists or the database is touched
+    with opened(settings, create=True) as store:
         account = require_account(store, appid)
         report = ImportReport()
         senders = SenderIds(account.id)
@@ -235,7 +194,7 @@ def import_cmd(
         with open(rejects_path, "wb") as rejects_file:
             for path in files:
                 kind = detect_format(path) if fmt == "auto" else fmt
-                with _open_input(path) as stream, _progress(path, stream, quiet) as tick:
+                with open_input(path) as stream, _progress(path, stream, quiet) as tick:
                     import_stream(
                         store, account, stream, settings.clock(), source=path, fmt=kind,
                         rejects=rejects_file, report=report, progress=tick, sender_ids=senders,
@@ -254,6 +213,15 @@ def import_cmd(
     if report.bad_count:
         summary += f" (written to {rejects_path})"
     click.echo(summary)
+    if report.uncounted:
+        types = ", ".join(f"{name!r} ×{n}" for name, n in report.uncounted.most_common())
+        click.echo(
+            f"{report.uncounted.total()} messages stored but in no statistic: their MsgType is "
+            f"not one WeChat counts ({types})",
+            err=True,
+        )
+    if report.bad_count:
+        sys.exit(1)
 
 
 @contextlib.contextmanager
@@ -294,7 +262,7 @@ def followers() -> None:
 @with_settings
 def followers_import(appid: str, file: str, settings: Settings) -> None:
     """Set the follower base from a file of openids, one per line (- is stdin)."""
-    with _open_input(file) as stream:
+    with open_input(file) as stream:
         openids = [ln.strip().decode("utf-8") for ln in stream if ln.strip()]
     with opened(settings) as store:
         account = require_account(store, appid)
@@ -395,53 +363,41 @@ def show_settings(markdown: bool, **flags: Any) -> None:
     try:
         settings = Settings.load(flags)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.UsageError(str(exc)) from exc
     click.echo(orjson.dumps(settings.public(), option=orjson.OPT_INDENT_2).decode())
 
 
-for _setting in reversed(SETTINGS):
-    show_settings = click.option(
-        _setting.flag, _setting.name, default=None, metavar=_setting.name.upper(),
-        help=f"{_setting.help} [env {_setting.env}]",
-    )(show_settings)  # fmt: skip
-
-
-def endpoints_markdown() -> str:
-    """The README's endpoint table, generated from the endpoint table."""
-    lines = [
-        "| endpoint | 中文 | rows per | row fields | max span classic / current |",
-        "|---|---|---|---|---|",
-    ]
-    for e in ENDPOINTS:
-        lines.append(
-            f"| `{e.path}` | {e.title_zh} | {e.period.value} | {', '.join(e.fields)} "
-            f"| {e.span_classic} / {e.span_current} |"
-        )
-    return "\n".join(lines)
+show_settings = add_setting_flags(show_settings, hidden=False)
 
 
 @cli.command(hidden=True)
-def docs() -> None:
-    """Print the generated reference tables of the README (endpoints, settings)."""
-    click.echo(endpoints_markdown() + "\n\n" + settings_markdown())
-
-
-def settings_markdown() -> str:
-    """The README's settings reference, generated from the settings table."""
-    lines = ["| setting | flag | environment | default | meaning |", "|---|---|---|---|---|"]
-    for s in SETTINGS:
-        default = f"`{s.text(s.default)}`" if s.text(s.default) else "—"
-        lines.append(f"| `{s.name}` | `{s.flag}` | `{s.env}` | {default} | {s.help} |")
-    return "\n".join(lines)
+@click.option(
+    "--write",
+    "files",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="Rewrite the generated blocks of this Markdown file (repeatable).",
+)
+def docs(files: tuple[str, ...]) -> None:
+    """Print the generated reference tables, or rewrite them in README.md, docs/contract.md."""
+    if not files:
+        click.echo(all_tables(cli))
+    for name in files:
+        path = Path(name)
+        text = path.read_text(encoding="utf-8")
+        fresh = regenerate(text, cli)
+        if fresh != text:
+            path.write_text(fresh, encoding="utf-8")
+            click.echo(f"rewrote {path}")
 
 
 @cli.command()
-@with_settings
+@with_listed_settings
 def serve(settings: Settings) -> None:
     """Serve the API, callback and dashboard; keep rollups current in the background."""
     from msgcube.web.server import serve as run_server
 
-    with opened(settings):
+    with opened(settings, create=True):
         pass  # create and migrate the database before workers start
     click.echo(f"msgcube serving on http://{settings.host}:{settings.port}", err=True)
     run_server(settings)
@@ -454,29 +410,16 @@ def serve(settings: Settings) -> None:
 @with_settings
 def demo(days: int, users: int, no_serve: bool, settings: Settings) -> None:
     """A demo account with months of traffic, rolled up, printed with curl examples, served."""
-    from msgcube.demo import run_demo
+    from msgcube.cli.demo import run_demo
 
     run_demo(settings, days=days, users=users, console=out, serve=not no_serve)
 
 
-# Commands defined in their own modules; imported here, last, because they use the helpers above.
-from msgcube.cli.push_cmds import quarantine_group, replay_cmd  # noqa: E402
-
 cli.add_command(quarantine_group)
 cli.add_command(replay_cmd)
-
-from msgcube.cli.platform_cmds import platform_group  # noqa: E402
-
 cli.add_command(platform_group)
-
-from msgcube.cli.sync_cmd import sync_command  # noqa: E402
-
 cli.add_command(sync_command)
 
 
 def main() -> None:
-    try:
-        cli(standalone_mode=True)
-    except MsgcubeError as exc:  # pragma: no cover - last-resort translation
-        err.print(f"[red]error:[/] {exc}")
-        sys.exit(1)
+    cli(standalone_mode=True)

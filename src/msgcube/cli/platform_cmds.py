@@ -1,7 +1,6 @@
-"""``msgcube platform add|ticket|authorize|revoke|list``: third-party platforms (SPEC §4.3, §8).
+"""``msgcube platform add|ticket|authorize|revoke|list``: third-party platforms.
 
-Registered by ``cli/main.py`` with one ``cli.add_command`` line, after the helpers this
-module borrows from it (``with_settings``, ``opened``, ``require_account``) exist. Each
+Registered by ``cli/main.py``; the shared helpers come from ``cli/common.py``. Each
 command prints what a script needs on its **last** line (the secret, the ticket, the
 refresh token), so ``msgcube platform ticket … | tail -1`` is all a script has to do.
 The same library functions serve the admin API (``web/admin.py``).
@@ -21,7 +20,7 @@ from msgcube.auth.platforms import (
     require_platform,
     revoke_authorization,
 )
-from msgcube.cli.main import opened, require_account, with_settings
+from msgcube.cli.common import opened, require_account, with_settings
 from msgcube.errors import NotFound, PlatformError
 from msgcube.settings import Settings
 from msgcube.storage.platforms import list_authorizations, list_platforms
@@ -53,7 +52,7 @@ def platform_add(
 ) -> None:
     """Register a platform. The last line printed is the component appid and secret."""
     secret = component_secret or secrets.token_hex(16)
-    with opened(settings) as store, store.write() as conn:
+    with opened(settings, create=True) as store, store.write() as conn:
         try:
             register_platform(
                 conn, component_appid=component_appid, secret=secret, now=_now(settings),

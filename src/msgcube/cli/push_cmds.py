@@ -1,8 +1,7 @@
 """``msgcube quarantine list|show|replay|prune`` and ``msgcube replay``: the push side of the CLI.
 
-Registered by ``cli/main.py`` with one ``cli.add_command`` line each, after the helpers
-this module borrows from it (``with_settings``, ``opened``) exist. Like the rest of the
-CLI these only parse arguments, call one library function and print.
+Registered by ``cli/main.py``; the shared helpers come from ``cli/common.py``. Like the
+rest of the CLI these only parse arguments, call one library function and print.
 """
 
 from __future__ import annotations
@@ -10,12 +9,10 @@ from __future__ import annotations
 import asyncio
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 import click
-from sqlalchemy.engine import make_url
 
-from msgcube.cli.main import opened, with_settings
+from msgcube.cli.common import open_input, opened, sqlite_path, with_settings
 from msgcube.ingest.quarantine import replay_quarantine
 from msgcube.settings import Settings
 from msgcube.storage.accounts import get_account
@@ -127,11 +124,9 @@ def quarantine_prune(
 
 def _account_secrets(settings: Settings, appid: str) -> tuple[str, str | None]:
     """Token and EncodingAESKey of ``appid`` from the database, if there is one."""
-    url = settings.db_url
-    if url.startswith("sqlite"):
-        path = make_url(url).database
-        if not path or not Path(path).exists():
-            raise click.UsageError(f"--token is required (no database at {path or url})")
+    path = sqlite_path(settings.db_url)
+    if path is not None and not path.is_file():
+        raise click.UsageError(f"--token is required (no database at {path})")
     with opened(settings) as store, store.read() as conn:
         account = get_account(conn, appid)
     if account is None or not account.callback_token:
@@ -163,7 +158,7 @@ def replay_cmd(
     (http://host:port) the push goes to msgcube's /wechat/callback/APPID there.
     """
     # Imported here: httpx is only needed by this command, not by every msgcube start.
-    from msgcube.replay import PushSigner, ReplaySummary, callback_url, read_jsonl, replay
+    from msgcube.client.replay import PushSigner, ReplaySummary, callback_url, read_jsonl, replay
 
     if token is None:
         token, stored_key = _account_secrets(settings, appid)
@@ -175,8 +170,7 @@ def replay_cmd(
         raise click.UsageError(str(exc)) from exc
     target = callback_url(url, appid)
     summary = ReplaySummary()
-    handle = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
-    with handle:
+    with open_input(file) as handle:
         records = read_jsonl(handle, summary)
         asyncio.run(
             replay(records, target, signer, concurrency=concurrency, tries=tries,

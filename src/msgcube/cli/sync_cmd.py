@@ -1,4 +1,4 @@
-"""``msgcube sync``: pull the seven datasets into the user's own database (SPEC §6).
+"""``msgcube sync``: pull the seven datasets into the user's own database, incrementally.
 
 Unlike the other commands, ``--db`` here names the *user's* database (the mirror), not
 msgcube's own store: ``msgcube sync`` is a client and may run on a machine with no
@@ -15,13 +15,15 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
+from msgcube.cli.common import sqlite_path
 from msgcube.client import Client
-from msgcube.client.errors import ClientError
 from msgcube.client.protocol import DEFAULT_BASE_URL
 from msgcube.client.sync import SyncAborted, SyncProgress, SyncReport, run_daily, sync
 from msgcube.client.tokens import FileTokenCache
 from msgcube.domain.endpoints import BY_NAME, SPAN_PROFILES, SpanProfile
 from msgcube.domain.periods import DEFAULT_TZ
+from msgcube.errors import ConfigError
+from msgcube.settings import Settings
 
 err = Console(stderr=True)
 
@@ -68,13 +70,33 @@ def sync_command(
 ) -> None:  # fmt: skip
     """Pull the seven datasets into your own database, incrementally (resumable)."""
     names = _datasets(datasets)
-    if "://" not in db_url:
-        db_url = "sqlite:///" + str(Path(db_url).expanduser())
-    cache = FileTokenCache(Path(token_cache)) if token_cache else None
-    client = Client(appid, secret, base_url=base_url, token_api=token_api,  # type: ignore[arg-type]
-                    token_cache=cache, span_profile=span_profile, tz=tz)  # fmt: skip
     begin = since.date() if hasattr(since, "date") else None
     end = until.date() if hasattr(until, "date") else None
+    if begin and end and begin > end:
+        raise click.BadParameter(f"{begin} is after --until {end}", param_hint="--since")
+    if "://" not in db_url:
+        db_url = "sqlite:///" + str(Path(db_url).expanduser())
+    mirror = sqlite_path(db_url)
+    if mirror is not None and not mirror.parent.is_dir():
+        # The mirror file is created on a first sync, its folder never: a typo'd path
+        # must not silently become a new, empty mirror somewhere else.
+        raise ConfigError(f"{mirror.parent}: no such folder for the database")
+    # The one clock of every msgcube command: MSGCUBE_NOW pins "yesterday" here too.
+    try:
+        clock = Settings.load({}).clock
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    cache = FileTokenCache(Path(token_cache)) if token_cache else None
+    client = Client(
+        appid,
+        secret,
+        base_url=base_url,
+        token_api=token_api,  # type: ignore[arg-type]
+        token_cache=cache,
+        span_profile=span_profile,
+        tz=tz,
+        clock=clock,
+    )
 
     def once() -> SyncReport:
         return _run(client, db_url, appid, begin, end, names, concurrency, quiet)
@@ -87,13 +109,10 @@ def sync_command(
                 at = time.fromisoformat(watch_at)
             except ValueError as exc:
                 raise click.BadParameter("expected HH:MM", param_hint="--watch") from exc
-            run_daily(at, once, tz=tz, on_result=lambda r: click.echo(r.summary()))
+            run_daily(at, once, tz=tz, on_result=lambda r: click.echo(r.summary()), clock=clock)
             return
     except SyncAborted as exc:
         click.echo(exc.report.summary(), err=True)
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    except ClientError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     finally:

@@ -79,8 +79,10 @@ class NetworkError(ClientError):
     call can fail with, and so that no message carries the URL (and its access token).
     """
 
-    def __init__(self, message: str, *, api: str | None = None) -> None:
+    def __init__(self, message: str, *, api: str | None = None, refused: bool = False) -> None:
         self.api = api
+        self.refused = refused
+        """Nothing listens at the address: retrying within seconds would not change that."""
         super().__init__(message)
 
 

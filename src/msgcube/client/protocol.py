@@ -148,11 +148,25 @@ class Attempts:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, SystemBusy | NetworkError):
+    if isinstance(exc, NetworkError):
+        return not exc.refused  # a wrong URL or a stopped server: say so now, not in 24 s
+    if isinstance(exc, SystemBusy):
         return True
     return isinstance(exc, ResponseError) and exc.status in RETRYABLE_STATUS
 
 
 def network_error(exc: httpx.TransportError, api: str) -> NetworkError:
     """Our exception for a transport failure, without the URL (it carries the token)."""
-    return NetworkError(f"{type(exc).__name__} calling {api}: {exc}", api=api)
+    return NetworkError(
+        f"{type(exc).__name__} calling {api}: {exc}", api=api, refused=_refused(exc)
+    )
+
+
+def _refused(exc: BaseException) -> bool:
+    """True when the connection was refused (httpx wraps the OS error twice)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -1,7 +1,7 @@
 """The tables ``sync`` keeps in the *user's* database (not msgcube's own storage).
 
 One table per endpoint, ``wechat_<name>`` (``wechat_getupstreammsg`` …), generated from
-the endpoint table, keyed by the natural key of SPEC §6 — (appid, ref_date, [ref_hour,]
+the endpoint table, keyed by its natural key — (appid, ref_date, [ref_hour,]
 msg_type | count_interval) — never by date alone, so several accounts share the tables
 and a re-sync overwrites a row instead of duplicating it. ``wechat_sync_state`` records,
 per account and dataset, the contiguous range of days already mirrored.

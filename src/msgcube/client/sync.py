@@ -195,6 +195,8 @@ def sync(
     eps = _select(datasets)
     today = client.today()
     yesterday = today - timedelta(days=1)
+    if since is not None and until is not None and as_date(since) > as_date(until):
+        raise ValueError(f"since ({as_date(since)}) is after until ({as_date(until)})")
     last = min(as_date(until), yesterday) if until is not None else yesterday
     wanted = as_date(since) if since is not None else today - DEFAULT_LOOKBACK
 

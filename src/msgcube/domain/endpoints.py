@@ -5,7 +5,7 @@ the web routes, the request validation, the client's window splitting, the CLI's
 the docs all read it. Adding an endpoint (say, WeChat's keyword data, should it ever ship)
 is one row here.
 
-Spans follow SPEC §1: ``end - begin`` (in days) must be *less than* the span, so span 1
+Spans follow the contract: ``end - begin`` (in days) must be *less than* the span, so span 1
 means "the same day". ``classic`` is WeChat's original table (7/1/30/30/15/30/30);
 ``current`` is the stricter wording of WeChat's newer per-endpoint pages.
 """

@@ -2,7 +2,7 @@
 
 All statistics are computed in the account's time zone (default ``Asia/Shanghai``) from
 the message's ``CreateTime`` (Unix seconds). A period is *closed* once its last local day
-has ended; only closed periods are ever reported (SPEC §2.1).
+has ended; only closed periods are ever reported (contract: Days, hours, weeks, months).
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def parse_date(text: str) -> date:
 def validate_range(
     ep: Endpoint, begin_text: str, end_text: str, today: date, profile: str = "classic"
 ) -> DateRange:
-    """SPEC §1.1's date checks, in order: format (61500), then order, yesterday and span (61501).
+    """The contract's date checks, in order: format (61500), then order, yesterday and span (61501).
 
     ``today`` is the local date of the account at the time of the request.
     """

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +19,7 @@ from typing import IO, Any
 
 import orjson
 
-from msgcube.domain.messages import Record, parse_record
+from msgcube.domain.messages import Message, Record, parse_record
 from msgcube.domain.periods import local_today
 from msgcube.errors import IngestError
 from msgcube.ingest.store import store_batch
@@ -43,6 +44,8 @@ class ImportReport:
     written: WriteResult = field(default_factory=WriteResult)
     bad: list[BadLine] = field(default_factory=list)
     bad_count: int = 0
+    uncounted: Counter[str] = field(default_factory=Counter)
+    """Lines per ``MsgType`` that is stored but in no statistic (a typo such as ``txt``)."""
 
     MAX_KEPT = 1000  # bad lines kept in memory for the report; all go to the rejects file
 
@@ -136,7 +139,10 @@ def import_stream(
                 raise value
             if not isinstance(value, dict):
                 raise IngestError("a line must be a JSON object")
-            batch.append(parse_record(value))
+            record = parse_record(value)
+            if isinstance(record, Message) and record.msg_type is None:
+                report.uncounted[record.msg_type_name] += 1
+            batch.append(record)
         except IngestError as exc:
             report.bad_count += 1
             if len(report.bad) < ImportReport.MAX_KEPT:

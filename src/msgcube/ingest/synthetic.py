@@ -1,6 +1,6 @@
 """Synthetic traffic into the database or a JSON Lines file (``msgcube generate``, the demo).
 
-The traffic itself comes from ``msgcube.traffic`` (pure); this module only routes it
+The traffic itself comes from ``msgcube.domain.traffic`` (pure); this module only routes it
 through the same ``store_batch`` as real pushes, so generated data is deduplicated,
 dirty-marked and rolled up exactly like the real thing.
 """
@@ -14,11 +14,11 @@ import orjson
 
 from msgcube.domain.messages import parse_record
 from msgcube.domain.periods import zone
+from msgcube.domain.traffic import generate_traffic, initial_followers
 from msgcube.ingest.store import import_followers, store_batch
 from msgcube.storage.accounts import Account, get_account
 from msgcube.storage.db import Store
 from msgcube.storage.records import SenderIds, WriteResult
-from msgcube.traffic import generate_traffic, initial_followers
 
 BATCH = 20_000
 

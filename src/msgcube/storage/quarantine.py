@@ -1,6 +1,6 @@
 """The quarantine: pushes that carried a valid signature but could not be stored.
 
-SPEC §5.1 says nothing acknowledged is lost and nothing signed is silently dropped: a
+The contract says nothing acknowledged is lost and nothing signed is silently dropped: a
 push whose signature was right but whose body could not be parsed, decrypted or
 validated is answered 400 *and* kept here, verbatim, with the reason and the query
 string (``timestamp``, ``nonce``, ``encrypt_type`` and both signatures), so that

@@ -216,7 +216,7 @@ server_secrets = Table(
     Column("value", String(128), nullable=False),
 )
 
-# --- third-party platforms and quotas (SPEC §4.3, §4.4) -------------------------------------
+# --- third-party platforms and quotas -------------------------------------
 
 platforms = Table(
     "platforms",

@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from msgcube.auth.quotas import QuotaCounter
@@ -65,6 +65,8 @@ def create_app(settings: Settings, store: Store, *, background: bool = False) ->
         *admin.routes,
         Route("/healthz", health),
         Route("/openapi.json", openapi),
+        # A person opening the server's address wants the dashboard, not a 404.
+        Route("/", lambda _request: RedirectResponse("/dashboard", status_code=302)),
     ]
     # The boundary is an ExceptionMiddleware of its own, inside RequestLog: Starlette
     # would hand an ``Exception`` handler given to ``exception_handlers`` to its

@@ -108,7 +108,7 @@ def decrypt_with_rotation(
 ) -> tuple[bytes, int]:
     """Decrypt with the first key that works: ``(xml, index of that key)``.
 
-    ``keys`` is current first, then previous ones (SPEC §5.1 keeps the previous
+    ``keys`` is current first, then previous ones (the contract keeps the previous
     EncodingAESKey during a rotation); the caller should encrypt its reply with the key
     that worked. If none works the error is an ``"appid mismatch"`` from any key if there
     is one (that key did decrypt, so it is the informative failure), else the current

@@ -3,7 +3,7 @@
 A push is one ``<xml>`` root whose children are the fields (``ToUserName``, ``MsgType`` …),
 strings in CDATA and numbers bare (wechat-notes §4.2). Parsing goes through ``defusedxml``
 with DTDs, entity declarations and external references all forbidden, so a
-billion-laughs or XXE body is refused before anything is expanded (SPEC §5.1). Every
+billion-laughs or XXE body is refused before anything is expanded (contract: The callback). Every
 refusal is an ``XmlError`` whose ``reason`` says which rule was broken, because the
 caller quarantines the body and a person has to understand why later.
 """

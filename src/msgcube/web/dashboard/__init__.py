@@ -1,4 +1,4 @@
-"""The web dashboard (SPEC §7): 消息分析 for people, at ``/dashboard``.
+"""The web dashboard (contract: Dashboard): 消息分析 for people, at ``/dashboard``.
 
 ``routes`` is mounted by ``msgcube.web.app.create_app``. Every number on the page comes
 from ``msgcube.rollup.query.served_list`` (``data.py``), the function behind the API and

@@ -9,7 +9,7 @@ list one call over the whole range would return if WeChat allowed it.
 
 The key numbers are sums of those rows and nothing else: 消息发送次数 is Σ msg_count over
 the message types; 消息发送人数 is Σ msg_user over count_interval 1–3 of the distribution
-(the distinct senders of the day, SPEC §2.5 — adding msg_user over types would count a
+(the distinct senders of the day, a contract invariant — adding msg_user over types would count a
 user who sent text and an image twice); 人均发送次数 is their quotient.
 """
 

@@ -305,7 +305,7 @@ def initial_followers(*, appid: str, users: int, days: int, seed: int = 0) -> li
     """The openids that follow the account when the generated window begins.
 
     Pass the same ``appid``, ``users``, ``days`` and ``seed`` as to
-    :func:`generate_traffic`. SPEC §2.4 counts a user as a follower when their latest
+    :func:`generate_traffic`. The contract counts a user as a follower when their latest
     subscribe/unsubscribe event says so, or — with no such event — when they are in the
     imported follower list. The generated traffic has no subscribe event for these users
     (they followed before the first day), so importing this list (``msgcube followers
