@@ -52,7 +52,7 @@ def _url(store: Store) -> str:
 def test_the_stored_hash_is_keyed_by_the_deployment(store: Store) -> None:
     appid = fresh_appid("wxkey")
     with store.write() as conn:
-        add_account(conn, appid=appid, secret=SECRET, tz="UTC")
+        add_account(conn, appid=appid, secret=SECRET, tz="UTC", now=int(NOW.timestamp()))
     with store.read() as conn:
         stored = conn.execute(
             select(accounts.c.secret_hash).where(accounts.c.appid == appid)
@@ -154,7 +154,7 @@ def test_sign_out_and_a_new_secret_end_copied_sessions(store: Store, tmp_path: P
     """A cookie copied before sign-out is refused after it, by every worker."""
     appid = fresh_appid("wxsess")
     with store.write() as conn:
-        add_account(conn, appid=appid, secret=SECRET, tz="Asia/Shanghai")
+        add_account(conn, appid=appid, secret=SECRET, tz="Asia/Shanghai", now=int(NOW.timestamp()))
     as_account = {"kind": "account", "appid": appid, "secret": SECRET}
     as_admin = {"kind": "admin", "token": ADMIN}
     with ServerProcess(
@@ -199,7 +199,7 @@ def _cli(store: Store, *args: str) -> subprocess.CompletedProcess[str]:
 def test_bad_account_values_are_refused_everywhere(store: Store, tmp_path: Path) -> None:
     appid = fresh_appid("wxtz")
     with store.write() as conn:
-        add_account(conn, appid=appid, secret=SECRET, tz="Asia/Shanghai")
+        add_account(conn, appid=appid, secret=SECRET, tz="Asia/Shanghai", now=int(NOW.timestamp()))
     out = _cli(store, "account", "set", "--appid", appid, "--account-tz", "Mars/Olympus")
     assert out.returncode == 1
     assert out.stderr.splitlines() == [
@@ -210,7 +210,13 @@ def test_bad_account_values_are_refused_everywhere(store: Store, tmp_path: Path)
             with pytest.raises(AccountError, match="unknown time zone"):
                 update_account(conn, appid, AccountChanges(tz=bad), now=NOW)
         with pytest.raises(ValueError, match="unknown time zone"):
-            add_account(conn, appid=fresh_appid("wxtz"), secret=SECRET, tz="Mars/Olympus")
+            add_account(
+                conn,
+                appid=fresh_appid("wxtz"),
+                secret=SECRET,
+                tz="Mars/Olympus",
+                now=int(NOW.timestamp()),
+            )
     with ServerProcess(_url(store), tmp_path, now=NOW.isoformat(), admin_token=ADMIN) as server:
         auth = {"authorization": f"Bearer {ADMIN}"}
         answer = httpx.patch(
@@ -262,7 +268,9 @@ def test_a_new_time_zone_moves_stored_days_and_hours(store: Store) -> None:
     appid = fresh_appid("wxmove")
     evening = datetime(2026, 3, 5, 23, 30, tzinfo=UTC)
     with store.write() as conn:
-        account = add_account(conn, appid=appid, secret=SECRET, tz="Asia/Shanghai")
+        account = add_account(
+            conn, appid=appid, secret=SECRET, tz="Asia/Shanghai", now=int(NOW.timestamp())
+        )
         store_batch(conn, account, [_message(1, evening), _message(2, evening, "oOther")], TODAY)
     ep = BY_NAME["getupstreammsg"]
     hours = BY_NAME["getupstreammsghour"]
@@ -301,7 +309,9 @@ def test_a_move_rederives_every_row_like_an_independent_oracle(store: Store) -> 
     times = [start + rng.randrange(20 * 86400) for _ in range(12_000)]
     users = [f"oU{rng.randrange(300)}" for _ in times]
     with store.write() as conn:
-        account = add_account(conn, appid=appid, secret=SECRET, tz="Asia/Shanghai")
+        account = add_account(
+            conn, appid=appid, secret=SECRET, tz="Asia/Shanghai", now=int(NOW.timestamp())
+        )
         batch: list[Message | Event] = [
             Message(i + 1, user, when, "text")
             for i, (user, when) in enumerate(zip(users, times, strict=True))
