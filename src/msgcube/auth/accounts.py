@@ -20,6 +20,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, func, select, update
 
 from msgcube.auth.policy import normalize_whitelist
+from msgcube.domain.identifiers import appid_problem, original_id_problem, token_problem
 from msgcube.domain.periods import check_tz, local_today
 from msgcube.errors import AccountError, AccountExists, NotFound
 from msgcube.rollup.plan import keys_for_days
@@ -49,14 +50,10 @@ class AccountChanges:
         return all(getattr(self, name) is None for name in self.__slots__)
 
 
-def check_text(name: str, value: str) -> str:
-    """A text column's value: no NUL, within the column's length (the same on every backend)."""
-    if "\x00" in value:
-        raise AccountError(f"{name}: must not contain NUL characters")
-    limit = getattr(accounts.c[name].type, "length", None)
-    if limit is not None and len(value) > limit:
-        raise AccountError(f"{name}: at most {limit} characters")
-    return value
+def _check(problem: str | None) -> None:
+    """The shared identifier rules (``domain/identifiers``) as an ``AccountError``."""
+    if problem:
+        raise AccountError(problem)
 
 
 def check_changes(changes: AccountChanges) -> dict[str, Any]:
@@ -65,9 +62,12 @@ def check_changes(changes: AccountChanges) -> dict[str, Any]:
     for name in ("secret", "verified"):
         if getattr(changes, name) is not None:
             values[name] = getattr(changes, name)
-    for name in ("original_id", "callback_token"):
-        if getattr(changes, name) is not None:
-            values[name] = check_text(name, getattr(changes, name))
+    if changes.original_id is not None:
+        _check(original_id_problem(changes.original_id))
+        values["original_id"] = changes.original_id
+    if changes.callback_token is not None:
+        _check(token_problem(changes.callback_token, "token"))
+        values["callback_token"] = changes.callback_token
     for name in ("aes_key", "prev_aes_key"):
         key = getattr(changes, name)
         if key:
@@ -97,9 +97,7 @@ def create_account(
     conn: Connection, appid: str, secret: str, *, tz: str, changes: AccountChanges, now: datetime
 ) -> Account:
     """Register ``appid`` with ``secret`` in ``tz``, then apply ``changes`` (all checked first)."""
-    if not appid:
-        raise AccountError("appid: required")
-    check_text("appid", appid)
+    _check(appid_problem(appid))
     check_changes(changes)
     try:
         check_tz(tz)
@@ -117,7 +115,7 @@ def update_account(
     """Apply checked ``changes`` to the account ``appid`` (``NotFound`` if there is none)."""
     values = check_changes(changes)
     try:
-        check_text("appid", appid)
+        _check(appid_problem(appid))
     except AccountError:
         raise NotFound(f"unknown appid {appid!r}") from None  # none could have been stored
     account = get_account(conn, appid)

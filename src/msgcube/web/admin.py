@@ -50,7 +50,7 @@ from msgcube.auth.platforms import (
     require_platform,
     revoke_authorization,
 )
-from msgcube.domain.identifiers import appid_problem, is_appid, original_id_problem, token_problem
+from msgcube.domain.identifiers import appid_problem, is_appid
 from msgcube.errors import AccountError, AccountExists, AdminError, NotFound
 from msgcube.storage.accounts import Account, get_account, list_accounts
 from msgcube.storage.platforms import list_authorizations, list_platforms
@@ -128,10 +128,8 @@ _ID_RULES: dict[str, Callable[[str], str | None]] = {
     "appid": appid_problem,
     "authorizer_appid": appid_problem,
     "component_appid": functools.partial(appid_problem, name="component_appid"),
-    "original_id": original_id_problem,
-    "token": functools.partial(token_problem, name="token"),
 }
-"""Body fields checked by the shared identifier rules before they reach the database."""
+"""Identifier fields of platform requests; account fields are checked by ``auth/accounts``."""
 
 
 def _account_json(conn: Connection, account: Account) -> dict[str, Any]:
