@@ -32,6 +32,7 @@ from msgcube.errors import (
     RequestRefused,
     SignInRequired,
 )
+from msgcube.web.dashboard.routes import refused_page
 from msgcube.web.envelope import error_response
 from msgcube.web.faults import faults
 
@@ -101,9 +102,7 @@ async def on_refused(request: Request, exc: Exception) -> Response:
     if where == "dashboard":
         if isinstance(exc, SignInRequired):
             return _json({"errcode": 41001, "errmsg": exc.message}, exc.status)
-        from msgcube.web.dashboard.routes import refused_page  # the pages render themselves
-
-        return await refused_page(request, exc)
+        return await refused_page(request, exc)  # the dashboard renders its own pages
     if where == "wechat":
         return await on_fault(request, exc)
     return _json({"error": exc.message}, exc.status)
