@@ -372,3 +372,16 @@ def test_import_rejects_bad_lines_and_keeps_the_rest(store: Store, tmp_path: Pat
     assert "11 lines: 4 new messages" in result.stdout and "7 bad" in result.stdout
     assert (tmp_path / "in.jsonl.rejects").read_bytes().splitlines() == bad
     assert counts(store, account) == (4, 0)
+
+
+def test_cli_appids_that_cannot_exist_are_one_line_errors(store: Store, tmp_path: Path) -> None:
+    env = {"MSGCUBE_DB": db_of(store, tmp_path), "MSGCUBE_CONFIG": "/nonexistent"}
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(orjson.dumps(record()) + b"\n")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["import", "--appid", "wx\x01a", str(src)], env=env)
+    assert (result.exit_code, result.exception.__class__) == (1, SystemExit)
+    assert "unknown appid 'wx\\x01a'" in result.stderr
+    result = runner.invoke(cli, ["quarantine", "list", "--appid", "wx" * 40], env=env)
+    assert result.exit_code == 2
+    assert "appid is longer than 64 characters" in result.stderr

@@ -25,6 +25,7 @@ from sqlalchemy import Connection
 from msgcube.auth.policy import normalize_whitelist
 from msgcube.auth.quotas import parse_daily_quota
 from msgcube.domain.endpoints import BY_NAME, ENDPOINTS, Period
+from msgcube.domain.identifiers import is_appid
 from msgcube.domain.periods import local_today
 from msgcube.errors import ApiError, ConfigError, MsgcubeError
 from msgcube.ingest.files import ImportReport, detect_format, import_stream
@@ -84,8 +85,12 @@ def opened(settings: Settings) -> Iterator[Store]:
 
 
 def require_account(store: Store, appid: str) -> Account:
-    with store.read() as conn:
-        account = get_account(conn, appid)
+    # An appid no account can have (a NUL byte, too long) is unknown without asking the
+    # database, which on PostgreSQL could not even run the query.
+    account = None
+    if is_appid(appid):
+        with store.read() as conn:
+            account = get_account(conn, appid)
     if account is None:
         raise click.ClickException(f"unknown appid {appid!r} (add it with `msgcube account add`)")
     return account
