@@ -222,14 +222,16 @@ async def test_appids_that_cannot_exist_get_the_same_answer_on_every_backend(
             assert response.status_code == 404, (appid, response.text)
         # The admin API: 400 for an identifier that cannot be stored, 404 in a path.
         auth = {"Authorization": "Bearer admin-0123456789"}
+        refused = [fresh_appid("wxrefused")]
         for field, value in (("appid", "wx\x00y"), ("appid", "w" * (APPID_MAX + 1)),
                              ("original_id", "g" * (ORIGINAL_ID_MAX + 1)),
                              ("original_id", "gh_\x00"),
                              ("token", "t" * (CALLBACK_TOKEN_MAX + 1))):  # fmt: skip
-            data = {"appid": fresh_appid("wxadm")} | {field: value}
+            data = {"appid": refused[-1]} | {field: value}
             response = await c.post("/admin/accounts", content=orjson.dumps(data), headers=auth)
             assert response.status_code == 400, (field, response.text)
             assert field in response.json()["error"]
+            refused.append(fresh_appid("wxrefused"))
         for path in ("/admin/accounts/wx%00y", "/admin/platforms/wx%00y/ticket",
                      f"/admin/authorizations/wx%00y/{account.appid}"):  # fmt: skip
             method = "DELETE" if "authorizations" in path else "GET"
@@ -238,7 +240,7 @@ async def test_appids_that_cannot_exist_get_the_same_answer_on_every_backend(
             response = await c.request(method, path, content=b"{}", headers=auth)
             assert response.status_code == 404, (path, response.text)
     with store.read() as conn:
-        stored = conn.execute(select(func.count()).where(accounts.c.appid.like("wxadm%")))
+        stored = conn.execute(select(func.count()).where(accounts.c.appid.in_(refused)))
         assert stored.scalar_one() == 0
 
 
@@ -372,3 +374,16 @@ def test_import_rejects_bad_lines_and_keeps_the_rest(store: Store, tmp_path: Pat
     assert "11 lines: 4 new messages" in result.stdout and "7 bad" in result.stdout
     assert (tmp_path / "in.jsonl.rejects").read_bytes().splitlines() == bad
     assert counts(store, account) == (4, 0)
+
+
+def test_cli_appids_that_cannot_exist_are_one_line_errors(store: Store, tmp_path: Path) -> None:
+    env = {"MSGCUBE_DB": db_of(store, tmp_path), "MSGCUBE_CONFIG": "/nonexistent"}
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(orjson.dumps(record()) + b"\n")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["import", "--appid", "wx\x01a", str(src)], env=env)
+    assert (result.exit_code, result.exception.__class__) == (1, SystemExit)
+    assert "unknown appid 'wx\\x01a'" in result.stderr
+    result = runner.invoke(cli, ["quarantine", "list", "--appid", "wx" * 40], env=env)
+    assert result.exit_code == 2
+    assert "appid is longer than 64 characters" in result.stderr

@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from msgcube.client.errors import ClientError
+from msgcube.domain.identifiers import is_appid
 from msgcube.errors import ConfigError, MsgcubeError
 from msgcube.settings import SETTINGS, Settings
 from msgcube.storage.accounts import Account, get_account
@@ -144,8 +145,12 @@ def opened(settings: Settings, *, create: bool = False) -> Iterator[Store]:
 
 
 def require_account(store: Store, appid: str) -> Account:
-    with store.read() as conn:
-        account = get_account(conn, appid)
+    # An appid no account can have (a NUL byte, too long) is unknown without asking the
+    # database, which on PostgreSQL could not even run the query.
+    account = None
+    if is_appid(appid):
+        with store.read() as conn:
+            account = get_account(conn, appid)
     if account is None:
         raise click.ClickException(f"unknown appid {appid!r} (add it with `msgcube account add`)")
     return account

@@ -13,11 +13,20 @@ from datetime import UTC, datetime
 import click
 
 from msgcube.cli.common import open_input, opened, sqlite_path, with_settings
+from msgcube.domain.identifiers import appid_problem
 from msgcube.ingest.quarantine import replay_quarantine
 from msgcube.settings import Settings
 from msgcube.storage.accounts import get_account
 from msgcube.storage.quarantine import get_entries, list_entries, prune_entries
 from msgcube.wechat import AESKey
+
+
+def _appid(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--appid``, refused when no account could have it (PostgreSQL cannot query a NUL)."""
+    problem = None if value is None else appid_problem(value)
+    if problem:
+        raise click.BadParameter(problem)
+    return value
 
 
 def _when(ts: int | None) -> str:
@@ -32,7 +41,7 @@ def quarantine_group() -> None:
 
 
 @quarantine_group.command("list")
-@click.option("--appid", default=None, help="Only this account.")
+@click.option("--appid", default=None, callback=_appid, help="Only this account.")
 @click.option("--pending", is_flag=True, help="Only entries not replayed yet.")
 @click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
 @with_settings
@@ -75,7 +84,7 @@ def quarantine_show(entry_id: int, raw: bool, settings: Settings) -> None:
 
 @quarantine_group.command("replay")
 @click.argument("entry_ids", nargs=-1, type=int)
-@click.option("--appid", default=None, help="Only this account's pending entries.")
+@click.option("--appid", default=None, callback=_appid, help="Only this account's pending entries.")
 @with_settings
 def quarantine_replay(entry_ids: tuple[int, ...], appid: str | None, settings: Settings) -> None:
     """Run pending (or the given) entries through the push gate again; store what now opens.
@@ -105,7 +114,7 @@ def quarantine_replay(entry_ids: tuple[int, ...], appid: str | None, settings: S
               help="Delete entries received more than DAYS days ago.")  # fmt: skip
 @click.option("--all", "everything", is_flag=True, help="Delete every entry (of --appid).")
 @click.option("--replayed", is_flag=True, help="Only entries already replayed.")
-@click.option("--appid", default=None, help="Only this account.")
+@click.option("--appid", default=None, callback=_appid, help="Only this account.")
 @with_settings
 def quarantine_prune(
     days: int | None, everything: bool, replayed: bool, appid: str | None, settings: Settings
