@@ -12,6 +12,8 @@ import random
 import re
 import secrets
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -26,6 +28,7 @@ from msgcube.auth.accounts import AccountChanges, update_account
 from msgcube.domain.endpoints import BY_NAME
 from msgcube.domain.messages import Event, Message
 from msgcube.errors import AccountError
+from msgcube.ingest.push import _current
 from msgcube.ingest.store import store_batch
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
@@ -359,3 +362,47 @@ def test_a_move_rederives_every_row_like_an_independent_oracle(store: Store) -> 
     for day in sorted(expected)[::4]:
         rows = served_list(store, fresh, BY_NAME["getupstreammsg"], str(day), str(day), now)
         assert sum(r["msg_count"] for r in rows) == expected[day], day
+
+
+@pytest.mark.postgres
+def test_a_zone_change_waits_for_a_push_batch_that_read_the_old_zone(pg_store: Store) -> None:
+    """A batch that read the old zone commits first; the change then re-derives its rows."""
+    store = pg_store
+    appid = fresh_appid("wxrace")
+    evening = datetime(2026, 3, 5, 23, 30, tzinfo=UTC)
+    with store.write() as conn:
+        account = add_account(conn, appid=appid, secret=SECRET, tz="Asia/Shanghai")
+    errors: list[BaseException] = []
+
+    def change() -> None:
+        try:
+            with store.write() as conn:
+                update_account(conn, appid, AccountChanges(tz="UTC"), now=NOW)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    with store.write() as batch:  # what the group committer does, one step at a time
+        current = _current(batch, account)
+        assert current.tz == "Asia/Shanghai"
+        mover = threading.Thread(target=change)
+        mover.start()
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as probe:
+            for _ in range(600):
+                waiting = probe.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'"
+                    )
+                ).scalar_one()
+                if waiting:
+                    break
+                time.sleep(0.05)
+        assert waiting == 1, "the zone change did not wait for the batch"
+        store_batch(batch, current, [_message(1, evening)], TODAY)
+    mover.join(timeout=60)
+    assert not errors, errors
+    with store.read() as conn:
+        stored = conn.execute(
+            select(messages.c.day, messages.c.hour).where(messages.c.account_id == account.id)
+        ).all()
+    assert [tuple(r) for r in stored] == [(date(2026, 3, 5), 23)]

@@ -124,9 +124,12 @@ def update_account(
     new_key = values.get("aes_key")
     if new_key and "prev_aes_key" not in values and account.aes_key not in (None, new_key):
         values["prev_aes_key"] = account.aes_key
+    moved = "tz" in values and values["tz"] != account.tz
+    if moved:  # wait for push batches that read the old zone (see _follow_time_zone)
+        conn.execute(select(accounts.c.id).where(accounts.c.id == account.id).with_for_update())
     if values:
         account = set_account(conn, appid, **values)
-    if "tz" in values:
+    if moved:
         _follow_time_zone(conn, account, now)
     if changes.daily_quota is not None:
         limit = None if changes.daily_quota == "default" else changes.daily_quota
@@ -135,7 +138,12 @@ def update_account(
 
 
 def _follow_time_zone(conn: Connection, account: Account, now: datetime) -> None:
-    """Re-derive local days/hours in the account's (new) zone; recompute what they touch."""
+    """Re-derive local days/hours in the account's (new) zone; recompute what they touch.
+
+    The account row is locked ``FOR UPDATE`` first: on PostgreSQL a push batch reads the
+    zone ``FOR KEY SHARE`` (ingest/push.py), so batches that read the old zone have
+    committed before this reads the rows, and later ones see the new zone.
+    """
     touched = rederive(conn, account.id, account.tz)
     if touched:
         mark_dirty(conn, account.id, keys_for_days(touched), local_today(now, account.tz))

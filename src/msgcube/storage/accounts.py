@@ -163,8 +163,13 @@ def set_account(conn: Connection, appid: str, **values: Any) -> Account:
     return account
 
 
-_INGEST_VIEW = select(accounts.c.tz, accounts.c.follower_base).where(
-    accounts.c.id == bindparam("account_id")
+# FOR KEY SHARE (PostgreSQL; SQLite has one writer anyway): a time-zone change, which
+# locks this row FOR UPDATE (auth/accounts.py), waits for batches that read the old zone,
+# and later ones wait for it. Batches do not block each other (nor their own UPDATEs).
+_INGEST_VIEW = (
+    select(accounts.c.tz, accounts.c.follower_base)
+    .where(accounts.c.id == bindparam("account_id"))
+    .with_for_update(read=True, key_share=True)
 )
 
 
