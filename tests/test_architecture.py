@@ -56,13 +56,14 @@ PURE_ALLOWED = (
     "msgcube.errors",
 )
 UPPER = ("msgcube.web", "msgcube.cli", "msgcube.client")
-MIDDLE = ("msgcube.ingest", "msgcube.rollup", "msgcube.auth")
+MIDDLE = ("msgcube.ingest", "msgcube.rollup", "msgcube.auth", "msgcube.relay")
 # Layer → what it must not import (nothing below imports anything above).
 FORBIDDEN = {
     "storage": (*UPPER, *MIDDLE, "msgcube.settings"),
     "ingest": UPPER,
     "rollup": UPPER,
     "auth": UPPER,
+    "relay": UPPER,
     # The client runs on machines with no msgcube server: only the pure core below it.
     "client": (*MIDDLE, "msgcube.storage", "msgcube.web", "msgcube.cli", "msgcube.settings"),
     "web": ("msgcube.cli", "msgcube.client"),

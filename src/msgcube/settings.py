@@ -101,6 +101,13 @@ def parse_networks(value: str) -> tuple[Network, ...]:
     )
 
 
+def _seconds(value: str) -> float:
+    number = float(value)
+    if not 0 < number <= 60:
+        raise ValueError("must be more than 0 and at most 60 seconds")
+    return number
+
+
 def _port(value: str) -> int:
     number = int(value)
     if not 0 <= number <= 65535:
@@ -228,6 +235,17 @@ class Settings:
         parse_networks,
         "Comma-separated proxy addresses/networks whose X-Forwarded-For gives the client "
         "address (for IP whitelists); unset: the direct peer is the client.",
+    )
+    relay_timeout: float = setting(
+        4.5,
+        _seconds,
+        "Seconds an upstream (an account's own server) has to answer a relayed push, "
+        "counted from the push's arrival; keep it under WeChat's 5 s.",
+    )
+    relay_concurrency: int = setting(
+        100,
+        _count,
+        "Concurrent calls per upstream server and worker; more pushes wait their turn.",
     )
     quarantine_max_entries: int = setting(
         1000,

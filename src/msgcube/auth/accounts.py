@@ -23,6 +23,7 @@ from msgcube.auth.policy import normalize_whitelist
 from msgcube.domain.identifiers import appid_problem, original_id_problem, token_problem
 from msgcube.domain.periods import check_tz, local_today
 from msgcube.errors import AccountError, AccountExists, NotFound
+from msgcube.relay.upstream import upstream_or_none
 from msgcube.rollup.plan import keys_for_days
 from msgcube.storage.accounts import Account, add_account, get_account, set_account
 from msgcube.storage.local_times import LOCAL_TIME_TABLES, rederive
@@ -45,6 +46,7 @@ class AccountChanges:
     tz: str | None = None
     ip_whitelist: str | list[str] | None = None
     daily_quota: int | Literal["default"] | None = None  # "default": the setting applies
+    upstream_url: str | None = None  # the account's own server to relay to; "" clears
 
     def empty(self) -> bool:
         return all(getattr(self, name) is None for name in self.__slots__)
@@ -87,6 +89,11 @@ def check_changes(changes: AccountChanges) -> dict[str, Any]:
             values["ip_whitelist"] = normalize_whitelist(changes.ip_whitelist)
         except ValueError as exc:
             raise AccountError(f"ip_whitelist: {exc}") from None
+    if changes.upstream_url is not None:
+        try:
+            values["upstream_url"] = upstream_or_none(changes.upstream_url)
+        except ValueError as exc:
+            raise AccountError(f"upstream: {exc}") from None
     quota = changes.daily_quota
     if quota is not None and quota != "default" and (isinstance(quota, bool) or quota < 0):
         raise AccountError("daily_quota: must be zero or more, or 'default'")

@@ -43,6 +43,7 @@ from msgcube.domain.periods import local_today
 from msgcube.errors import AccountError, ApiError, ConfigError, NotFound
 from msgcube.ingest.files import ImportReport, detect_format, import_stream
 from msgcube.ingest.store import import_followers
+from msgcube.relay import shown_upstream
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
 from msgcube.settings import Settings
@@ -121,6 +122,13 @@ def account_add(
     "--daily-quota", default=None, metavar="N|default",
     help="Daily calls per datacube API for this account; 'default' uses quota_datacube.",
 )  # fmt: skip
+@click.option(
+    "--upstream",
+    "upstream_url",
+    default=None,
+    metavar="URL",
+    help="The account's own server: pushes are stored and relayed there; '' clears.",
+)
 @with_settings
 def account_set(appid: str, settings: Settings, **changes: Any) -> None:
     """Change an account's settings (a new time zone re-derives its stored days and hours)."""
@@ -151,7 +159,8 @@ def account_list(settings: Settings) -> None:
                 f"{a.appid}\t{a.original_id or '-'}\t{a.tz}\t"
                 f"{'verified' if a.verified else 'unverified'}\t"
                 f"followers:{'known' if a.follower_base else 'unknown'}\t"
-                f"since:{a.stats_since or '-'}"
+                f"since:{a.stats_since or '-'}\t"
+                f"upstream:{shown_upstream(a.upstream_url) or '-'}"
             )
 
 

@@ -62,6 +62,7 @@ class Account:
     ip_whitelist: tuple[str, ...] = ()
     secret_hash: str = field(default="", repr=False)
     session_gen: int = 0
+    upstream_url: str | None = None  # the account's own server, when msgcube relays to it
 
 
 def secret_matches(conn: Connection, account: Account | None, secret: str) -> bool:
@@ -93,6 +94,7 @@ def account_from_row(row: Any) -> Account:
         ip_whitelist=tuple(ip for ip in row.ip_whitelist.split(",") if ip),
         secret_hash=row.secret_hash,
         session_gen=row.session_gen,
+        upstream_url=row.upstream_url,
     )
 
 

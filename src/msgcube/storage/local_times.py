@@ -14,7 +14,7 @@ from datetime import date
 from sqlalchemy import Connection, Table, bindparam, select, update
 
 from msgcube.domain.periods import local_day_hour
-from msgcube.storage.schema import events, messages
+from msgcube.storage.schema import events, messages, relay_calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +31,7 @@ class LocalTimes:
 LOCAL_TIME_TABLES: tuple[LocalTimes, ...] = (
     LocalTimes(messages, "create_time"),
     LocalTimes(events, "create_time", hour=None),
+    LocalTimes(relay_calls, "received_at"),
 )
 
 CHUNK = 5000

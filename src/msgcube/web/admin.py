@@ -12,7 +12,8 @@ Routes (bodies are JSON objects):
 * ``GET /admin/accounts`` — list accounts;
 * ``POST /admin/accounts`` — register one: ``appid``; optional ``secret`` (generated and
   returned when omitted), ``original_id``, ``token``, ``aes_key``, ``tz``, ``verified``,
-  ``ip_whitelist``, ``daily_quota``;
+  ``ip_whitelist``, ``daily_quota``, ``upstream`` (the account's own server, to relay
+  pushes to; ``""`` or ``null`` clears);
 * ``PATCH /admin/accounts/{appid}`` — change any of those but ``appid``
   (``daily_quota: null`` goes back to the ``quota_datacube`` setting);
 * ``GET /admin/platforms`` — list platforms;
@@ -52,6 +53,7 @@ from msgcube.auth.platforms import (
 )
 from msgcube.domain.identifiers import appid_problem, is_appid
 from msgcube.errors import AccountError, AccountExists, AdminError, NotFound
+from msgcube.relay import shown_upstream
 from msgcube.storage.accounts import Account, get_account, list_accounts
 from msgcube.storage.platforms import list_authorizations, list_platforms
 from msgcube.storage.usage import daily_limit_override
@@ -142,6 +144,7 @@ def _account_json(conn: Connection, account: Account) -> dict[str, Any]:
         "ip_whitelist": list(account.ip_whitelist),
         "stats_since": account.stats_since.isoformat() if account.stats_since else None,
         "daily_quota": daily_limit_override(conn, account.id),
+        "upstream": shown_upstream(account.upstream_url),
     }
 
 
@@ -165,7 +168,14 @@ def _account_changes(data: dict[str, Any]) -> AccountChanges:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
             raise AdminError(400, "daily_quota must be a non-negative integer or null")
         quota = "default" if limit is None else limit
-    return AccountChanges(**text, verified=verified, ip_whitelist=whitelist, daily_quota=quota)
+    upstream: str | None = None
+    if "upstream" in data:  # "" or null: no relay
+        upstream = data["upstream"] or ""
+        if not isinstance(upstream, str):
+            raise AdminError(400, 'upstream must be a URL string, "" or null')
+    return AccountChanges(
+        **text, verified=verified, ip_whitelist=whitelist, daily_quota=quota, upstream_url=upstream
+    )
 
 
 async def accounts_list(request: Request, ctx: AppContext) -> Response:

@@ -14,6 +14,8 @@ Order of the checks, each answered the moment it fails:
    (400, not stored twice) or the account's quarantine is full (503, logged);
 5. the record goes to the group committer; ``success`` only once its transaction has
    committed, 500 if it failed (WeChat then retries; the retry is deduplicated).
+   An account with an upstream URL instead gets the relay (``msgcube.relay``): stored
+   and forwarded concurrently, answered with the upstream's answer verbatim or a failure.
 
 Decisions: there is no timestamp freshness window. In compatible and safe mode
 ``msg_signature`` binds the ciphertext, and a replayed push is deduplicated on MsgId or
@@ -47,6 +49,7 @@ from msgcube.domain.identifiers import is_appid
 from msgcube.errors import BadSignature, BodyTooLarge, IngestError
 from msgcube.ingest.committer import GroupCommitter
 from msgcube.ingest.gate import RawPush, VerifiedPush, check_request_signature, open_body
+from msgcube.relay import Relay, RelayAnswer, RelayRecorder
 from msgcube.storage.accounts import Account, get_account
 from msgcube.storage.quarantine import Kept, QuarantineLimits
 from msgcube.web.context import AppContext
@@ -70,6 +73,12 @@ class CallbackService:
             retention_days=s.quarantine_retention_days,
         )
         self.committer = GroupCommitter(ctx.store, ctx.now, limits=limits)
+        self.relay = Relay(
+            timeout=s.relay_timeout,
+            concurrency=s.relay_concurrency,
+            recorder=RelayRecorder(ctx.store),
+            clock=ctx.now,
+        )
         self._accounts: dict[str, tuple[float, Account | None]] = {}
         self._refreshing: dict[str, asyncio.Future[Account | None]] = {}
 
@@ -78,7 +87,8 @@ class CallbackService:
         """Run the committer for the app's lifetime; on shutdown, commit what is queued."""
         await self.committer.start()
         try:
-            yield
+            async with self.relay.running():
+                yield
         finally:
             await self.committer.stop()
             s = self.committer.stats
@@ -134,6 +144,7 @@ def _refuse(request: Request, status: int, reason: str) -> Response:
 
 
 async def callback(request: Request) -> Response:
+    received = time.perf_counter()
     service: CallbackService = request.app.state.callback
     appid = request.path_params["appid"]
     account = await service.account(appid) if is_appid(appid) else None
@@ -161,6 +172,8 @@ async def callback(request: Request) -> Response:
         return _refuse(request, 403, exc.reason)
     except IngestError as exc:
         return await _quarantine(request, service, raw, exc.reason)
+    if account.upstream_url:
+        return relay_response(request, await _relay(service, request, account, push, received))
     try:
         await service.committer.store(account, push.record)
     except Exception:
@@ -182,6 +195,35 @@ async def _quarantine(
     if kept is Kept.DUPLICATE:
         return _refuse(request, 400, f"already quarantined: {reason}")
     return _refuse(request, 400, f"quarantined: {reason}")
+
+
+async def _relay(
+    service: CallbackService,
+    request: Request,
+    account: Account,
+    push: VerifiedPush,
+    received: float,
+) -> RelayAnswer:
+    """Store and forward the push concurrently (``msgcube.relay``); answer when both are done."""
+    assert account.upstream_url
+    return await service.relay.relay(
+        account,
+        account.upstream_url,
+        request.method,
+        request.scope["query_string"],
+        request.headers.get("content-type"),
+        push.raw.body,
+        service.committer.store(account, push.record),
+        received=received,
+    )
+
+
+def relay_response(request: Request, answer: RelayAnswer) -> Response:
+    """The relay's answer as sent to WeChat: the upstream's bytes, or a failure answer."""
+    if answer.reason:
+        request.state.detail = answer.reason
+    headers = {"content-type": answer.content_type} if answer.content_type else None
+    return Response(answer.body, status_code=answer.status, headers=headers)
 
 
 async def _open(service: CallbackService, account: Account, raw: RawPush) -> VerifiedPush:
