@@ -1,4 +1,4 @@
-"""``POST /datacube/<name>``: the seven endpoints, routed from the endpoint table.
+"""``POST /datacube/<name>``: the datacube endpoints, routed from the endpoint table.
 
 The checks run in SPEC §1.1's order; the first failure answers. Answers are cached per
 process under the account's ``stats_gen``: a past period's rows only change when late
@@ -29,11 +29,14 @@ from msgcube.web.handlers import ALL_METHODS, json_object, wechat_endpoint
 from msgcube.web.quota import check_ip, counter_of
 
 
-def authorize(request: Request, ctx: AppContext, now: datetime) -> tuple[Account, date]:
+def authorize(
+    request: Request, ctx: AppContext, now: datetime, func_id: int = 1
+) -> tuple[Account, date]:
     """The checks before the body, in SPEC §1.1's order; the call is counted when they pass.
 
     43002 method, 41001 no token, 40001/42001 token, 40164 IP whitelist, 48001 component
-    token / unverified / access policy, 61007 authorizer without permission set 1, 45009
+    token / unverified / access policy, 61007 authorizer without the permission set
+    ``func_id`` (1 for messages, 3 for interface analysis), 45009
     daily quota (see ``auth/policy`` and ``auth/quotas``). Returns the account and its
     local date at ``now``.
     """
@@ -46,7 +49,7 @@ def authorize(request: Request, ctx: AppContext, now: datetime) -> tuple[Account
     row, found = check_token_and_account(conn, token, int(now.timestamp()))
     account = acting_account(row, found)
     check_ip(request, ctx, account, row)
-    check_datacube_access(conn, row, account, ctx.settings.access_policy)
+    check_datacube_access(conn, row, account, ctx.settings.access_policy, func_id)
     today = local_today(now, account.tz)
     counter_of(request).admit(account.id, request.scope["path"], today,
                               ctx.settings.quota_datacube)  # fmt: skip
@@ -56,7 +59,7 @@ def authorize(request: Request, ctx: AppContext, now: datetime) -> tuple[Account
 def _handler(ep: Endpoint) -> Any:
     async def handle(request: Request, ctx: AppContext) -> Response:
         now = ctx.now()
-        account, today = authorize(request, ctx, now)
+        account, today = authorize(request, ctx, now, ep.func_id)
         begin, end = parse_range_body(await json_object(request))
         key = (account.id, ep.name, begin, end, today, ctx.settings.span_profile)
         hit = ctx.answers.get(key)

@@ -56,7 +56,12 @@ def _row_schema(ep: Endpoint) -> dict[str, Any]:
     props: dict[str, Any] = {"ref_date": _DATE}
     if ep.period is Period.HOUR:
         props["ref_hour"] = {"type": "integer", "enum": [h * 100 for h in range(24)]}
-    if ep.kind is RowKind.DIST:
+    if ep.kind is RowKind.INTERFACE:
+        # Counts of relayed pushes and their times in milliseconds (one row per period
+        # with at least one call, so callback_count is at least 1).
+        props["callback_count"] = {"type": "integer", "minimum": 1}
+        props |= dict.fromkeys(("fail_count", "total_time_cost", "max_time_cost"), _COUNT)
+    elif ep.kind is RowKind.DIST:
         props["count_interval"] = {"type": "integer", "enum": list(COUNT_INTERVALS)}
         props["msg_user"] = _COUNT
     else:
