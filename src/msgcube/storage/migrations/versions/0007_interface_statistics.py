@@ -1,7 +1,7 @@
 """interface analysis: stat_interface
 
 Revision ID: 0007
-Revises: 0003
+Revises: 0005
 Create Date: 2026-11-29 21:40:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0003"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
