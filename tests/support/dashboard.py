@@ -17,6 +17,7 @@ from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import Account, add_account, get_account
 from msgcube.storage.db import Store
+from support.relay_calls import seed_calls
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2026, 3, 11, 10, 0, tzinfo=SHANGHAI)  # a Wednesday
@@ -34,6 +35,7 @@ def seed_account(
     if days:
         generate_into(store, account, days=days, users=users, seed=seed, end=YESTERDAY,
                       today=TODAY)  # fmt: skip
+        seed_calls(store, account, YESTERDAY - timedelta(days=days - 1), YESTERDAY, seed=seed)
         with store.read() as conn:
             fresh = get_account(conn, appid)
         assert fresh is not None
