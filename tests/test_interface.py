@@ -24,7 +24,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from msgcube.domain.endpoints import BY_NAME
-from msgcube.errors import ApiError
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import Account, add_account, get_account
@@ -37,9 +36,10 @@ from support.relay_calls import Call, record_calls, seed_calls
 from support.server import MSGCUBE, msgcube_env, run_msgcube
 from test_dashboard import browser, sign_in
 from test_platform_flow import Deployment
+from test_rollup_oracle import oracle_or_error, served_or_error
 
 from conftest import fresh_appid
-from oracle import OracleAccount, OracleError, local_midnight
+from oracle import OracleAccount, local_midnight
 
 DAY_EP, HOUR_EP = BY_NAME["getinterfacesummary"], BY_NAME["getinterfacesummaryhour"]
 SHANGHAI, UTC = "Asia/Shanghai", "UTC"
@@ -101,20 +101,6 @@ def plans(draw: st.DrawFn) -> Plan:
     )
 
 
-def _served_or_error(store: Store, account: Account, name: str, b: str, e: str) -> Any:
-    try:
-        return served_list(store, account, BY_NAME[name], b, e, NOW)
-    except ApiError as exc:
-        return ("errcode", exc.errcode)
-
-
-def _oracle_or_error(oracle: OracleAccount, name: str, b: str, e: str) -> Any:
-    try:
-        return oracle.served(name, b, e, NOW)
-    except OracleError as exc:
-        return ("errcode", exc.errcode)
-
-
 def _reload(store: Store, appid: str) -> Account:
     with store.read() as conn:
         account = get_account(conn, appid)
@@ -156,8 +142,8 @@ def test_served_rows_equal_the_sum_of_the_recorded_timings(
         refresh(db, _reload(db, appid), TODAY)
     account = _reload(db, appid)
     for name, b, e in _requests(extra):
-        got = _served_or_error(db, account, name, b, e)
-        assert got == _oracle_or_error(oracle, name, b, e), (name, b, e, plan.tz)
+        got = served_or_error(db, account, name, b, e)
+        assert got == oracle_or_error(oracle, name, b, e), (name, b, e, plan.tz)
 
 
 def test_a_known_example_by_hand(store: Store) -> None:
