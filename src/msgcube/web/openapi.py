@@ -95,7 +95,8 @@ def _datacube_path(ep: Endpoint) -> dict[str, Any]:
                 f"Rows per {ep.period.value}. `end_date - begin_date` must be less than "
                 f"{ep.span_classic} days (span profile `classic`; {ep.span_current} under "
                 "`current`) and `end_date` at most yesterday. Errors are HTTP 200 with an "
-                "errcode body."
+                "errcode body. A third-party platform's authorizer token needs permission "
+                f"set {ep.func_id} (61007 otherwise)."
             ),
             "parameters": [
                 {
