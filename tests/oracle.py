@@ -1,4 +1,5 @@
-"""A brute-force oracle for the seven ``datacube/getupstreammsg*`` endpoints (contract).
+"""A brute-force oracle for the datacube endpoints (the contract): the seven
+``getupstreammsg*`` and the two ``getinterfacesummary*`` (summed from the relay's calls).
 
 It is deliberately *independent* of the implementation: it never imports
 ``msgcube.rollup`` or ``msgcube.storage`` (nor ``msgcube.domain.periods`` or
@@ -15,6 +16,8 @@ Usage::
     acct.store([{"FromUserName": "u", "CreateTime": 1767196800, "MsgType": "text", "MsgId": 1}])
     acct.import_followers(["u", "v"], today=date(2026, 1, 2))
     rows = acct.served("getupstreammsgdist", "2025-12-31", "2026-01-01", now)
+    acct.record_call(received_at=1767196800, cost_ms=120, failed=False)  # a relayed push
+    rows = acct.served("getinterfacesummaryhour", "2025-12-31", "2025-12-31", now)
 
 ``served`` returns exactly the ``list`` the API must serve, or raises ``OracleError``
 with the errcode of the contract's checks (61500 / 61501; 47001 and the ready_at rule are the
@@ -76,6 +79,8 @@ def local_midnight(day: date, tz: str) -> int:
 
 def period_of(endpoint_name: str) -> str:
     """'day', 'week' or 'month': what one ``ref_date`` labels (hour rows belong to a day)."""
+    if endpoint_name.startswith("getinterfacesummary"):
+        return "day"
     name = endpoint_name.removeprefix("getupstreammsg").removeprefix("dist")
     return {"": "day", "hour": "day", "week": "week", "month": "month"}[name]
 
@@ -162,6 +167,11 @@ class OracleAccount:
     """(FromUserName, CreateTime, Event): the event dedup key is the whole event."""
     import_day: date | None = None
     """The local day a follower list was imported while nothing was stored yet."""
+    calls: list[tuple[int, int, bool]] = field(default_factory=list)
+    """(received_at, cost_ms, failed) of every push relayed to the account's upstream."""
+
+    def record_call(self, *, received_at: int, cost_ms: int, failed: bool) -> None:
+        self.calls.append((received_at, cost_ms, failed))
 
     def store(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Store pushes in arrival order (WeChat field names, already valid)."""
@@ -250,7 +260,9 @@ class OracleAccount:
         for label in self.labels(period, begin, end, today):
             last = last_day_of(period, label)
             msgs = self.counted(label, last)
-            if endpoint_name == "getupstreammsghour":
+            if endpoint_name.startswith("getinterfacesummary"):
+                rows += self._interface_rows(label, endpoint_name.endswith("hour"))
+            elif endpoint_name == "getupstreammsghour":
                 rows += self._hour_rows(label, msgs)
             elif "dist" in endpoint_name:
                 rows += self._dist_rows(label, last, msgs)
@@ -287,3 +299,24 @@ class OracleAccount:
             users[0] = len(self.followers_at(end_of_period) - set(per_user))
         return [{"ref_date": label.isoformat(), "count_interval": i, "msg_user": n}
                 for i, n in sorted(users.items()) if n]  # fmt: skip
+
+    def _interface_rows(self, label: date, hourly: bool) -> list[Row]:
+        """Sums over the calls received on local day ``label`` (per local hour if ``hourly``);
+        a row only where there was a call."""
+        cells: dict[int, list[tuple[int, bool]]] = {}
+        for received_at, cost, failed in self.calls:
+            local = local_datetime(received_at, self.tz)
+            if local.date() == label:
+                cells.setdefault(local.hour * 100 if hourly else -1, []).append((cost, failed))
+        rows = []
+        for ref_hour in sorted(cells):
+            calls = cells[ref_hour]
+            row: Row = {"ref_date": label.isoformat()}
+            if hourly:
+                row["ref_hour"] = ref_hour
+            row["callback_count"] = len(calls)
+            row["fail_count"] = sum(1 for _, failed in calls if failed)
+            row["total_time_cost"] = sum(cost for cost, _ in calls)
+            row["max_time_cost"] = max(cost for cost, _ in calls)
+            rows.append(row)
+        return rows

@@ -35,6 +35,7 @@ from support.api import (
     shanghai,
     stable_token,
 )
+from support.relay_calls import seed_calls
 
 from conftest import fresh_appid
 
@@ -69,6 +70,7 @@ async def world(store: Store) -> World:
     new_account(store, fenced, SECRET)
     generate_into(store, account, days=9, users=20, seed=3, end=YESTERDAY,
                   today=local_today(T0))  # fmt: skip
+    seed_calls(store, account, YESTERDAY - timedelta(days=8), YESTERDAY, seed=3)
     async with at(store, T0 - timedelta(seconds=8000)) as api:
         expired = await get_token(api, appid, SECRET)  # expires at T0 - 800 s
     async with at(store, T0 - timedelta(seconds=1000)) as api:

@@ -139,6 +139,8 @@ def test_one_method_per_endpoint_named_after_wechats_cloud_names(fake: FakeWeCha
         "get_upstream_msg_dist",
         "get_upstream_msg_dist_week",
         "get_upstream_msg_dist_month",
+        "get_interface_summary",
+        "get_interface_summary_hour",
     ]
     with make_client(fake) as client:
         for ep in ENDPOINTS:
@@ -205,6 +207,8 @@ MIN_CALLS = {
         "getupstreammsgdist": 25,  # ceil(365 / 15)
         "getupstreammsgdistweek": 11,
         "getupstreammsgdistmonth": 11,
+        "getinterfacesummary": 13,  # ceil(365 / 30)
+        "getinterfacesummaryhour": 365,
     },
     "current": {
         "getupstreammsg": 53,
@@ -214,6 +218,8 @@ MIN_CALLS = {
         "getupstreammsgdist": 25,
         "getupstreammsgdistweek": 18,  # three Mondays per 15-day window
         "getupstreammsgdistmonth": 12,
+        "getinterfacesummary": 13,
+        "getinterfacesummaryhour": 365,
     },
 }
 

@@ -66,11 +66,13 @@ SPANS = {
     "current": {"day": 7, "hour": 1, "week": 1, "month": 1, "dist": 15, "distweek": 15,
                 "distmonth": 15},
 }  # fmt: skip
+for _spans in SPANS.values():  # interface analysis: the same in both tables
+    _spans |= {"interfacesummary": 30, "interfacesummaryhour": 1}
 """WeChat's two span tables, spelled out independently of msgcube's endpoint table."""
 
 
 def _span_key(name: str) -> str:
-    suffix = name.removeprefix("getupstreammsg")
+    suffix = name.removeprefix("getupstreammsg").removeprefix("get")
     return suffix or "day"
 
 
@@ -320,6 +322,20 @@ class FakeWeChat:
         hours: list[int | None] = [None]
         if ep.period is Period.HOUR:
             hours = [*sorted({(h % 24) * 100, ((h >> 5) % 24) * 100})]
+        if ep.kind is RowKind.INTERFACE:
+            for hour in hours:
+                calls = 1 + h % 500
+                row = {"ref_date": ref} | ({} if hour is None else {"ref_hour": hour})
+                rows.append(
+                    row
+                    | {
+                        "callback_count": calls,
+                        "fail_count": (h >> 4) % 3,
+                        "total_time_cost": calls * (20 + h % 300),
+                        "max_time_cost": 400 + (h >> 7) % 4000,
+                    }
+                )
+            return rows
         types = (1, 2, 6) if (h >> 9) % 2 else (1, 3)
         for hour in hours:
             for msg_type in types:

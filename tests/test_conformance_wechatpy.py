@@ -33,6 +33,7 @@ from msgcube.domain.endpoints import BY_NAME, ENDPOINTS, Endpoint
 from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import Account, get_account
 from msgcube.storage.db import Store, open_store
+from support.relay_calls import seed_calls
 from support.server import ServerProcess, msgcube_env, run_msgcube
 
 from oracle import OracleAccount
@@ -55,6 +56,8 @@ WECHATPY_METHOD = {
     "getupstreammsgdist": "get_upstream_msg_dist",
     "getupstreammsgdistweek": "get_upstream_msg_dist_week",
     "getupstreammsgdistmonth": "get_upstream_msg_dist_month",
+    "getinterfacesummary": "get_interface_summary",
+    "getinterfacesummaryhour": "get_interface_summary_hour",
 }
 
 
@@ -143,6 +146,12 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     oracle.store(records)
     oracle.import_followers(followers)
     store = open_store(f"sqlite:///{db}")
+    # The relay's timings of the same days (interface analysis), for the store and the oracle.
+    with store.read() as conn:
+        account = get_account(conn, APPID)
+    assert account is not None
+    for received_at, cost_ms, failed in seed_calls(store, account, date(2026, 1, 6), YESTERDAY):
+        oracle.record_call(received_at=received_at, cost_ms=cost_ms, failed=failed)
     yield Seeded(db, workdir, store, oracle)
     store.dispose()
 

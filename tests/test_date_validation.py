@@ -22,6 +22,7 @@ from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import Account, add_account, get_account
 from msgcube.storage.db import Store
+from support.relay_calls import record_calls
 
 from conftest import STAMP, fresh_appid
 from oracle import OracleError
@@ -42,6 +43,9 @@ SPEC_SPANS = {
     "getupstreammsgdist": (15, 15),
     "getupstreammsgdistweek": (30, 15),
     "getupstreammsgdistmonth": (30, 15),
+    # Interface analysis (SPEC §1.3): 30 and 1 in both profiles.
+    "getinterfacesummary": (30, 30),
+    "getinterfacesummaryhour": (1, 1),
 }
 
 
@@ -270,6 +274,9 @@ def test_dates_before_2014_12_01_are_accepted_and_empty(store: Store, ep: Endpoi
                     today=now.date())  # fmt: skip
     with store.write() as conn:
         import_followers(conn, _read(store, appid), ["u0", "fan"], now.date())
+    # A relayed push on the first day, for the interface endpoints.
+    first_noon = int(datetime(2014, 12, 1, 12, 0, tzinfo=CST).timestamp())
+    record_calls(store, _read(store, appid), [(first_noon, 100, False)])
     account = _read(store, appid)
     refresh(store, account, now.date())
     span = ep.max_span("classic")

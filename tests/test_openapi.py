@@ -33,6 +33,7 @@ from msgcube.settings import Settings
 from msgcube.storage.db import Store
 from msgcube.web.app import create_app
 from support.api import at, get_token, new_account, shanghai
+from support.relay_calls import record_calls
 
 from conftest import fresh_appid
 
@@ -193,6 +194,9 @@ async def env(store: Store) -> Env:
     account = new_account(store, appid, SECRET)
     new_account(store, unverified, SECRET, verified=False)
     generate_into(store, account, days=9, users=20, seed=5, end=YESTERDAY, today=local_today(T0))
+    # Relayed pushes yesterday (one failed), so the interface endpoints have rows too.
+    yesterday_10h = int(shanghai(2026, 5, 31, 10).timestamp())
+    record_calls(store, account, [(yesterday_10h, 80, False), (yesterday_10h + 5, 4500, True)])
     e = Env(store, appid, unverified)
     async with at(store, T0 - timedelta(seconds=8000)) as api:
         e.tokens["expired"] = await get_token(api, appid, SECRET)

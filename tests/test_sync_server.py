@@ -29,8 +29,9 @@ from msgcube.client.schema import open_database
 from msgcube.client.sync import SyncAborted, sync
 from msgcube.domain.endpoints import ENDPOINTS, Endpoint
 from msgcube.domain.periods import has_ended, period_start, periods_between
+from support.relay_calls import seed_calls
 from test_client_fake_wechat import SHANGHAI
-from test_sync import SYNC_SCRIPT, stored
+from test_sync import SYNC_SCRIPT, YEAR_TOTAL, stored
 
 from conftest import PG_URL, fresh_appid
 
@@ -122,6 +123,21 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=20)
 
 
+def _seed_relay_calls(db_url: str, appid: str) -> None:
+    """The relay's timings of the same year, so the interface datasets have rows too."""
+    from msgcube.storage.accounts import get_account
+    from msgcube.storage.db import open_store
+
+    store = open_store(db_url)
+    try:
+        with store.read() as conn:
+            account = get_account(conn, appid)
+        assert account is not None
+        seed_calls(store, account, date(2024, 12, 26), date(2026, 1, 9), seed=7)
+    finally:
+        store.dispose()
+
+
 @pytest.fixture(scope="module")
 def server(serve_env: tuple[dict[str, str], Path]) -> Iterator[Server]:
     env, work = serve_env
@@ -131,6 +147,7 @@ def server(serve_env: tuple[dict[str, str], Path]) -> Iterator[Server]:
         env, "generate", "--appid", appid, "--days", "380", "--users", "300",
         "--per-day", "60", "--end", "2026-01-09", "--seed", "7",
     )  # fmt: skip
+    _seed_relay_calls(env["MSGCUBE_DB"], appid)
     _run(env, "rollup")
     log = work / "serve.log"
     proc, base_url = _start_server(env, log)
@@ -215,8 +232,9 @@ def test_a_year_synced_equals_the_servers_rows_and_a_second_run_writes_nothing(
     with client_for(server, tmp_path / "tokens") as client:
         first = sync(client, user_db, server.appid, since=SINCE, until=UNTIL)
         assert first.complete
-        # 365 days: 53 + 365 + 11 + 11 + 25 + 11 + 11 — the minimum the spans allow.
-        assert first.calls == 487
+        # 365 days: 53 + 365 + 11 + 11 + 25 + 11 + 11 + 13 + 365 — the minimum the spans
+        # allow.
+        assert first.calls == YEAR_TOTAL == 865
         for ep in ENDPOINTS:
             expected = server_rows(server, ep, SINCE, UNTIL)
             assert len(expected) > 0
@@ -278,7 +296,7 @@ def test_a_killed_sync_resumes_and_completes(server: Server, tmp_path: Path) -> 
         assert resumed.complete
         # The killed run's committed windows are kept (how many depends on timing: windows
         # are fetched ahead by the pool but committed in order).
-        assert resumed.calls < 487
+        assert resumed.calls < YEAR_TOTAL
         for ep in ENDPOINTS:
             assert stored(engine, ep, server.appid) == server_rows(
                 server, ep, date(2025, 1, 1), date(2025, 12, 31)

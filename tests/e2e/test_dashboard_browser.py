@@ -226,6 +226,27 @@ def test_sign_in_and_see_the_right_numbers(page: Page, site: Site) -> None:
     assert page.locator("#dist-chart .barlayer .trace").count() >= 3
 
 
+def test_interface_panel_shows_the_served_timings(page: Page, site: Site) -> None:
+    sign_in(page, site)
+    expect(page.locator("#interface-h")).to_have_text("接口分析")
+    shown = page.evaluate(
+        "() => Array.from(document.querySelectorAll('#interface-table tbody tr'))"
+        ".map(tr => [tr.dataset.day, +tr.dataset.callbackCount, +tr.dataset.failCount,"
+        " +tr.dataset.totalTimeCost, +tr.dataset.maxTimeCost])"
+    )
+    begin = YESTERDAY - timedelta(days=29)
+    served = truth(site.store, site.account, BY_NAME["getinterfacesummary"], begin, YESTERDAY)
+    assert sorted(map(tuple, shown)) == [tuple(r.values()) for r in served]
+    newest = visible_cells(page, "interface-table")[0]
+    last = served[-1]
+    assert newest[:3] == [
+        last["ref_date"],
+        f"{last['callback_count']:,}",
+        f"{last['fail_count']:,}",
+    ]
+    assert newest[4] == f"{last['total_time_cost'] / last['callback_count']:,.1f}"
+
+
 def test_type_filter_range_and_period(page: Page, site: Site) -> None:
     sign_in(page, site)
     page.get_by_label("消息类型").select_option(label="图片")

@@ -17,6 +17,7 @@ from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import Account, add_account, get_account
 from msgcube.storage.db import Store
+from support.relay_calls import seed_calls
 
 from conftest import STAMP
 
@@ -28,14 +29,24 @@ DAYS = 75
 
 
 def seed_account(
-    store: Store, appid: str, secret: str, *, days: int = DAYS, users: int = 300, seed: int = 7
+    store: Store,
+    appid: str,
+    secret: str,
+    *,
+    days: int = DAYS,
+    users: int = 300,
+    seed: int = 7,
+    relay: bool = True,
 ) -> Account:
-    """An account with ``days`` days of generated traffic up to yesterday, rolled up."""
+    """An account with ``days`` days of generated traffic up to yesterday (and, with
+    ``relay``, the relay's timings of those days), rolled up."""
     with store.write() as conn:
         account = add_account(conn, appid=appid, secret=secret, tz="Asia/Shanghai", now=STAMP)
     if days:
         generate_into(store, account, days=days, users=users, seed=seed, end=YESTERDAY,
                       today=TODAY)  # fmt: skip
+        if relay:
+            seed_calls(store, account, YESTERDAY - timedelta(days=days - 1), YESTERDAY, seed=seed)
         with store.read() as conn:
             fresh = get_account(conn, appid)
         assert fresh is not None

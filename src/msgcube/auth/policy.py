@@ -124,8 +124,11 @@ def acting_account(row: TokenRow, account: Account | None) -> Account:
     return account
 
 
-def check_datacube_access(conn: Connection, row: TokenRow, account: Account, policy: str) -> None:
-    """48001 (unverified, or own token under ``third_party_only``) and 61007 (no set 1)."""
+def check_datacube_access(
+    conn: Connection, row: TokenRow, account: Account, policy: str, func_id: int = DATACUBE_FUNC
+) -> None:
+    """48001 (unverified, or own token under ``third_party_only``) and 61007 (an authorizer
+    token without the endpoint's permission set: 1 for messages, 3 for interface analysis)."""
     if not account.verified:
         raise ApiError(48001, "the account is not verified")
     if row.kind in OWN_KINDS:
@@ -137,5 +140,5 @@ def check_datacube_access(conn: Connection, row: TokenRow, account: Account, pol
     auth = get_authorization(conn, row.platform_id, account.id)
     if auth is None or not auth.active:
         raise ApiError(40001, "the authorization was revoked")
-    if DATACUBE_FUNC not in auth.func_ids:
-        raise ApiError(61007, f"permission set {DATACUBE_FUNC} was not granted")
+    if func_id not in auth.func_ids:
+        raise ApiError(61007, f"permission set {func_id} was not granted")

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
 
-from msgcube.domain.endpoints import Endpoint, endpoint
+from msgcube.domain.endpoints import MEASURES, Endpoint, endpoint
 from msgcube.domain.windows import Window, pack, reported_labels
 
 Row = dict[str, Any]
@@ -32,7 +32,6 @@ DateLike = date | str
 """A ``datetime.date`` or a ``YYYY-MM-DD`` string."""
 
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
-_MEASURES = frozenset({"msg_user", "msg_count"})
 
 
 def as_date(value: DateLike) -> date:
@@ -57,12 +56,12 @@ def as_endpoint(value: str | Endpoint) -> Endpoint:
 
 def key_fields(ep: Endpoint) -> tuple[str, ...]:
     """The fields that identify a row: ref_date, [ref_hour,] msg_type | count_interval."""
-    return tuple(f for f in ep.fields if f not in _MEASURES)
+    return ep.keys
 
 
 def measure_fields(ep: Endpoint) -> tuple[str, ...]:
-    """The counted fields of a row: msg_user[, msg_count]."""
-    return tuple(f for f in ep.fields if f in _MEASURES)
+    """The counted fields of a row: msg_user[, msg_count], or the interface timings."""
+    return MEASURES[ep.kind]
 
 
 def row_key(ep: Endpoint, row: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -1,9 +1,13 @@
-"""THE table of the seven message-analysis endpoints.
+"""THE table of the datacube endpoints: the seven of message analysis, two of interface analysis.
 
 Everything that differs between the endpoints lives in ``ENDPOINTS`` and nowhere else:
 the web routes, the request validation, the client's window splitting, the CLI's help and
 the docs all read it. Adding an endpoint (say, WeChat's keyword data, should it ever ship)
 is one row here.
+
+Interface analysis (接口分析, ``getinterfacesummary[hour]``) reports the relay's timings of
+the account's own server; its rows are a third kind, and authorizer tokens need
+permission set 3 for it instead of 1 (``func_id``).
 
 Spans follow the contract: ``end - begin`` (in days) must be *less than* the span, so span 1
 means "the same day". ``classic`` is WeChat's original table (7/1/30/30/15/30/30);
@@ -26,10 +30,29 @@ class Period(StrEnum):
 
 
 class RowKind(StrEnum):
-    """Summary rows count users and messages per msg_type; dist rows count users per bucket."""
+    """Summary rows count users and messages per msg_type; dist rows count users per bucket;
+    interface rows count and time the pushes relayed to the account's server."""
 
     SUMMARY = "summary"
     DIST = "dist"
+    INTERFACE = "interface"
+
+
+MEASURES: dict[RowKind, tuple[str, ...]] = {
+    RowKind.SUMMARY: ("msg_user", "msg_count"),
+    RowKind.DIST: ("msg_user",),
+    RowKind.INTERFACE: ("callback_count", "fail_count", "total_time_cost", "max_time_cost"),
+}
+"""The counted fields of a row, per kind, in WeChat's order (the rest identify the row)."""
+
+_KEYS: dict[RowKind, tuple[str, ...]] = {
+    RowKind.SUMMARY: ("msg_type",),
+    RowKind.DIST: ("count_interval",),
+    RowKind.INTERFACE: (),
+}
+
+# The words of endpoint names, for WeChat's camel-cased cloud-call names.
+_WORDS = ("get", "upstream", "msg", "dist", "hour", "week", "month", "interface", "summary")
 
 
 class SpanProfile(StrEnum):
@@ -53,6 +76,8 @@ class Endpoint:
     span_current: int
     title_zh: str
     title_en: str
+    func_id: int = 1
+    """The permission set (权限集) an authorizer token needs: 1 消息管理, 3 账号服务."""
 
     @property
     def path(self) -> str:
@@ -61,19 +86,19 @@ class Endpoint:
     @property
     def cloud_name(self) -> str:
         """WeChat's cloud-call name, e.g. ``officialAccount.datacube.getUpstreamMsgHour``."""
-        suffix = self.name.removeprefix("getupstreammsg")
-        return "officialAccount.datacube.getUpstreamMsg" + "".join(
-            part.capitalize() for part in _split_suffix(suffix)
-        )
+        words = _split_words(self.name)
+        return "officialAccount.datacube." + words[0] + "".join(w.capitalize() for w in words[1:])
 
     @property
     def fields(self) -> tuple[str, ...]:
         """Row fields, in the order WeChat documents them."""
-        if self.kind is RowKind.DIST:
-            return ("ref_date", "count_interval", "msg_user")
-        if self.period is Period.HOUR:
-            return ("ref_date", "ref_hour", "msg_type", "msg_user", "msg_count")
-        return ("ref_date", "msg_type", "msg_user", "msg_count")
+        return self.keys + MEASURES[self.kind]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The fields that identify a row: ref_date[, ref_hour][, msg_type | count_interval]."""
+        hour = ("ref_hour",) if self.period is Period.HOUR else ()
+        return ("ref_date", *hour, *_KEYS[self.kind])
 
     @property
     def label_period(self) -> Period:
@@ -88,13 +113,15 @@ class Endpoint:
         raise ValueError(f"unknown span profile {profile!r}; expected one of {SPAN_PROFILES}")
 
 
-def _split_suffix(suffix: str) -> list[str]:
-    # "distweek" -> ["dist", "week"]; "" -> []
+def _split_words(name: str) -> list[str]:
+    # "getupstreammsgdistweek" -> ["get", "upstream", "msg", "dist", "week"]
     parts: list[str] = []
-    for word in ("dist", "hour", "week", "month"):
-        if suffix.startswith(word):
-            parts.append(word)
-            suffix = suffix[len(word) :]
+    while name:
+        word = next((w for w in _WORDS if name.startswith(w)), None)
+        if word is None:
+            raise ValueError(f"cannot split endpoint name at {name!r}")
+        parts.append(word)
+        name = name[len(word) :]
     return parts
 
 
@@ -113,6 +140,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "获取消息发送分布周数据", "Message sending distribution by week"),
     Endpoint("getupstreammsgdistmonth", Period.MONTH, RowKind.DIST, 30, 15,
              "获取消息发送分布月数据", "Message sending distribution by month"),
+    Endpoint("getinterfacesummary", Period.DAY, RowKind.INTERFACE, 30, 30,
+             "获取接口分析数据", "Interface analysis", func_id=3),
+    Endpoint("getinterfacesummaryhour", Period.HOUR, RowKind.INTERFACE, 1, 1,
+             "获取接口分析分时数据", "Interface analysis by hour", func_id=3),
 )  # fmt: skip
 
 BY_NAME: dict[str, Endpoint] = {e.name: e for e in ENDPOINTS}

@@ -1,7 +1,8 @@
 """The one place that reads raw data, computes statistics and writes finished rows.
 
 Per closed day (one pass over that day's messages, through the covering index):
-user-day rows, hourly summary rows. From user-day rows: the daily summary and
+user-day rows, hourly summary rows, and the interface-analysis rows from the relay's
+timings (``rollup/interface.py``). From user-day rows: the daily summary and
 distribution; per week and month, the same from the user-day rows of their days — never
 from raw messages. Every statistic is one portable SQL definition (GROUP BY, COUNT
 DISTINCT, CASE) so SQLite and PostgreSQL compute the same thing the same way.
@@ -37,6 +38,7 @@ from msgcube.domain.periods import (
     periods_touching,
     week_start,
 )
+from msgcube.rollup.interface import compute_interface_days
 from msgcube.rollup.plan import Key, expected_keys, needed_for, pending
 from msgcube.storage.accounts import Account
 from msgcube.storage.db import Store
@@ -207,6 +209,7 @@ def _compute_days(conn: Connection, account: Account, days: Sequence[date]) -> N
     if hour_rows:
         conn.execute(insert(stat_summary), hour_rows)
     _write_aggregates(conn, account, Period.DAY, days)
+    compute_interface_days(conn, a, days)
 
 
 def _compute_periods(

@@ -27,6 +27,7 @@ from msgcube.domain.periods import (
 )
 from msgcube.errors import ApiError
 from msgcube.rollup.engine import pending_keys, refresh
+from msgcube.rollup.interface import read_interface_rows
 from msgcube.rollup.plan import Key
 from msgcube.storage.accounts import Account
 from msgcube.storage.db import Store
@@ -109,6 +110,8 @@ def served_list(
 
 def read_rows(conn: Connection, account_id: int, ep: Endpoint, labels: list[date]) -> list[Row]:
     """Finished rows of ``ep`` for the given period labels, in WeChat's order."""
+    if ep.kind is RowKind.INTERFACE:
+        return read_interface_rows(conn, account_id, ep, labels)
     if ep.kind is RowKind.DIST:
         t = stat_dist
         stmt = (

@@ -295,3 +295,21 @@ relay_calls = Table(
     Column("failed", Boolean, nullable=False),
     Index(None, "account_id", "day", "hour"),
 )
+
+# --- interface analysis (接口分析), rolled up from the relay's timings -----------------------
+
+stat_interface = Table(
+    "stat_interface",
+    metadata,
+    # Finished rows of getinterfacesummary (period "day") and …hour (period "hour"),
+    # written by the day rollup from relay_calls; only periods with at least one call.
+    Column("account_id", Integer, nullable=False),
+    Column("period", String(8), nullable=False),  # day | hour
+    Column("ref_date", Date, nullable=False),
+    Column("ref_hour", SmallInteger, nullable=False),  # hour*100 for hour rows, else 0
+    Column("callback_count", Integer, nullable=False),
+    Column("fail_count", Integer, nullable=False),
+    Column("total_time_cost", BigInteger, nullable=False),  # milliseconds
+    Column("max_time_cost", Integer, nullable=False),  # milliseconds
+    PrimaryKeyConstraint("account_id", "period", "ref_date", "ref_hour"),
+)

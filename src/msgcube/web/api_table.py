@@ -77,7 +77,12 @@ def _row_schema(ep: Endpoint) -> Schema:
     props: Schema = {"ref_date": _DATE}
     if ep.period is Period.HOUR:
         props["ref_hour"] = {"type": "integer", "enum": [h * 100 for h in range(24)]}
-    if ep.kind is RowKind.DIST:
+    if ep.kind is RowKind.INTERFACE:
+        # Counts of relayed pushes and their times in milliseconds (one row per period
+        # with at least one call, so callback_count is at least 1).
+        props["callback_count"] = {"type": "integer", "minimum": 1}
+        props |= dict.fromkeys(("fail_count", "total_time_cost", "max_time_cost"), _COUNT)
+    elif ep.kind is RowKind.DIST:
         props["count_interval"] = {"type": "integer", "enum": list(COUNT_INTERVALS)}
         props["msg_user"] = _COUNT
     else:
@@ -102,7 +107,8 @@ def _datacube(ep: Endpoint) -> ApiRoute:
             f"Rows per {ep.period.value}. `end_date - begin_date` must be less than "
             f"{ep.span_classic} days (span profile `classic`; {ep.span_current} under "
             "`current`) and `end_date` at most yesterday. Errors are HTTP 200 with an "
-            "errcode body."
+            "errcode body. A third-party platform's authorizer token needs permission "
+            f"set {ep.func_id} (61007 otherwise)."
         ),
         handler=datacube.handler(ep),
         errcodes=DATACUBE_ERRCODES,

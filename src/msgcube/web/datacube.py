@@ -25,19 +25,22 @@ from msgcube.web.handlers import ACCOUNT_KINDS, Handler, json_object, require_to
 from msgcube.web.quota_flusher import counter_of
 
 
-def authorize(request: Request, ctx: AppContext, now: datetime) -> tuple[Account, date]:
+def authorize(
+    request: Request, ctx: AppContext, now: datetime, func_id: int = 1
+) -> tuple[Account, date]:
     """The checks before the body, in WeChat's order; the call is counted when they pass.
 
     43002 method, 41001 no token, 40001/42001 token, 48001 component token, 40164 IP
     whitelist (``require_token``), 48001 unverified / access policy, 61007 authorizer
-    without permission set 1, 45009 daily quota (see ``auth/policy`` and
-    ``auth/quotas``). Returns the account and its local date at ``now``.
+    without the permission set ``func_id`` (1 for messages, 3 for interface analysis),
+    45009 daily quota (see ``auth/policy`` and ``auth/quotas``). Returns the account and
+    its local date at ``now``.
     """
     caller = require_token(request, ctx, kinds=ACCOUNT_KINDS, wrong_kind=48001)
     account = caller.account
     assert account is not None  # an account kind
     policy = ctx.settings.access_policy
-    check_datacube_access(ctx.store.hot_reader(), caller.token, account, policy)
+    check_datacube_access(ctx.store.hot_reader(), caller.token, account, policy, func_id)
     today = local_today(now, account.tz)
     limit = ctx.settings.quota_datacube
     counter_of(request).admit(account.id, request.scope["path"], today, limit)
@@ -49,7 +52,7 @@ def handler(ep: Endpoint) -> Handler:
 
     async def handle(request: Request, ctx: AppContext) -> Response:
         now = ctx.now()
-        account, today = authorize(request, ctx, now)
+        account, today = authorize(request, ctx, now, ep.func_id)
         begin, end = parse_range_body(await json_object(request))
         key = (account.id, ep.name, begin, end, today, ctx.settings.span_profile)
         hit = ctx.answers.get(key)

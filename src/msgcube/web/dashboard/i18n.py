@@ -80,6 +80,17 @@ TEXT: dict[str, dict[str, str]] = {
         "count_interval": "发送次数区间",
         "data_table": "数据表",
         "export_csv": "导出 CSV",
+        "interface": "接口分析",
+        "interface_intro": "公众号服务器（上游）应答转发消息的情况，由 msgcube 转发时测得。",
+        "interface_none": (
+            "所选日期内没有转发的消息。设置上游后可见："
+            "msgcube account set --appid {appid} --upstream URL"
+        ),
+        "callback_count": "调用次数",
+        "fail_count": "失败次数",
+        "fail_rate": "失败率",
+        "mean_time_cost": "平均耗时（毫秒）",
+        "max_time_cost": "最大耗时（毫秒）",
         "ref_date": "日期",
         "loading": "加载中…",
         "no_data": "所选范围内没有数据。",
@@ -148,6 +159,20 @@ TEXT: dict[str, dict[str, str]] = {
         "count_interval": "Messages per sender",
         "data_table": "Data table",
         "export_csv": "Export CSV",
+        "interface": "Interface analysis",
+        "interface_intro": (
+            "How the account's own server (the upstream) answered the pushes msgcube "
+            "relayed to it, as timed by the relay."
+        ),
+        "interface_none": (
+            "No relayed pushes in this range. Set an upstream to see them: "
+            "msgcube account set --appid {appid} --upstream URL"
+        ),
+        "callback_count": "Calls",
+        "fail_count": "Failures",
+        "fail_rate": "Failure rate",
+        "mean_time_cost": "Mean time (ms)",
+        "max_time_cost": "Max time (ms)",
         "ref_date": "Date",
         "loading": "Loading…",
         "no_data": "No data in the selected range.",

@@ -39,6 +39,7 @@ from msgcube.web.dashboard.i18n import (
     pick_language,
     text,
 )
+from msgcube.web.dashboard.interface import interface_panel
 from msgcube.web.dashboard.session import (
     SECRET_NAME,
     Session,
@@ -430,12 +431,15 @@ async def dashboard_page(request: Request) -> Response:
         filters = _filters(request.query_params, q.yesterday)
         has_data = account.stats_since is not None
         kn = await run_in_threadpool(data.key_numbers, q) if has_data else None
+        begin, end = filters["begin"], filters["end"]
+        panel = await run_in_threadpool(interface_panel, q, begin, end) if has_data else None
         plotly = await run_in_threadpool(plotly_asset)  # read and gzipped once, off the loop
         values.update(
             filters=filters,
             has_data=has_data,
             key=kn,
             cards=_key_cards(kn, t) if kn else [],
+            interface=panel,
             yesterday=q.yesterday,
             floor=DATA_FLOOR,
             types=[(c, MSG_TYPE_LABELS[lang][c]) for c in COUNTED_TYPES],
