@@ -80,3 +80,12 @@ class IngestError(MsgcubeError):
 
 class ConfigError(MsgcubeError):
     """A setting or command-line value that cannot be used."""
+
+
+class PushRefused(MsgcubeError):
+    """An authentic push msgcube will not store (HTTP 403, stored and forwarded nowhere):
+    e.g. a platform's push for an account that platform may not feed."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

@@ -105,6 +105,16 @@ def open_push(account: Account, query: Mapping[str, str], body: bytes) -> Record
 def open_body(account: Account, query: Mapping[str, str], body: bytes) -> Record:
     """The part of ``open_push`` after the ``signature`` check (the server reads the body
     only once that check has passed)."""
+    fields = open_fields(account, query, body)
+    try:
+        return parse_record(fields)
+    except IngestError as exc:
+        raise IngestError(f"record: {exc.reason}") from None
+
+
+def open_fields(account: Account, query: Mapping[str, str], body: bytes) -> dict[str, str]:
+    """``open_body`` up to the push's XML fields, before they are read as a record (a
+    platform's URL also receives WeChat's own notices, which are no record)."""
     encrypt_type = (query.get("encrypt_type") or "raw").strip().lower()
     if encrypt_type == "raw":
         xml = body
@@ -113,13 +123,9 @@ def open_body(account: Account, query: Mapping[str, str], body: bytes) -> Record
     else:
         raise IngestError(f"unknown encrypt_type {encrypt_type[:32]!r}")
     try:
-        fields = parse_push_xml(xml)
+        return parse_push_xml(xml)
     except XmlError as exc:
         raise IngestError(f"xml: {exc}") from None
-    try:
-        return parse_record(fields)
-    except IngestError as exc:
-        raise IngestError(f"record: {exc.reason}") from None
 
 
 def _decrypt(account: Account, query: Mapping[str, str], body: bytes) -> bytes:

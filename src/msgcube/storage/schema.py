@@ -65,6 +65,9 @@ accounts = Table(
     # generation they were computed at and are void once it moves.
     Column("stats_gen", Integer, nullable=False, server_default="0"),
     Column("created_at", BigInteger, nullable=False),
+    # The third-party platform whose message URL created this account (NULL: added by
+    # the operator). See web/platform_callback.py.
+    Column("platform_id", Integer, nullable=True),
 )
 
 senders = Table(
@@ -232,6 +235,13 @@ platforms = Table(
     # The last slot whose ticket was pushed: workers claim a push by moving it forward.
     Column("pushed_slot", BigInteger, nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    # The message URL (web/platform_callback.py): push_token and aes_key above are the
+    # platform's Token and EncodingAESKey; the previous key is tried for rotation.
+    Column("prev_aes_key", String(43), nullable=True),
+    # The platform's own message URL, "$APPID$" substituted per push (empty: no relay).
+    Column("upstream_url", Text, nullable=False, server_default=""),
+    # How many accounts its message URL may create (0: none).
+    Column("account_limit", Integer, nullable=False, server_default="10000"),
 )
 
 authorizations = Table(

@@ -27,7 +27,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from msgcube.auth.quotas import QuotaCounter
 from msgcube.settings import Settings
 from msgcube.storage.db import Store
-from msgcube.web import admin, callback, cgibin, component, dashboard, datacube, quota
+from msgcube.web import (
+    admin,
+    callback,
+    cgibin,
+    component,
+    dashboard,
+    datacube,
+    platform_callback,
+    quota,
+)
 from msgcube.web.background import rollup_loop
 from msgcube.web.context import AppContext
 from msgcube.web.envelope import JSONBody, new_rid
@@ -104,6 +113,7 @@ def create_app(settings: Settings, store: Store, *, background: bool = False) ->
 
     routes = [
         *callback.routes,  # first: pushes are the busiest path, and routes are tried in order
+        *platform_callback.routes,
         *datacube.routes,
         *cgibin.routes,
         *dashboard.routes,
@@ -119,6 +129,7 @@ def create_app(settings: Settings, store: Store, *, background: bool = False) ->
     app.router.redirect_slashes = False
     app.state.ctx = ctx
     app.state.callback = callbacks
+    app.state.platform_callback = platform_callback.PlatformCallbackService(callbacks)
     app.state.quotas = quotas
     app.add_middleware(RequestLog, log_all=settings.access_log == "all")
     return app
