@@ -71,6 +71,13 @@ def _networks(value: str) -> str:
     return value
 
 
+def _seconds(value: str) -> float:
+    number = float(value)
+    if not 0 < number <= 60:
+        raise ValueError("must be more than 0 and at most 60 seconds")
+    return number
+
+
 def _port(value: str) -> int:
     number = int(value)
     if not 0 <= number <= 65535:
@@ -118,6 +125,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("trusted_proxies", "", _networks,
             "Comma-separated proxy addresses/networks whose X-Forwarded-For gives the client "
             "address (for IP whitelists); unset: the direct peer is the client."),
+    Setting("relay_timeout", 4.5, _seconds,
+            "Seconds an upstream (an account's own server) has to answer a relayed push, "
+            "counted from the push's arrival; keep it under WeChat's 5 s."),
+    Setting("relay_concurrency", 100, _positive_int,
+            "Concurrent calls per upstream server and worker; more pushes wait their turn."),
     Setting("now", "", _now, "Pin the clock (ISO 8601 with offset), for tests and demos."),
     Setting("log_level", "info", _choice("debug", "info", "warning", "error"), "Log level."),
     Setting("access_log", "errors", _choice("errors", "all"),
@@ -143,6 +155,8 @@ class Settings:
     quota_token: int = 2000
     admin_token: str = field(default="", repr=False)
     trusted_proxies: str = ""
+    relay_timeout: float = 4.5
+    relay_concurrency: int = 100
     now: str = ""
     log_level: str = "info"
     access_log: str = "errors"

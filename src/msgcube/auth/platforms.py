@@ -38,6 +38,7 @@ from sqlalchemy import Connection
 
 from msgcube.auth.tokens import OVERLAP, TOKEN_TTL, new_token
 from msgcube.errors import ApiError, PushRefused
+from msgcube.relay import check_upstream_url
 from msgcube.storage.accounts import Account, get_account, hash_secret
 from msgcube.storage.platforms import (
     Authorization,
@@ -169,11 +170,15 @@ def _checked(
             AESKey(aes_key)
         except (TypeError, ValueError) as exc:
             raise PlatformError(f"EncodingAESKey: {exc}") from None
-    for name, url in (("ticket URL", ticket_url), ("upstream URL", upstream_url)):
-        if url:
-            parts = urlsplit(url.replace(APPID_PLACEHOLDER, "wx0"))
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise PlatformError(f"the {name} must be an http:// or https:// URL")
+    if ticket_url:
+        parts = urlsplit(ticket_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise PlatformError("the ticket URL must be an http:// or https:// URL")
+    if upstream_url:
+        try:
+            check_upstream_url(upstream_for_appid(upstream_url, "wx0123456789abcdef"))
+        except ValueError as exc:
+            raise PlatformError(str(exc)) from None
     if ticket_url and (not push_token or aes_key is None):
         raise PlatformError("a ticket URL needs --token and --aes-key to sign and encrypt")
     if len(push_token) > 64:
@@ -191,7 +196,11 @@ def _checked(
 
 def upstream_for(platform: Platform, appid: str) -> str:
     """The platform's message URL for one authorizer (``$APPID$`` substituted); '' if none."""
-    return platform.upstream_url.replace(APPID_PLACEHOLDER, appid)
+    return upstream_for_appid(platform.upstream_url, appid)
+
+
+def upstream_for_appid(upstream_url: str, appid: str) -> str:
+    return upstream_url.replace(APPID_PLACEHOLDER, appid)
 
 
 def require_platform(conn: Connection, component_appid: str) -> Platform:

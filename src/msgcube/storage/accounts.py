@@ -38,6 +38,7 @@ class Account:
     prev_aes_key: str | None = field(default=None, repr=False)
     ip_whitelist: tuple[str, ...] = ()
     secret_hash: str = field(default="", repr=False)
+    upstream_url: str | None = None  # the account's own server, when msgcube relays to it
 
     def secret_matches(self, secret: str) -> bool:
         return hmac.compare_digest(self.secret_hash, hash_secret(secret))
@@ -61,6 +62,7 @@ def account_from_row(row: Any) -> Account:
         prev_aes_key=row.prev_aes_key,
         ip_whitelist=tuple(ip for ip in row.ip_whitelist.split(",") if ip),
         secret_hash=row.secret_hash,
+        upstream_url=row.upstream_url,
     )
 
 

@@ -65,6 +65,8 @@ accounts = Table(
     # generation they were computed at and are void once it moves.
     Column("stats_gen", Integer, nullable=False, server_default="0"),
     Column("created_at", BigInteger, nullable=False),
+    # The account's own server (its bot): pushes are stored and forwarded there (relay).
+    Column("upstream_url", Text, nullable=True),
     # The third-party platform whose message URL created this account (NULL: added by
     # the operator). See web/platform_callback.py.
     Column("platform_id", Integer, nullable=True),
@@ -282,4 +284,21 @@ account_quotas = Table(
     # A per-account daily limit for each datacube API, overriding the quota_datacube setting.
     Column("account_id", Integer, primary_key=True, autoincrement=False),
     Column("daily_limit", Integer, nullable=False),
+)
+
+# --- the relay's timings (interface analysis, 接口分析) ----------------------------------------
+
+relay_calls = Table(
+    "relay_calls",
+    metadata,
+    # One row per push forwarded to an account's upstream: what WeChat's interface
+    # analysis measures about the developer's server, summed by the interface rollup.
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("account_id", Integer, nullable=False),
+    Column("received_at", BigInteger, nullable=False),  # unix seconds, when the push arrived
+    Column("day", Date, nullable=False),  # local day in the account's tz
+    Column("hour", SmallInteger, nullable=False),  # local hour
+    Column("cost_ms", Integer, nullable=False),  # push received → upstream's answer or failure
+    Column("failed", Boolean, nullable=False),
+    Index(None, "account_id", "day", "hour"),
 )

@@ -11,6 +11,8 @@ Order of the checks, each answered the moment it fails:
    and the answer is 400;
 5. the record goes to the group committer; ``success`` only once its transaction has
    committed, 500 if it failed (WeChat then retries; the retry is deduplicated).
+   An account with an upstream URL instead gets the relay (``msgcube.relay``): stored
+   and forwarded concurrently, answered with the upstream's answer verbatim or a failure.
 
 Decisions: there is no timestamp freshness window. In compatible and safe mode
 ``msg_signature`` binds the ciphertext, and a replayed push is deduplicated on MsgId or
@@ -50,6 +52,7 @@ from msgcube.ingest.push import (
     parse_query,
     quarantine_entry,
 )
+from msgcube.relay import Relay, RelayAnswer, RelayRecorder
 from msgcube.storage.accounts import Account, get_account
 from msgcube.web.context import AppContext
 from msgcube.web.handlers import BodyTooLarge, read_body
@@ -66,6 +69,12 @@ class CallbackService:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self.committer = GroupCommitter(ctx.store, ctx.now)
+        self.relay = Relay(
+            timeout=ctx.settings.relay_timeout,
+            concurrency=ctx.settings.relay_concurrency,
+            recorder=RelayRecorder(ctx.store),
+            clock=ctx.now,
+        )
         self._accounts: dict[str, tuple[float, Account | None]] = {}
         self._refreshing: dict[str, asyncio.Future[Account | None]] = {}
 
@@ -74,7 +83,8 @@ class CallbackService:
         """Run the committer for the app's lifetime; on shutdown, commit what is queued."""
         await self.committer.start()
         try:
-            yield
+            async with self.relay.running():
+                yield
         finally:
             await self.committer.stop()
             s = self.committer.stats
@@ -130,6 +140,7 @@ def _refuse(request: Request, status: int, reason: str) -> Response:
 
 
 async def callback(request: Request) -> Response:
+    received = time.perf_counter()
     service: CallbackService = request.app.state.callback
     appid = request.path_params["appid"]
     account = await service.account(appid)
@@ -160,11 +171,45 @@ async def callback(request: Request) -> Response:
         except Exception:
             return _refuse(request, 500, "could not store")
         return _refuse(request, 400, f"quarantined: {exc.reason}")
+    if account.upstream_url:
+        return relay_response(
+            request, await _relay(service, request, account, record, body, received)
+        )
     try:
         await service.committer.store(account, record)
     except Exception:
         return _refuse(request, 500, "could not store")
     return PlainTextResponse("success")
+
+
+async def _relay(
+    service: CallbackService,
+    request: Request,
+    account: Account,
+    record: Record,
+    body: bytes,
+    received: float,
+) -> RelayAnswer:
+    """Store and forward the push concurrently (``msgcube.relay``); answer when both are done."""
+    assert account.upstream_url
+    return await service.relay.relay(
+        account,
+        account.upstream_url,
+        request.method,
+        request.scope["query_string"],
+        request.headers.get("content-type"),
+        body,
+        service.committer.store(account, record),
+        received=received,
+    )
+
+
+def relay_response(request: Request, answer: RelayAnswer) -> Response:
+    """The relay's answer as sent to WeChat: the upstream's bytes, or a failure answer."""
+    if answer.reason:
+        request.state.detail = answer.reason
+    headers = {"content-type": answer.content_type} if answer.content_type else None
+    return Response(answer.body, status_code=answer.status, headers=headers)
 
 
 async def _open(

@@ -29,12 +29,12 @@ Decisions:
   platform and its authorization is not revoked (403 otherwise: one platform never
   writes into another's or an operator's account).
 - WeChat's own notices to the platform (no ``ToUserName``; ``AppId`` = the component
-  appid) are not messages: never counted, answered ``success`` — or, with an upstream,
-  forwarded and answered with its answer like any push, since the platform's server
-  expects them.
+  appid) are not messages: never counted, answered ``success`` by msgcube and not
+  forwarded (WeChat sends a platform's notices to its authorization-event URL; the few
+  that reach the message URL need no reply).
 - With the platform's upstream URL set, the push goes through the account callback's
   relay (``$APPID$`` substituted): stored and forwarded concurrently, the upstream's
-  answer returned verbatim.
+  answer returned verbatim, its timing recorded for the account's interface analysis.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from msgcube.auth.platforms import admitted_account, create_platform_account
+from msgcube.auth.platforms import admitted_account, create_platform_account, upstream_for
 from msgcube.domain.messages import Record, parse_record
 from msgcube.errors import IngestError, PushRefused
 from msgcube.ingest.push import (
@@ -58,7 +58,7 @@ from msgcube.ingest.push import (
 )
 from msgcube.storage.accounts import Account
 from msgcube.storage.platforms import Platform, get_platform
-from msgcube.web.callback import CallbackService
+from msgcube.web.callback import CallbackService, relay_response
 from msgcube.web.handlers import BodyTooLarge, read_body
 from msgcube.wechat import parse_push_xml
 
@@ -143,6 +143,7 @@ def _refuse(request: Request, status: int, reason: str) -> Response:
 
 
 async def platform_callback(request: Request) -> Response:
+    received = time.perf_counter()
     service: PlatformCallbackService = request.app.state.platform_callback
     component_appid = request.path_params["component_appid"]
     appid = request.path_params["appid"]
@@ -187,8 +188,21 @@ async def platform_callback(request: Request) -> Response:
         except Exception:
             return _refuse(request, 500, "could not store")
         return _refuse(request, 400, f"quarantined: {exc.reason}")
+    storing = service.callbacks.committer.store(account, record)
+    if platform.upstream_url:
+        answer = await service.callbacks.relay.relay(
+            account,
+            upstream_for(platform, appid),
+            request.method,
+            request.scope["query_string"],
+            request.headers.get("content-type"),
+            body,
+            storing,
+            received=received,
+        )
+        return relay_response(request, answer)
     try:
-        await service.callbacks.committer.store(account, record)
+        await storing
     except Exception:
         return _refuse(request, 500, "could not store")
     return PlainTextResponse("success")
