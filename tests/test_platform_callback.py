@@ -1,0 +1,253 @@
+"""A third-party platform's message URL, against a real ``msgcube serve`` (SQLite and PostgreSQL).
+
+Pushes are sealed the way WeChat seals a platform's pushes, with wechatpy's own AES
+(``PrpCrypto``) and SHA-1 signatures computed here: the platform's Token signs, the
+platform's EncodingAESKey encrypts for the *component* appid, the body is
+``<xml><ToUserName/><Encrypt/></xml>`` and the URL is the platform's template with
+``$APPID$`` replaced by the authorized account's appid. Statistics are compared with the
+brute-force oracle (tests/oracle.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import random
+import secrets
+import string
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy import func, select
+from wechatpy.crypto import PrpCrypto
+
+from msgcube.domain.endpoints import ENDPOINTS
+from msgcube.replay import push_fields
+from msgcube.rollup.query import served_list
+from msgcube.storage.accounts import get_account
+from msgcube.storage.db import Store, open_store
+from msgcube.storage.schema import messages, quarantine
+from msgcube.traffic import generate_traffic
+from msgcube.wechat import build_push_xml
+from support.server import ServerProcess, msgcube_env, run_msgcube
+
+from conftest import PG_URL
+from oracle import OracleAccount
+
+pytestmark = pytest.mark.slow
+
+NOW = "2026-02-15T10:00:00+08:00"
+NOW_DT = datetime.fromisoformat(NOW)
+END = date(2026, 2, 14)
+TOKEN = "platform-token-0123"
+COMPONENT_SECRET = "component-secret-0123456789abcdef"
+
+
+def new_key() -> str:
+    """A fresh EncodingAESKey: 43 characters of A-Z, a-z, 0-9 (WeChat generates them so)."""
+    return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(43))
+
+
+def wx_appid() -> str:
+    return "wx" + secrets.token_hex(8)
+
+
+def sha1_sorted(*parts: str) -> str:
+    return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()  # noqa: S324
+
+
+@dataclass(frozen=True)
+class Sealer:
+    """Seals pushes as WeChat does for one platform (or, in the refusal tests, wrongly)."""
+
+    token: str
+    aes_key: str
+    envelope_appid: str
+
+    def seal(
+        self, record: Mapping[str, Any], *, mode: str = "safe"
+    ) -> tuple[dict[str, str], bytes]:
+        ts, nonce = str(int(NOW_DT.timestamp())), str(secrets.randbelow(10**9))
+        xml = build_push_xml(push_fields(record))
+        query = {"signature": sha1_sorted(self.token, ts, nonce), "timestamp": ts, "nonce": nonce}
+        if mode == "plain":
+            return query, xml
+        key = base64.b64decode(self.aes_key + "=")
+        encrypted = PrpCrypto(key).encrypt(xml.decode(), self.envelope_appid)
+        encrypted = encrypted.decode() if isinstance(encrypted, bytes) else encrypted
+        query |= {"encrypt_type": "aes", "msg_signature": sha1_sorted(self.token, ts, nonce, encrypted)}
+        if "AppId" in record:  # WeChat's notices to a platform
+            head = f"<AppId><![CDATA[{record['AppId']}]]></AppId>"
+        else:
+            head = f"<ToUserName><![CDATA[{record.get('ToUserName', '')}]]></ToUserName>"
+        if mode == "compat":
+            head = xml.decode()[5:-6]
+        return query, f"<xml>{head}<Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>".encode()
+
+
+@dataclass
+class Deployment:
+    db: str
+    workdir: Path
+    env: dict[str, str]
+    store: Store
+    server: ServerProcess
+
+    def msgcube(self, *args: str) -> str:
+        return run_msgcube(*args, env=self.env, cwd=self.workdir)
+
+    def add_platform(self, *args: str) -> tuple[str, str]:
+        component_appid, key = wx_appid(), new_key()
+        self.msgcube("platform", "add", "--component-appid", component_appid, "--token", TOKEN,
+                     "--aes-key", key, "--component-secret", COMPONENT_SECRET, *args)  # fmt: skip
+        return component_appid, key
+
+    def url(self, component_appid: str, appid: str) -> str:
+        return f"{self.server.base_url}/wechat/platform/{component_appid}/callback/{appid}"
+
+    def message_count(self, appid: str) -> int:
+        with self.store.read() as conn:
+            account = get_account(conn, appid)
+            if account is None:
+                return -1
+            return int(conn.execute(select(func.count()).select_from(messages)
+                                    .where(messages.c.account_id == account.id)).scalar_one())  # fmt: skip
+
+    def quarantined(self, appid: str) -> list[str]:
+        with self.store.read() as conn:
+            return list(conn.execute(select(quarantine.c.reason)
+                                     .where(quarantine.c.appid == appid)).scalars())  # fmt: skip
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
+    if request.param == "sqlite":
+        db = str(tmp_path / "msgcube.db")
+        url = f"sqlite:///{db}"
+    else:
+        request.getfixturevalue("pg_store")  # reachable and migrated, or skipped/failed
+        db = url = PG_URL
+    env = msgcube_env(db, NOW)
+    store = open_store(url)
+    with ServerProcess(db, tmp_path, now=NOW) as server:
+        yield Deployment(db, tmp_path, env, store, server)
+    store.dispose()
+
+
+async def send_all(
+    pushes: list[tuple[str, dict[str, str], bytes]], concurrency: int = 16
+) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(url: str, query: dict[str, str], body: bytes) -> httpx.Response:
+            async with gate:
+                return await client.post(url, params=query, content=body)
+
+        return await asyncio.gather(*(one(*p) for p in pushes))
+
+
+def post(url: str, query: dict[str, str], body: bytes) -> httpx.Response:
+    return httpx.post(url, params=query, content=body, timeout=30)
+
+
+def text_message(original_id: str, msg_id: int, content: str = "hello") -> dict[str, Any]:
+    return {"ToUserName": original_id, "FromUserName": "oUser000000000000000000001",
+            "CreateTime": int(NOW_DT.timestamp()) - 3600, "MsgType": "text",
+            "Content": content, "MsgId": msg_id}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- 50 authorizers
+
+
+def test_fifty_authorizers_through_one_url_template(deployment: Deployment) -> None:
+    d = deployment
+    component_appid, key = d.add_platform()
+    sealer = Sealer(TOKEN, key, component_appid)
+    authorizers = {wx_appid(): "gh_" + secrets.token_hex(6) for _ in range(50)}
+    oracles: dict[str, OracleAccount] = {}
+    pushes: list[tuple[str, dict[str, str], bytes]] = []
+    rng = random.Random(5)
+    for i, (appid, original_id) in enumerate(authorizers.items()):
+        records = list(generate_traffic(appid=appid, original_id=original_id, days=8,
+                                        users=10, seed=i, end=END, messages_per_day=6))  # fmt: skip
+        oracles[appid] = OracleAccount("Asia/Shanghai")
+        oracles[appid].store(records)
+        retried = rng.sample(records, k=max(1, len(records) // 20))  # WeChat's retries
+        for record in records + retried:
+            pushes.append((d.url(component_appid, appid), *sealer.seal(record)))
+    rng.shuffle(pushes)  # the authorizers' pushes interleave on the one URL
+    notice = {"AppId": component_appid, "CreateTime": int(NOW_DT.timestamp()),
+              "InfoType": "unauthorized", "AuthorizerAppid": wx_appid()}  # fmt: skip
+    some_appid = next(iter(authorizers))
+    pushes.append((d.url(component_appid, some_appid), *sealer.seal(notice)))
+
+    answers = asyncio.run(send_all(pushes))
+    assert [(a.status_code, a.text) for a in answers] == [(200, "success")] * len(pushes)
+
+    # The GET handshake of the same URL is answered by msgcube with the platform's Token.
+    ts, nonce = "1771120800", "424242"
+    echo = httpx.get(d.url(component_appid, some_appid), params={
+        "signature": sha1_sorted(TOKEN, ts, nonce), "timestamp": ts, "nonce": nonce,
+        "echostr": "echo-4711"})  # fmt: skip
+    assert (echo.status_code, echo.text) == (200, "echo-4711")
+
+    listed = d.msgcube("platform", "accounts", "--component-appid", component_appid)
+    lines = listed.splitlines()
+    assert len(lines) == 50  # the notice created nothing
+    for line in lines:
+        appid, *fields = line.split("\t")
+        assert f"original_id:{authorizers[appid]}" in fields
+        assert {"created_by:platform", "func_info:1", "authorization:active"} <= set(fields)
+
+    d.msgcube("rollup")
+    total = 0
+    for appid, oracle in oracles.items():
+        with d.store.read() as conn:
+            account = get_account(conn, appid)
+        assert account is not None
+        assert account.original_id == authorizers[appid]
+        for ep in ENDPOINTS:
+            begin = (END - timedelta(days=ep.span_classic - 1)).isoformat()
+            got = served_list(d.store, account, ep, begin, END.isoformat(), NOW_DT)
+            assert got == oracle.served(ep.name, begin, END.isoformat(), NOW_DT), (appid, ep.name)
+            total += len(got)
+    assert total > 50 * 20, "too little data to mean anything"
+
+    # An authorizer token of the platform reads one account's statistics as today.
+    appid = some_appid
+    refresh = d.msgcube("platform", "authorize", "--component-appid", component_appid,
+                        "--appid", appid, "--func", "1").splitlines()[-1]  # fmt: skip
+    listing = d.msgcube("platform", "list")  # secrets are never listed
+    assert TOKEN not in listing and key not in listing and COMPONENT_SECRET not in listing
+    assert f"{component_appid}\tticket_url:-\ttoken:set\taes_key:set\t" in listing
+    token = authorizer_token(d, component_appid, appid, refresh)
+    body = httpx.post(f"{d.server.base_url}/datacube/getupstreammsg",
+                      params={"access_token": token},
+                      content=orjson.dumps({"begin_date": "2026-02-08",
+                                            "end_date": "2026-02-14"})).json()  # fmt: skip
+    assert body == {"list": oracles[appid].served("getupstreammsg", "2026-02-08", "2026-02-14",
+                                                  NOW_DT)}  # fmt: skip
+
+
+def authorizer_token(d: Deployment, component_appid: str, appid: str, refresh: str) -> str:
+    """The platform's way in: ticket → component token → authorizer token."""
+    ticket = d.msgcube("platform", "ticket", "--component-appid", component_appid).split()[-1]
+    base = d.server.base_url
+    component = httpx.post(f"{base}/cgi-bin/component/api_component_token", content=orjson.dumps({
+        "component_appid": component_appid, "component_appsecret": COMPONENT_SECRET,
+        "component_verify_ticket": ticket})).json()  # fmt: skip
+    grant = httpx.post(f"{base}/cgi-bin/component/api_authorizer_token",
+                       params={"component_access_token": component["component_access_token"]},
+                       content=orjson.dumps({"component_appid": component_appid,
+                                             "authorizer_appid": appid,
+                                             "authorizer_refresh_token": refresh})).json()  # fmt: skip
+    return str(grant["authorizer_access_token"])
