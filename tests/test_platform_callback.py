@@ -82,7 +82,10 @@ class Sealer:
         key = base64.b64decode(self.aes_key + "=")
         encrypted = PrpCrypto(key).encrypt(xml.decode(), self.envelope_appid)
         encrypted = encrypted.decode() if isinstance(encrypted, bytes) else encrypted
-        query |= {"encrypt_type": "aes", "msg_signature": sha1_sorted(self.token, ts, nonce, encrypted)}
+        query |= {
+            "encrypt_type": "aes",
+            "msg_signature": sha1_sorted(self.token, ts, nonce, encrypted),
+        }
         if "AppId" in record:  # WeChat's notices to a platform
             head = f"<AppId><![CDATA[{record['AppId']}]]></AppId>"
         else:
@@ -251,3 +254,98 @@ def authorizer_token(d: Deployment, component_appid: str, appid: str, refresh: s
                                              "authorizer_appid": appid,
                                              "authorizer_refresh_token": refresh})).json()  # fmt: skip
     return str(grant["authorizer_access_token"])
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def test_only_the_platforms_own_seal_creates_or_feeds_an_account(deployment: Deployment) -> None:
+    d = deployment
+    component_appid, key = d.add_platform()
+    other_component, other_key = d.add_platform()
+    good = Sealer(TOKEN, key, component_appid)
+
+    # An operator's account with its own callback Token and key (not authorized to us).
+    own_appid, own_key, own_token = wx_appid(), new_key(), "own-token-42"
+    d.msgcube("account", "add", "--appid", own_appid, "--original-id", "gh_own000000001",
+              "--token", own_token, "--aes-key", own_key)  # fmt: skip
+
+    def attempt(sealer: Sealer, appid: str, *, mode: str = "safe", component: str = "",
+                original_id: str = "gh_abcdef012345") -> httpx.Response:  # fmt: skip
+        query, body = sealer.seal(text_message(original_id, secrets.randbelow(10**15)), mode=mode)
+        return post(d.url(component or component_appid, appid), query, body)
+
+    cases = [
+        # (sealer, path appid, mode, status, what the answer says)
+        (Sealer(own_token, own_key, own_appid), wx_appid(), "safe", 403, "bad signature"),
+        (Sealer(TOKEN, own_key, own_appid), wx_appid(), "safe", 400, "decrypt"),
+        (Sealer(TOKEN, own_key, component_appid), wx_appid(), "safe", 400, "decrypt"),
+        (Sealer(TOKEN, other_key, other_component), wx_appid(), "safe", 400, "decrypt"),
+        (Sealer(TOKEN, key, wx_appid()), wx_appid(), "safe", 400, "appid mismatch"),
+        (Sealer("other-token", key, component_appid), wx_appid(), "safe", 403, "bad signature"),
+        (good, wx_appid(), "plain", 403, "must be encrypted"),
+        (good, wx_appid(), "compat", 403, "compatible mode"),
+        (good, "wxNOT-AN-APPID", "safe", 403, "not an appid"),
+        (good, own_appid, "safe", 403, "has not authorized"),
+    ]
+    for sealer, appid, mode, status, reason in cases:
+        answer = attempt(sealer, appid, mode=mode)
+        assert (answer.status_code, reason in answer.text) == (status, True), (sealer, mode)
+        assert d.message_count(appid) == (0 if appid == own_appid else -1), appid  # nothing
+        if status == 400:  # signed with the platform's Token: kept for inspection
+            assert len(d.quarantined(appid)) == 1
+    # Another platform's pushes for our appids go nowhere near us, and vice versa.
+    answer = attempt(Sealer(TOKEN, other_key, other_component), wx_appid(),
+                     component=other_component, original_id="not-an-original-id")  # fmt: skip
+    assert (answer.status_code, "ToUserName is not an original id" in answer.text) == (403, True)
+    unknown = attempt(good, wx_appid(), component=wx_appid())
+    assert (unknown.status_code, unknown.text) == (404, "unknown platform")
+    assert d.msgcube("platform", "accounts", "--component-appid", component_appid) == ""
+
+    # The good seal works; ToUserName must then stay the account's original id.
+    appid = wx_appid()
+    assert attempt(good, appid, original_id="gh_first0000001").text == "success"
+    assert d.message_count(appid) == 1
+    wrong = attempt(good, appid, original_id="gh_other000001")
+    assert (wrong.status_code, "not the original id" in wrong.text) == (403, True)
+
+    # Revoking stops the account's pushes (and no push re-creates it); authorizing resumes.
+    d.msgcube("platform", "revoke", "--component-appid", component_appid, "--appid", appid)
+    refused = attempt(good, appid, original_id="gh_first0000001")
+    assert (refused.status_code, "revoked" in refused.text) == (403, True)
+    d.msgcube("platform", "authorize", "--component-appid", component_appid, "--appid", appid,
+              "--func", "1")  # fmt: skip
+    assert attempt(good, appid, original_id="gh_first0000001").text == "success"
+    assert d.message_count(appid) == 2
+
+    # Forgetting deletes the account and its data; the next push starts it afresh.
+    d.msgcube("platform", "forget", "--component-appid", component_appid, "--appid", appid)
+    assert d.message_count(appid) == -1
+    with pytest.raises(RuntimeError, match="not an account created by"):
+        d.msgcube("platform", "forget", "--component-appid", component_appid, "--appid", own_appid)
+
+    # The account limit bounds creation; 0 turns it off.
+    d.msgcube("platform", "set", "--component-appid", component_appid, "--account-limit", "0")
+    blocked = wx_appid()
+    limited = attempt(good, blocked)
+    assert (limited.status_code, "limit of 0 accounts" in limited.text) == (403, True)
+    assert d.message_count(blocked) == -1
+
+
+def test_key_rotation_and_handshake(deployment: Deployment) -> None:
+    d = deployment
+    component_appid, old_key = d.add_platform()
+    new = new_key()
+    d.msgcube("platform", "set", "--component-appid", component_appid, "--aes-key", new)
+    listing = d.msgcube("platform", "list")
+    assert "prev_aes_key:set" in listing and new not in listing and old_key not in listing
+    appid = wx_appid()
+    for i, key in enumerate((old_key, new)):  # sealed before and after the switch
+        query, body = Sealer(TOKEN, key, component_appid).seal(text_message("gh_rot000000001", i))
+        assert post(d.url(component_appid, appid), query, body).text == "success"
+    assert d.message_count(appid) == 2
+    bad = httpx.get(d.url(component_appid, appid), params={
+        "signature": "0" * 40, "timestamp": "1", "nonce": "2", "echostr": "x"})  # fmt: skip
+    assert bad.status_code == 403
+    with pytest.raises(RuntimeError, match="EncodingAESKey"):
+        d.msgcube("platform", "set", "--component-appid", component_appid, "--aes-key", "short")
