@@ -60,7 +60,7 @@ def wx_appid() -> str:
 
 
 def sha1_sorted(*parts: str) -> str:
-    return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()  # noqa: S324
+    return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,19 @@ class Deployment:
 
     def add_platform(self, *args: str) -> tuple[str, str]:
         component_appid, key = wx_appid(), new_key()
-        self.msgcube("platform", "add", "--component-appid", component_appid, "--token", TOKEN,
-                     "--aes-key", key, "--component-secret", COMPONENT_SECRET, *args)  # fmt: skip
+        self.msgcube(
+            "platform",
+            "add",
+            "--component-appid",
+            component_appid,
+            "--token",
+            TOKEN,
+            "--aes-key",
+            key,
+            "--component-secret",
+            COMPONENT_SECRET,
+            *args,
+        )
         return component_appid, key
 
     def url(self, component_appid: str, appid: str) -> str:
@@ -120,13 +131,21 @@ class Deployment:
             account = get_account(conn, appid)
             if account is None:
                 return -1
-            return int(conn.execute(select(func.count()).select_from(messages)
-                                    .where(messages.c.account_id == account.id)).scalar_one())  # fmt: skip
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(messages)
+                    .where(messages.c.account_id == account.id)
+                ).scalar_one()
+            )
 
     def quarantined(self, appid: str) -> list[str]:
         with self.store.read() as conn:
-            return list(conn.execute(select(quarantine.c.reason)
-                                     .where(quarantine.c.appid == appid)).scalars())  # fmt: skip
+            return list(
+                conn.execute(
+                    select(quarantine.c.reason).where(quarantine.c.appid == appid)
+                ).scalars()
+            )
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -163,9 +182,14 @@ def post(url: str, query: dict[str, str], body: bytes) -> httpx.Response:
 
 
 def text_message(original_id: str, msg_id: int, content: str = "hello") -> dict[str, Any]:
-    return {"ToUserName": original_id, "FromUserName": "oUser000000000000000000001",
-            "CreateTime": int(NOW_DT.timestamp()) - 3600, "MsgType": "text",
-            "Content": content, "MsgId": msg_id}  # fmt: skip
+    return {
+        "ToUserName": original_id,
+        "FromUserName": "oUser000000000000000000001",
+        "CreateTime": int(NOW_DT.timestamp()) - 3600,
+        "MsgType": "text",
+        "Content": content,
+        "MsgId": msg_id,
+    }
 
 
 # --------------------------------------------------------------------------- 50 authorizers
@@ -180,16 +204,29 @@ def test_fifty_authorizers_through_one_url_template(deployment: Deployment) -> N
     pushes: list[tuple[str, dict[str, str], bytes]] = []
     rng = random.Random(5)
     for i, (appid, original_id) in enumerate(authorizers.items()):
-        records = list(generate_traffic(appid=appid, original_id=original_id, days=8,
-                                        users=10, seed=i, end=END, messages_per_day=6))  # fmt: skip
+        records = list(
+            generate_traffic(
+                appid=appid,
+                original_id=original_id,
+                days=8,
+                users=10,
+                seed=i,
+                end=END,
+                messages_per_day=6,
+            )
+        )
         oracles[appid] = OracleAccount("Asia/Shanghai")
         oracles[appid].store(records)
         retried = rng.sample(records, k=max(1, len(records) // 20))  # WeChat's retries
         for record in records + retried:
             pushes.append((d.url(component_appid, appid), *sealer.seal(record)))
     rng.shuffle(pushes)  # the authorizers' pushes interleave on the one URL
-    notice = {"AppId": component_appid, "CreateTime": int(NOW_DT.timestamp()),
-              "InfoType": "unauthorized", "AuthorizerAppid": wx_appid()}  # fmt: skip
+    notice = {
+        "AppId": component_appid,
+        "CreateTime": int(NOW_DT.timestamp()),
+        "InfoType": "unauthorized",
+        "AuthorizerAppid": wx_appid(),
+    }
     some_appid = next(iter(authorizers))
     pushes.append((d.url(component_appid, some_appid), *sealer.seal(notice)))
 
@@ -198,9 +235,15 @@ def test_fifty_authorizers_through_one_url_template(deployment: Deployment) -> N
 
     # The GET handshake of the same URL is answered by msgcube with the platform's Token.
     ts, nonce = "1771120800", "424242"
-    echo = httpx.get(d.url(component_appid, some_appid), params={
-        "signature": sha1_sorted(TOKEN, ts, nonce), "timestamp": ts, "nonce": nonce,
-        "echostr": "echo-4711"})  # fmt: skip
+    echo = httpx.get(
+        d.url(component_appid, some_appid),
+        params={
+            "signature": sha1_sorted(TOKEN, ts, nonce),
+            "timestamp": ts,
+            "nonce": nonce,
+            "echostr": "echo-4711",
+        },
+    )
     assert (echo.status_code, echo.text) == (200, "echo-4711")
 
     listed = d.msgcube("platform", "accounts", "--component-appid", component_appid)
@@ -227,32 +270,55 @@ def test_fifty_authorizers_through_one_url_template(deployment: Deployment) -> N
 
     # An authorizer token of the platform reads one account's statistics as today.
     appid = some_appid
-    refresh = d.msgcube("platform", "authorize", "--component-appid", component_appid,
-                        "--appid", appid, "--func", "1").splitlines()[-1]  # fmt: skip
+    refresh = d.msgcube(
+        "platform",
+        "authorize",
+        "--component-appid",
+        component_appid,
+        "--appid",
+        appid,
+        "--func",
+        "1",
+    ).splitlines()[-1]
     listing = d.msgcube("platform", "list")  # secrets are never listed
     assert TOKEN not in listing and key not in listing and COMPONENT_SECRET not in listing
     assert f"{component_appid}\tticket_url:-\ttoken:set\taes_key:set\t" in listing
     token = authorizer_token(d, component_appid, appid, refresh)
-    body = httpx.post(f"{d.server.base_url}/datacube/getupstreammsg",
-                      params={"access_token": token},
-                      content=orjson.dumps({"begin_date": "2026-02-08",
-                                            "end_date": "2026-02-14"})).json()  # fmt: skip
-    assert body == {"list": oracles[appid].served("getupstreammsg", "2026-02-08", "2026-02-14",
-                                                  NOW_DT)}  # fmt: skip
+    body = httpx.post(
+        f"{d.server.base_url}/datacube/getupstreammsg",
+        params={"access_token": token},
+        content=orjson.dumps({"begin_date": "2026-02-08", "end_date": "2026-02-14"}),
+    ).json()
+    assert body == {
+        "list": oracles[appid].served("getupstreammsg", "2026-02-08", "2026-02-14", NOW_DT)
+    }
 
 
 def authorizer_token(d: Deployment, component_appid: str, appid: str, refresh: str) -> str:
     """The platform's way in: ticket → component token → authorizer token."""
     ticket = d.msgcube("platform", "ticket", "--component-appid", component_appid).split()[-1]
     base = d.server.base_url
-    component = httpx.post(f"{base}/cgi-bin/component/api_component_token", content=orjson.dumps({
-        "component_appid": component_appid, "component_appsecret": COMPONENT_SECRET,
-        "component_verify_ticket": ticket})).json()  # fmt: skip
-    grant = httpx.post(f"{base}/cgi-bin/component/api_authorizer_token",
-                       params={"component_access_token": component["component_access_token"]},
-                       content=orjson.dumps({"component_appid": component_appid,
-                                             "authorizer_appid": appid,
-                                             "authorizer_refresh_token": refresh})).json()  # fmt: skip
+    component = httpx.post(
+        f"{base}/cgi-bin/component/api_component_token",
+        content=orjson.dumps(
+            {
+                "component_appid": component_appid,
+                "component_appsecret": COMPONENT_SECRET,
+                "component_verify_ticket": ticket,
+            }
+        ),
+    ).json()
+    grant = httpx.post(
+        f"{base}/cgi-bin/component/api_authorizer_token",
+        params={"component_access_token": component["component_access_token"]},
+        content=orjson.dumps(
+            {
+                "component_appid": component_appid,
+                "authorizer_appid": appid,
+                "authorizer_refresh_token": refresh,
+            }
+        ),
+    ).json()
     return str(grant["authorizer_access_token"])
 
 
@@ -267,11 +333,27 @@ def test_only_the_platforms_own_seal_creates_or_feeds_an_account(deployment: Dep
 
     # An operator's account with its own callback Token and key (not authorized to us).
     own_appid, own_key, own_token = wx_appid(), new_key(), "own-token-42"
-    d.msgcube("account", "add", "--appid", own_appid, "--original-id", "gh_own000000001",
-              "--token", own_token, "--aes-key", own_key)  # fmt: skip
+    d.msgcube(
+        "account",
+        "add",
+        "--appid",
+        own_appid,
+        "--original-id",
+        "gh_own000000001",
+        "--token",
+        own_token,
+        "--aes-key",
+        own_key,
+    )
 
-    def attempt(sealer: Sealer, appid: str, *, mode: str = "safe", component: str = "",
-                original_id: str = "gh_abcdef012345") -> httpx.Response:  # fmt: skip
+    def attempt(
+        sealer: Sealer,
+        appid: str,
+        *,
+        mode: str = "safe",
+        component: str = "",
+        original_id: str = "gh_abcdef012345",
+    ) -> httpx.Response:
         query, body = sealer.seal(text_message(original_id, secrets.randbelow(10**15)), mode=mode)
         return post(d.url(component or component_appid, appid), query, body)
 
@@ -295,8 +377,12 @@ def test_only_the_platforms_own_seal_creates_or_feeds_an_account(deployment: Dep
         if status == 400:  # signed with the platform's Token: kept for inspection
             assert len(d.quarantined(appid)) == 1
     # Another platform's pushes for our appids go nowhere near us, and vice versa.
-    answer = attempt(Sealer(TOKEN, other_key, other_component), wx_appid(),
-                     component=other_component, original_id="not-an-original-id")  # fmt: skip
+    answer = attempt(
+        Sealer(TOKEN, other_key, other_component),
+        wx_appid(),
+        component=other_component,
+        original_id="not-an-original-id",
+    )
     assert (answer.status_code, "ToUserName is not an original id" in answer.text) == (403, True)
     unknown = attempt(good, wx_appid(), component=wx_appid())
     assert (unknown.status_code, unknown.text) == (404, "unknown platform")
@@ -313,8 +399,16 @@ def test_only_the_platforms_own_seal_creates_or_feeds_an_account(deployment: Dep
     d.msgcube("platform", "revoke", "--component-appid", component_appid, "--appid", appid)
     refused = attempt(good, appid, original_id="gh_first0000001")
     assert (refused.status_code, "revoked" in refused.text) == (403, True)
-    d.msgcube("platform", "authorize", "--component-appid", component_appid, "--appid", appid,
-              "--func", "1")  # fmt: skip
+    d.msgcube(
+        "platform",
+        "authorize",
+        "--component-appid",
+        component_appid,
+        "--appid",
+        appid,
+        "--func",
+        "1",
+    )
     assert attempt(good, appid, original_id="gh_first0000001").text == "success"
     assert d.message_count(appid) == 2
 
@@ -344,8 +438,10 @@ def test_key_rotation_and_handshake(deployment: Deployment) -> None:
         query, body = Sealer(TOKEN, key, component_appid).seal(text_message("gh_rot000000001", i))
         assert post(d.url(component_appid, appid), query, body).text == "success"
     assert d.message_count(appid) == 2
-    bad = httpx.get(d.url(component_appid, appid), params={
-        "signature": "0" * 40, "timestamp": "1", "nonce": "2", "echostr": "x"})  # fmt: skip
+    bad = httpx.get(
+        d.url(component_appid, appid),
+        params={"signature": "0" * 40, "timestamp": "1", "nonce": "2", "echostr": "x"},
+    )
     assert bad.status_code == 403
     with pytest.raises(RuntimeError, match="EncodingAESKey"):
         d.msgcube("platform", "set", "--component-appid", component_appid, "--aes-key", "short")

@@ -118,9 +118,12 @@ def register_platform(
     if not secret:
         raise PlatformError("component_appsecret must not be empty")
     values = _checked(
-        ticket_url=ticket_url, push_token=push_token, aes_key=aes_key,
-        upstream_url=upstream_url, account_limit=account_limit,
-    )  # fmt: skip
+        ticket_url=ticket_url,
+        push_token=push_token,
+        aes_key=aes_key,
+        upstream_url=upstream_url,
+        account_limit=account_limit,
+    )
     if get_platform(conn, component_appid) is not None:
         raise PlatformError(f"platform {component_appid} already exists")
     return insert_platform(
@@ -144,10 +147,13 @@ def change_platform(conn: Connection, platform: Platform, **changes: Any) -> Pla
     if not values:
         raise PlatformError("nothing to change")
     merged = {
-        "ticket_url": platform.ticket_url, "push_token": platform.push_token,
-        "aes_key": platform.aes_key, "upstream_url": platform.upstream_url,
-        "account_limit": platform.account_limit, **values,
-    }  # fmt: skip
+        "ticket_url": platform.ticket_url,
+        "push_token": platform.push_token,
+        "aes_key": platform.aes_key,
+        "upstream_url": platform.upstream_url,
+        "account_limit": platform.account_limit,
+        **values,
+    }
     _checked(**merged)
     new_key = values.get("aes_key")
     if new_key and platform.aes_key and AESKey(new_key) != AESKey(platform.aes_key):

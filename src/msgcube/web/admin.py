@@ -264,8 +264,12 @@ async def platforms_list(request: Request, ctx: AppContext) -> Response:
 def _platform_values(data: dict[str, Any]) -> dict[str, Any]:
     """The settable platform fields present in an admin body (JSON ``token`` = Token)."""
     values: dict[str, Any] = {}
-    for field, column in (("ticket_url", "ticket_url"), ("token", "push_token"),
-                          ("aes_key", "aes_key"), ("upstream_url", "upstream_url")):  # fmt: skip
+    for field, column in (
+        ("ticket_url", "ticket_url"),
+        ("token", "push_token"),
+        ("aes_key", "aes_key"),
+        ("upstream_url", "upstream_url"),
+    ):
         if field in data:
             values[column] = _str(data, field) or ""
     if "account_limit" in data:
