@@ -26,7 +26,7 @@ import httpx
 import orjson
 import pytest
 from sqlalchemy import func, select
-from wechatpy.crypto import PrpCrypto
+from wechatpy.crypto import PrpCrypto  # type: ignore[import-untyped]
 
 from msgcube.domain.endpoints import ENDPOINTS
 from msgcube.replay import push_fields
@@ -252,7 +252,12 @@ def test_fifty_authorizers_through_one_url_template(deployment: Deployment) -> N
     for line in lines:
         appid, *fields = line.split("\t")
         assert f"original_id:{authorizers[appid]}" in fields
-        assert {"created_by:platform", "func_info:1", "authorization:active"} <= set(fields)
+        assert {
+            "created_by:platform",
+            "func_info:1",
+            "authorization:active",
+            "verified:yes",
+        } <= set(fields)
 
     d.msgcube("rollup")
     total = 0

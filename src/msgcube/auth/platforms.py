@@ -527,6 +527,7 @@ def describe_platform_account(row: dict[str, Any]) -> dict[str, object]:
     return {
         "appid": row["appid"],
         "original_id": row["original_id"],
+        "verified": bool(row["verified"]),
         "created_by": "platform" if row["created_by_platform"] else "operator",
         "created_at": row["created_at"],
         "func_info": [int(f) for f in (row["func_ids"] or "").split(",") if f],

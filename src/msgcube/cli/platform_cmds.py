@@ -41,13 +41,13 @@ UPSTREAM_HELP = "The platform's own message URL ($APPID$ is replaced): pushes ar
 LIMIT_HELP = "How many accounts its message URL may create (0: none)."
 
 
-def _line(fields: dict[str, object]) -> str:
+def _line(fields: dict[str, object], *, yes_no: bool = False) -> str:
     """``value`` of the first field, then ``name:value`` tab-separated (``-`` for empty)."""
     items = list(fields.items())
 
     def text(value: object) -> str:
         if isinstance(value, bool):
-            return "set" if value else "-"
+            return ("yes" if value else "no") if yes_no else ("set" if value else "-")
         if isinstance(value, list):
             return ",".join(map(str, value)) or "-"
         return str(value) if value not in ("", None) else "-"
@@ -121,7 +121,7 @@ def platform_accounts_cmd(component_appid: str, settings: Settings) -> None:
         except NotFound as exc:
             raise click.ClickException(str(exc)) from exc
         for row in platform_accounts(conn, platform.id):
-            click.echo(_line(describe_platform_account(row)))
+            click.echo(_line(describe_platform_account(row), yes_no=True))
 
 
 @platform_group.command("forget")

@@ -293,6 +293,7 @@ def platform_accounts(conn: Connection, platform_id: int) -> list[dict[str, Any]
         select(
             a.appid,
             a.original_id,
+            a.verified,
             a.created_at,
             (a.platform_id == platform_id).label("created_by_platform"),
             z.func_ids,
