@@ -29,6 +29,7 @@ from msgcube.domain.periods import local_today
 from msgcube.errors import ApiError, ConfigError, MsgcubeError
 from msgcube.ingest.files import ImportReport, detect_format, import_stream
 from msgcube.ingest.store import import_followers
+from msgcube.relay import shown_upstream, upstream_or_none
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
 from msgcube.settings import SETTINGS, Settings
@@ -157,6 +158,10 @@ def account_add(
     "--daily-quota", default=None, metavar="N|default",
     help="Daily calls per datacube API for this account; 'default' uses quota_datacube.",
 )  # fmt: skip
+@click.option(
+    "--upstream", "upstream_url", default=None, metavar="URL",
+    help="The account's own server: pushes are stored and relayed there; '' clears.",
+)  # fmt: skip
 @with_settings
 def account_set(appid: str, settings: Settings, **changes: Any) -> None:
     """Change an account's settings."""
@@ -168,6 +173,8 @@ def account_set(appid: str, settings: Settings, **changes: Any) -> None:
         limit = parse_daily_quota(daily_quota) if daily_quota is not None else None
         if "ip_whitelist" in values:
             values["ip_whitelist"] = normalize_whitelist(values["ip_whitelist"])
+        if "upstream_url" in values:
+            values["upstream_url"] = upstream_or_none(values["upstream_url"])
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     if not values and daily_quota is None:
@@ -212,7 +219,8 @@ def account_list(settings: Settings) -> None:
                 f"{a.appid}\t{a.original_id or '-'}\t{a.tz}\t"
                 f"{'verified' if a.verified else 'unverified'}\t"
                 f"followers:{'known' if a.follower_base else 'unknown'}\t"
-                f"since:{a.stats_since or '-'}"
+                f"since:{a.stats_since or '-'}\t"
+                f"upstream:{shown_upstream(a.upstream_url) or '-'}"
             )
 
 

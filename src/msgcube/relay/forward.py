@@ -46,6 +46,7 @@ import httpx
 
 from msgcube.domain.periods import local_day_hour
 from msgcube.relay.recorder import RelayRecorder
+from msgcube.relay.upstream import upstream_target
 from msgcube.storage.accounts import Account
 from msgcube.storage.relay_calls import RelayCall
 
@@ -91,40 +92,6 @@ class RelayAnswer:
     @classmethod
     def failure(cls, status: int, reason: str) -> RelayAnswer:
         return cls(status, "text/plain; charset=utf-8", reason.encode("utf-8"), reason)
-
-
-def check_upstream_url(url: str) -> str:
-    """``url`` if it can be an upstream (http or https, with a host), else ``ValueError``.
-
-    Checked once, when the operator sets it; the relay trusts what is stored. A query
-    in the URL is allowed: WeChat's query string is appended after it with ``&``.
-    """
-    url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"upstream URL must start with http:// or https://: {url!r}")
-    if not parts.hostname:
-        raise ValueError(f"upstream URL has no host: {url!r}")
-    if parts.fragment:
-        raise ValueError(f"upstream URL must not have a #fragment: {url!r}")
-    try:
-        _ = parts.port  # ValueError for a port that is not a number or out of range
-        httpx.URL(url)
-    except (ValueError, httpx.InvalidURL) as exc:
-        raise ValueError(f"invalid upstream URL {url!r}: {exc}") from None
-    return url
-
-
-def upstream_target(upstream_url: str, query_string: bytes) -> str:
-    """The URL to call: the upstream URL with WeChat's raw query string appended.
-
-    The query is kept byte for byte; only bytes that cannot appear in a request line
-    (never seen in WeChat's ASCII parameters) are percent-encoded.
-    """
-    query = "".join(chr(b) if 0x21 <= b <= 0x7E else f"%{b:02X}" for b in query_string)
-    if not query:
-        return upstream_url
-    return upstream_url + ("&" if "?" in upstream_url else "?") + query
 
 
 class Relay:

@@ -12,7 +12,8 @@ Routes (bodies are JSON objects):
 * ``GET /admin/accounts`` — list accounts;
 * ``POST /admin/accounts`` — register one: ``appid``; optional ``secret`` (generated and
   returned when omitted), ``original_id``, ``token``, ``aes_key``, ``tz``, ``verified``,
-  ``ip_whitelist``, ``daily_quota``;
+  ``ip_whitelist``, ``daily_quota``, ``upstream`` (the account's own server, to relay
+  pushes to; ``""`` or ``null`` clears);
 * ``PATCH /admin/accounts/{appid}`` — change any of those but ``appid``
   (``daily_quota: null`` goes back to the ``quota_datacube`` setting);
 * ``GET /admin/platforms`` — list platforms;
@@ -63,6 +64,7 @@ from msgcube.auth.platforms import (
 )
 from msgcube.auth.policy import normalize_whitelist
 from msgcube.domain.periods import zone
+from msgcube.relay import shown_upstream, upstream_or_none
 from msgcube.storage.accounts import Account, add_account, get_account, list_accounts, set_account
 from msgcube.storage.platforms import (
     daily_limit_override,
@@ -160,6 +162,7 @@ def _account_json(conn: Connection, account: Account) -> dict[str, Any]:
         "ip_whitelist": list(account.ip_whitelist),
         "stats_since": account.stats_since.isoformat() if account.stats_since else None,
         "daily_quota": daily_limit_override(conn, account.id),
+        "upstream": shown_upstream(account.upstream_url),
     }
 
 
@@ -191,6 +194,11 @@ def _account_changes(data: dict[str, Any]) -> tuple[dict[str, Any], tuple[bool, 
         ):
             raise AdminError(400, "ip_whitelist must be a string or a list of strings")
         values["ip_whitelist"] = normalize_whitelist(raw)
+    if "upstream" in data:
+        try:
+            values["upstream_url"] = upstream_or_none(_str(data, "upstream") or "")
+        except ValueError as exc:
+            raise AdminError(400, f"upstream: {exc}") from None
     quota: tuple[bool, int | None] = (False, None)
     if "daily_quota" in data:
         limit = data["daily_quota"]

@@ -1,0 +1,60 @@
+"""Upstream URLs: what the operator may set, how it is shown, and what the relay calls.
+
+The URL is checked once, when it is set (CLI, admin API); the relay trusts what is
+stored. A query in the URL is allowed: WeChat's query string is appended after it with
+``&``. A password in the URL (``https://user:pass@bot.example/wx``) is accepted but
+never printed.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+
+def check_upstream_url(url: str) -> str:
+    """``url`` (stripped) if it can be an upstream — http or https, with a host — else
+    ``ValueError`` saying what is wrong."""
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"the upstream URL must start with http:// or https:// (got {url!r})")
+    if not parts.hostname:
+        raise ValueError(f"the upstream URL has no host (got {url!r})")
+    if parts.fragment:
+        raise ValueError(f"the upstream URL must not have a #fragment (got {url!r})")
+    try:
+        _ = parts.port  # ValueError for a port that is not a number or out of range
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise ValueError(f"invalid upstream URL {url!r}: {exc}") from None
+    return url
+
+
+def upstream_or_none(text: str) -> str | None:
+    """An upstream setting as stored: ``None`` for ``""`` (no relay), else a checked URL."""
+    return check_upstream_url(text) if text.strip() else None
+
+
+def shown_upstream(url: str | None) -> str | None:
+    """``url`` for listings and logs, its password (if any) replaced by ``***``."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def upstream_target(upstream_url: str, query_string: bytes) -> str:
+    """The URL to call: the upstream URL with WeChat's raw query string appended.
+
+    The query is kept byte for byte; only bytes that cannot appear in a request line
+    (never seen in WeChat's ASCII parameters) are percent-encoded.
+    """
+    query = "".join(chr(b) if 0x21 <= b <= 0x7E else f"%{b:02X}" for b in query_string)
+    if not query:
+        return upstream_url
+    return upstream_url + ("&" if "?" in upstream_url else "?") + query
