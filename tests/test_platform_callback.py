@@ -21,12 +21,14 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
+from xml.etree import ElementTree as ET
 
 import httpx
 import orjson
 import pytest
 from sqlalchemy import func, select
-from wechatpy.crypto import PrpCrypto  # type: ignore[import-untyped]
+from wechatpy.crypto import PrpCrypto, WeChatCrypto  # type: ignore[import-untyped]
 
 from msgcube.domain.endpoints import ENDPOINTS
 from msgcube.replay import push_fields
@@ -37,6 +39,7 @@ from msgcube.storage.schema import messages, quarantine
 from msgcube.traffic import generate_traffic
 from msgcube.wechat import build_push_xml
 from support.server import ServerProcess, msgcube_env, run_msgcube
+from support.upstream import Bot, serving
 
 from conftest import PG_URL
 from oracle import OracleAccount
@@ -450,3 +453,79 @@ def test_key_rotation_and_handshake(deployment: Deployment) -> None:
     assert bad.status_code == 403
     with pytest.raises(RuntimeError, match="EncodingAESKey"):
         d.msgcube("platform", "set", "--component-appid", component_appid, "--aes-key", "short")
+
+
+# --------------------------------------------------------------------------- relayed
+
+
+def test_pushes_are_relayed_to_the_platforms_own_server(deployment: Deployment) -> None:
+    """The platform's real server (a wechatpy bot holding the platform's Token and key)
+    behind msgcube: each push reaches it unchanged at the URL with ``$APPID$`` replaced,
+    and WeChat gets its answer byte for byte — a passive reply sealed with the platform's
+    key that wechatpy opens."""
+    d = deployment
+    component_appid, key = wx_appid(), new_key()
+    bot = Bot(component_appid, TOKEN, key)
+    paths: list[str] = []
+
+    async def platform_server(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            paths.append(scope["path"])
+        await bot(scope, receive, send)
+
+    sealer = Sealer(TOKEN, key, component_appid)
+    authorizers = {wx_appid(): "gh_" + secrets.token_hex(6) for _ in range(3)}
+    with serving(platform_server) as bot_url:
+        d.msgcube(
+            "platform",
+            "add",
+            "--component-appid",
+            component_appid,
+            "--token",
+            TOKEN,
+            "--aes-key",
+            key,
+            "--upstream",
+            f"{bot_url}/wx/$APPID$/msg",
+        )
+        assert f"upstream_url:{bot_url}/wx/$APPID$/msg" in d.msgcube("platform", "list")
+        sent = []
+        for n, (appid, original_id) in enumerate(authorizers.items()):
+            for i in range(4):
+                record = text_message(original_id, 10_000 * n + i, f"hi {appid} {i}")
+                if i == 3:  # an image: the bot answers the empty string
+                    record |= {"MsgType": "image", "PicUrl": "http://x/p.jpg", "MediaId": "m1"}
+                    del record["Content"]
+                query, body = sealer.seal(record)
+                url = f"{d.url(component_appid, appid)}?{urlencode(query)}"
+                answer = httpx.post(url, content=body, timeout=30)
+                sent.append((appid, record, urlencode(query).encode(), body, answer))
+        notice = {"AppId": component_appid, "CreateTime": 1, "InfoType": "unauthorized"}
+        query, body = sealer.seal(notice)
+        assert post(d.url(component_appid, wx_appid()), query, body).text == "success"
+        wrong = Sealer(TOKEN, new_key(), component_appid).seal(text_message("gh_x000000000001", 1))
+        assert post(d.url(component_appid, wx_appid()), *wrong).status_code == 400
+
+    assert len(bot.journal) == len(sent) == 12  # the notice and the refused push: not relayed
+    crypto = WeChatCrypto(TOKEN, key, component_appid)
+    for (_appid, record, query_bytes, body, answer), seen in zip(sent, bot.journal, strict=True):
+        assert (seen.method, seen.query_string, seen.body) == ("POST", query_bytes, body)
+        assert seen.key == str(record["MsgId"])
+        assert answer.status_code == seen.status == 200
+        assert answer.content == seen.answer
+        assert answer.headers.get("content-type") == seen.answer_type
+        if record["MsgType"] == "text":
+            envelope = ET.fromstring(answer.content)
+            reply = crypto.decrypt_message(
+                answer.content,
+                envelope.findtext("MsgSignature"),
+                envelope.findtext("TimeStamp"),
+                envelope.findtext("Nonce"),
+            )
+            assert f"<Content><![CDATA[echo: {record['Content']}]]></Content>" in reply
+            assert f"<ToUserName><![CDATA[{record['FromUserName']}]]></ToUserName>" in reply
+        else:
+            assert answer.content == b""
+    assert paths == [f"/wx/{appid}/msg" for appid, *_ in sent]
+    for appid in authorizers:
+        assert d.message_count(appid) == 4

@@ -38,7 +38,7 @@ from sqlalchemy import Connection
 
 from msgcube.auth.tokens import OVERLAP, TOKEN_TTL, new_token
 from msgcube.errors import ApiError, PushRefused
-from msgcube.relay import check_upstream_url
+from msgcube.relay import check_upstream_url, shown_upstream
 from msgcube.storage.accounts import Account, get_account, hash_secret
 from msgcube.storage.platforms import (
     Authorization,
@@ -180,6 +180,7 @@ def _checked(
         parts = urlsplit(ticket_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise PlatformError("the ticket URL must be an http:// or https:// URL")
+    upstream_url = upstream_url.strip()
     if upstream_url:
         try:
             check_upstream_url(upstream_for_appid(upstream_url, "wx0123456789abcdef"))
@@ -505,14 +506,15 @@ def remove_platform_account(conn: Connection, platform: Platform, appid: str) ->
 
 
 def describe_platform(platform: Platform) -> dict[str, object]:
-    """A platform as listings show it: never its secret, Token or keys, only whether set."""
+    """A platform as listings show it: never its secret, Token or keys, only whether set
+    (nor a password in its upstream URL)."""
     return {
         "component_appid": platform.component_appid,
         "ticket_url": platform.ticket_url,
         "token": bool(platform.push_token),
         "aes_key": platform.aes_key is not None,
         "prev_aes_key": platform.prev_aes_key is not None,
-        "upstream_url": platform.upstream_url,
+        "upstream_url": shown_upstream(platform.upstream_url) or "",
         "account_limit": platform.account_limit,
         "created_at": platform.created_at,
     }
