@@ -109,8 +109,8 @@ class Deployment:
     def msgcube(self, *args: str) -> str:
         return run_msgcube(*args, env=self.env, cwd=self.workdir)
 
-    def add_platform(self, *args: str) -> tuple[str, str]:
-        component_appid, key = wx_appid(), new_key()
+    def add_platform(self, *args: str, component_appid: str = "", key: str = "") -> tuple[str, str]:
+        component_appid, key = component_appid or wx_appid(), key or new_key()
         self.msgcube(
             "platform",
             "add",
@@ -125,6 +125,11 @@ class Deployment:
             *args,
         )
         return component_appid, key
+
+    def authorize(self, component_appid: str, appid: str) -> str:
+        """``platform authorize … --func 1``; the refresh token it prints."""
+        args = ("--component-appid", component_appid, "--appid", appid, "--func", "1")
+        return self.msgcube("platform", "authorize", *args).splitlines()[-1]
 
     def url(self, component_appid: str, appid: str) -> str:
         return f"{self.server.base_url}/wechat/platform/{component_appid}/callback/{appid}"
@@ -278,16 +283,7 @@ def test_fifty_authorizers_through_one_url_template(deployment: Deployment) -> N
 
     # An authorizer token of the platform reads one account's statistics as today.
     appid = some_appid
-    refresh = d.msgcube(
-        "platform",
-        "authorize",
-        "--component-appid",
-        component_appid,
-        "--appid",
-        appid,
-        "--func",
-        "1",
-    ).splitlines()[-1]
+    refresh = d.authorize(component_appid, appid)
     listing = d.msgcube("platform", "list")  # secrets are never listed
     assert TOKEN not in listing and key not in listing and COMPONENT_SECRET not in listing
     assert f"{component_appid}\tticket_url:-\ttoken:set\taes_key:set\t" in listing
@@ -407,16 +403,7 @@ def test_only_the_platforms_own_seal_creates_or_feeds_an_account(deployment: Dep
     d.msgcube("platform", "revoke", "--component-appid", component_appid, "--appid", appid)
     refused = attempt(good, appid, original_id="gh_first0000001")
     assert (refused.status_code, "revoked" in refused.text) == (403, True)
-    d.msgcube(
-        "platform",
-        "authorize",
-        "--component-appid",
-        component_appid,
-        "--appid",
-        appid,
-        "--func",
-        "1",
-    )
+    d.authorize(component_appid, appid)
     assert attempt(good, appid, original_id="gh_first0000001").text == "success"
     assert d.message_count(appid) == 2
 
@@ -476,17 +463,8 @@ def test_pushes_are_relayed_to_the_platforms_own_server(deployment: Deployment) 
     sealer = Sealer(TOKEN, key, component_appid)
     authorizers = {wx_appid(): "gh_" + secrets.token_hex(6) for _ in range(3)}
     with serving(platform_server) as bot_url:
-        d.msgcube(
-            "platform",
-            "add",
-            "--component-appid",
-            component_appid,
-            "--token",
-            TOKEN,
-            "--aes-key",
-            key,
-            "--upstream",
-            f"{bot_url}/wx/$APPID$/msg",
+        d.add_platform(
+            "--upstream", f"{bot_url}/wx/$APPID$/msg", component_appid=component_appid, key=key
         )
         assert f"upstream_url:{bot_url}/wx/$APPID$/msg" in d.msgcube("platform", "list")
         sent = []

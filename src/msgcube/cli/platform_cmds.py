@@ -15,6 +15,7 @@ import secrets
 from typing import Any
 
 import click
+from sqlalchemy import Connection
 
 from msgcube.auth.platforms import (
     DEFAULT_ACCOUNT_LIMIT,
@@ -33,7 +34,12 @@ from msgcube.auth.platforms import (
 )
 from msgcube.cli.main import opened, require_account, with_settings
 from msgcube.settings import Settings
-from msgcube.storage.platforms import list_authorizations, list_platforms, platform_accounts
+from msgcube.storage.platforms import (
+    Platform,
+    list_authorizations,
+    list_platforms,
+    platform_accounts,
+)
 
 TOKEN_HELP_TEXT = "The platform's Token: signs ticket pushes and the pushes to its message URL."  # noqa: S105
 AES_KEY_HELP = "The platform's EncodingAESKey (43 characters)."
@@ -53,6 +59,13 @@ def _line(fields: dict[str, object], *, yes_no: bool = False) -> str:
         return str(value) if value not in ("", None) else "-"
 
     return "\t".join([text(items[0][1]), *(f"{k}:{text(v)}" for k, v in items[1:])])
+
+
+def _platform(conn: Connection, component_appid: str) -> Platform:
+    try:
+        return require_platform(conn, component_appid)
+    except NotFound as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _now(settings: Settings) -> int:
@@ -116,10 +129,7 @@ def platform_set(component_appid: str, settings: Settings, **changes: Any) -> No
 def platform_accounts_cmd(component_appid: str, settings: Settings) -> None:
     """List the accounts a platform feeds: created by its message URL, or authorized by hand."""
     with opened(settings) as store, store.read() as conn:
-        try:
-            platform = require_platform(conn, component_appid)
-        except NotFound as exc:
-            raise click.ClickException(str(exc)) from exc
+        platform = _platform(conn, component_appid)
         for row in platform_accounts(conn, platform.id):
             click.echo(_line(describe_platform_account(row), yes_no=True))
 
@@ -132,8 +142,7 @@ def platform_forget(component_appid: str, appid: str, settings: Settings) -> Non
     """Delete an account the platform's message URL created, with all its data."""
     with opened(settings) as store, store.write() as conn:
         try:
-            platform = require_platform(conn, component_appid)
-            remove_platform_account(conn, platform, appid)
+            remove_platform_account(conn, _platform(conn, component_appid), appid)
         except NotFound as exc:
             raise click.ClickException(str(exc)) from exc
     click.echo(f"removed {appid}")
@@ -145,10 +154,7 @@ def platform_forget(component_appid: str, appid: str, settings: Settings) -> Non
 def platform_ticket(component_appid: str, settings: Settings) -> None:
     """Print the platform's current component_verify_ticket (last line)."""
     with opened(settings) as store, store.read() as conn:
-        try:
-            platform = require_platform(conn, component_appid)
-        except NotFound as exc:
-            raise click.ClickException(str(exc)) from exc
+        platform = _platform(conn, component_appid)
     click.echo(current_ticket(platform, _now(settings)).ticket)
 
 
@@ -166,10 +172,7 @@ def platform_authorize(component_appid: str, appid: str, funcs: str, settings: S
     with opened(settings) as store:
         account = require_account(store, appid)
         with store.write() as conn:
-            try:
-                platform = require_platform(conn, component_appid)
-            except NotFound as exc:
-                raise click.ClickException(str(exc)) from exc
+            platform = _platform(conn, component_appid)
             auth, refresh = authorize_platform(conn, platform, account, func_ids, _now(settings))
     click.echo(f"{appid} authorized {component_appid} for {','.join(map(str, auth.func_ids))}")
     click.echo(refresh)
