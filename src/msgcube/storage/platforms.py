@@ -237,7 +237,9 @@ def end_refresh_tokens(
 def count_platform_accounts(conn: Connection, platform_id: int) -> int:
     return int(
         conn.execute(
-            select(func.count()).select_from(accounts).where(accounts.c.platform_id == platform_id)
+            select(func.count())
+            .select_from(accounts)
+            .where(accounts.c.created_by_platform == platform_id)
         ).scalar_one()
     )
 
@@ -258,7 +260,7 @@ def insert_platform_account(
         "tz": tz,
         "verified": True,
         "created_at": now,
-        "platform_id": platform_id,
+        "created_by_platform": platform_id,
     }
     conn.execute(insert_ignore(conn, accounts, ["appid"]).values(**values))
 
@@ -266,7 +268,7 @@ def insert_platform_account(
 def creator_of(conn: Connection, account_id: int) -> int | None:
     """The id of the platform whose message URL created the account (``None``: the operator)."""
     value = conn.execute(
-        select(accounts.c.platform_id).where(accounts.c.id == account_id)
+        select(accounts.c.created_by_platform).where(accounts.c.id == account_id)
     ).scalar_one_or_none()
     return None if value is None else int(value)
 
@@ -295,14 +297,14 @@ def platform_accounts(conn: Connection, platform_id: int) -> list[dict[str, Any]
             a.original_id,
             a.verified,
             a.created_at,
-            (a.platform_id == platform_id).label("created_by_platform"),
+            (a.created_by_platform == platform_id).label("created_by_platform"),
             z.func_ids,
             z.authorized_at,
             z.revoked_at,
         )
         .select_from(accounts)
         .outerjoin(authorizations, (z.account_id == a.id) & (z.platform_id == platform_id))
-        .where((a.platform_id == platform_id) | (z.id.is_not(None)))
+        .where((a.created_by_platform == platform_id) | (z.id.is_not(None)))
         .order_by(a.id)
     )
     return [dict(r._mapping) for r in conn.execute(stmt)]

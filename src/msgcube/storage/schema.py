@@ -69,7 +69,7 @@ accounts = Table(
     Column("upstream_url", Text, nullable=True),
     # The third-party platform whose message URL created this account (NULL: added by
     # the operator). See web/platform_callback.py.
-    Column("platform_id", Integer, nullable=True),
+    Column("created_by_platform", Integer, nullable=True),
 )
 
 senders = Table(

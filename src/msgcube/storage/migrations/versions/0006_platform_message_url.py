@@ -17,7 +17,7 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("accounts") as batch_op:
-        batch_op.add_column(sa.Column("platform_id", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("created_by_platform", sa.Integer(), nullable=True))
     with op.batch_alter_table("platforms") as batch_op:
         batch_op.add_column(sa.Column("prev_aes_key", sa.String(length=43), nullable=True))
         batch_op.add_column(sa.Column("upstream_url", sa.Text(), server_default="", nullable=False))
@@ -32,4 +32,4 @@ def downgrade() -> None:
         batch_op.drop_column("upstream_url")
         batch_op.drop_column("prev_aes_key")
     with op.batch_alter_table("accounts") as batch_op:
-        batch_op.drop_column("platform_id")
+        batch_op.drop_column("created_by_platform")
