@@ -63,7 +63,9 @@ from msgcube.web.handlers import BodyTooLarge, read_body
 from msgcube.wechat import parse_push_xml
 
 CACHE_TTL = 1.0
-"""Seconds a platform (Token, keys, upstream) or an admitted account is cached."""
+"""Seconds a platform (Token, keys, upstream) or an admitted account is cached: a new
+Token, upstream or a revocation takes effect within a second (a new key at once: a push
+that fails to open re-reads the platform)."""
 
 ENVELOPE_FIELDS = frozenset({"ToUserName", "AppId", "Encrypt"})
 """The only fields of a safe-mode body; anything else is compatible mode."""
@@ -94,7 +96,7 @@ class PlatformCallbackService:
         self.callbacks = callbacks
         self.ctx = callbacks.ctx
         self._platforms: dict[str, tuple[float, Platform | None]] = {}
-        self._accounts: dict[tuple[int, str], tuple[float, Account]] = {}
+        self._accounts: dict[tuple[int, str, str], tuple[float, Account]] = {}
 
     async def platform(self, component_appid: str, *, fresh: bool = False) -> Platform | None:
         hit = self._platforms.get(component_appid)
@@ -114,9 +116,9 @@ class PlatformCallbackService:
         """The account this push is stored under, created on first sight; ``PushRefused``
         when the platform may not feed it. Refusals are not cached (only the platform
         itself can cause one)."""
-        key = (platform.id, appid)
+        key = (platform.id, appid, original_id)
         hit = self._accounts.get(key)
-        if hit is not None and hit[0] > time.monotonic() and hit[1].original_id == original_id:
+        if hit is not None and hit[0] > time.monotonic():
             return hit[1]
         account = await run_in_threadpool(self._admit, platform, appid, original_id)
         if len(self._accounts) > 100_000:
@@ -162,6 +164,8 @@ async def platform_callback(request: Request) -> Response:
         )
     if (query.get("encrypt_type") or "").strip().lower() != "aes":
         return _refuse(request, 403, "a platform's pushes must be encrypted (encrypt_type=aes)")
+    if platform.aes_key is None:
+        return _refuse(request, 403, "the platform has no EncodingAESKey (msgcube platform set)")
     try:
         body = await read_body(request)
     except BodyTooLarge:
