@@ -6,6 +6,7 @@
     ├── ApiError(errcode)        a WeChat errcode; the web edge answers {"errcode", "errmsg"}
     ├── IngestError              a push or an import line that cannot be accepted (a reason)
     ├── BadSignature             a callback request that does not prove knowledge of the Token
+    ├── PushRefused              an authentic push msgcube will not store (403)
     ├── ConfigError              a setting that cannot be used
     ├── AccountError(ValueError)  an account change that cannot be made (a bad value)
     │   └── AccountExists        the appid is registered already
@@ -151,3 +152,12 @@ class AccountError(MsgcubeError, ValueError):
 
 class AccountExists(AccountError):
     """``account add`` / ``POST /admin/accounts`` for an appid that is registered (409)."""
+
+
+class PushRefused(MsgcubeError):
+    """An authentic push msgcube will not store (HTTP 403, stored and forwarded nowhere):
+    e.g. a platform's push for an account that platform may not feed."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

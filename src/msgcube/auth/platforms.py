@@ -27,27 +27,36 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import Connection
 
 from msgcube.auth.tokens import OVERLAP, TOKEN_TTL, new_token
-from msgcube.errors import ApiError, NotFound, PlatformError
-from msgcube.storage.accounts import Account, hash_secret
+from msgcube.errors import ApiError, NotFound, PlatformError, PushRefused
+from msgcube.relay import check_upstream_url, shown_upstream
+from msgcube.storage.accounts import Account, get_account, hash_secret
 from msgcube.storage.platforms import (
     Authorization,
     Platform,
+    add_authorization,
+    count_platform_accounts,
+    creator_of,
+    delete_account_rows,
     end_refresh_tokens,
     find_refresh_token,
     get_authorization,
     get_platform,
     insert_platform,
+    insert_platform_account,
     insert_refresh_token,
     mark_revoked,
     save_authorization,
+    update_platform,
 )
 from msgcube.storage.tokens import insert_token, supersede
 from msgcube.wechat import AESKey, build_push_xml, encrypt, msg_signature, signature
@@ -71,6 +80,14 @@ _MAC_BYTES = 32
 # --- registration -------------------------------------------------------------------------
 
 
+APPID = re.compile(r"wx[0-9a-f]{16}")
+"""An authorizer appid as WeChat issues them; the platform URL creates no other shape."""
+ORIGINAL_ID = re.compile(r"gh_[0-9a-zA-Z_]{1,40}")
+"""An account's original id (``ToUserName`` of its pushes)."""
+APPID_PLACEHOLDER = "$APPID$"
+DEFAULT_ACCOUNT_LIMIT = 10_000
+
+
 def register_platform(
     conn: Connection,
     *,
@@ -80,16 +97,72 @@ def register_platform(
     ticket_url: str = "",
     push_token: str = "",
     aes_key: str | None = None,
+    upstream_url: str = "",
+    account_limit: int = DEFAULT_ACCOUNT_LIMIT,
 ) -> Platform:
     """Register a platform; its secret is stored hashed, its ticket key generated.
 
-    A ticket URL needs the token and EncodingAESKey the pushes are signed and
-    encrypted with, as WeChat requires of a platform's authorization-event URL.
+    The Token and EncodingAESKey are the platform's (WeChat sets one pair per platform):
+    they sign and encrypt the ticket pushes and open the pushes on its message URL.
     """
     if not component_appid or len(component_appid) > 64:
         raise PlatformError("component_appid must be 1–64 characters")
     if not secret:
         raise PlatformError("component_appsecret must not be empty")
+    values = _checked(
+        ticket_url=ticket_url,
+        push_token=push_token,
+        aes_key=aes_key,
+        upstream_url=upstream_url,
+        account_limit=account_limit,
+    )
+    if get_platform(conn, component_appid) is not None:
+        raise PlatformError(f"platform {component_appid} already exists")
+    return insert_platform(
+        conn,
+        component_appid=component_appid,
+        secret_hash=hash_secret(secret),
+        ticket_key=secrets.token_hex(32),
+        created_at=now,
+        **values,
+    )
+
+
+def change_platform(conn: Connection, platform: Platform, **changes: Any) -> Platform:
+    """Change a platform's ``ticket_url``, ``push_token``, ``aes_key``, ``upstream_url``
+    or ``account_limit`` (``None`` values are left alone).
+
+    A replaced EncodingAESKey becomes the previous one, so pushes WeChat sealed just
+    before the switch still open.
+    """
+    values = {k: v for k, v in changes.items() if v is not None}
+    if not values:
+        raise PlatformError("nothing to change")
+    merged = {
+        "ticket_url": platform.ticket_url,
+        "push_token": platform.push_token,
+        "aes_key": platform.aes_key,
+        "upstream_url": platform.upstream_url,
+        "account_limit": platform.account_limit,
+        **values,
+    }
+    _checked(**merged)
+    new_key = values.get("aes_key")
+    if new_key and platform.aes_key and AESKey(new_key) != AESKey(platform.aes_key):
+        values["prev_aes_key"] = platform.aes_key
+    updated = update_platform(conn, platform.component_appid, **values)
+    assert updated is not None
+    return updated
+
+
+def _checked(
+    *,
+    ticket_url: str,
+    push_token: str,
+    aes_key: str | None,
+    upstream_url: str,
+    account_limit: int,
+) -> dict[str, Any]:
     if aes_key is not None:
         try:
             AESKey(aes_key)
@@ -99,22 +172,34 @@ def register_platform(
         parts = urlsplit(ticket_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise PlatformError("the ticket URL must be an http:// or https:// URL")
-        if not push_token or aes_key is None:
-            raise PlatformError("a ticket URL needs --token and --aes-key to sign and encrypt")
+    upstream_url = upstream_url.strip()
+    if upstream_url:
+        try:
+            check_upstream_url(upstream_for_appid(upstream_url, "wx0123456789abcdef"))
+        except ValueError as exc:
+            raise PlatformError(str(exc)) from None
+    if ticket_url and (not push_token or aes_key is None):
+        raise PlatformError("a ticket URL needs --token and --aes-key to sign and encrypt")
     if len(push_token) > 64:
         raise PlatformError("the token must be at most 64 characters")
-    if get_platform(conn, component_appid) is not None:
-        raise PlatformError(f"platform {component_appid} already exists")
-    return insert_platform(
-        conn,
-        component_appid=component_appid,
-        secret_hash=hash_secret(secret),
-        ticket_url=ticket_url,
-        push_token=push_token,
-        aes_key=aes_key,
-        ticket_key=secrets.token_hex(32),
-        created_at=now,
-    )
+    if not 0 <= account_limit <= 10_000_000:
+        raise PlatformError("the account limit must be between 0 and 10000000")
+    return {
+        "ticket_url": ticket_url,
+        "push_token": push_token,
+        "aes_key": aes_key,
+        "upstream_url": upstream_url,
+        "account_limit": account_limit,
+    }
+
+
+def upstream_for(platform: Platform, appid: str) -> str:
+    """The platform's message URL for one authorizer (``$APPID$`` substituted); '' if none."""
+    return upstream_for_appid(platform.upstream_url, appid)
+
+
+def upstream_for_appid(upstream_url: str, appid: str) -> str:
+    return upstream_url.replace(APPID_PLACEHOLDER, appid)
 
 
 def require_platform(conn: Connection, component_appid: str) -> Platform:
@@ -341,3 +426,104 @@ def exchange_refresh_token(
 def func_info(func_ids: Iterable[int]) -> list[dict[str, object]]:
     """WeChat's ``func_info`` shape: ``[{"funcscope_category": {"id": N}}, ...]``."""
     return [{"funcscope_category": {"id": f}} for f in func_ids]
+
+
+# --- accounts fed by a platform's message URL ---------------------------------------------
+
+
+def admitted_account(
+    conn: Connection, platform: Platform, appid: str, original_id: str
+) -> Account | None:
+    """The account a platform's authentic push for ``appid`` is stored under; ``None``
+    when no account has that appid yet (``create_platform_account`` makes it).
+
+    ``PushRefused`` when the platform may not feed it: an account that has not
+    authorized the platform (another platform, or an account with its own callback URL,
+    must never receive this platform's messages), a revoked authorization (the
+    operator's way of stopping one authorizer), or a ``ToUserName`` that is not the
+    account's original id.
+    """
+    account = get_account(conn, appid)
+    if account is None:
+        return None
+    auth = get_authorization(conn, platform.id, account.id)
+    if auth is None:
+        raise PushRefused(f"{appid} has not authorized {platform.component_appid}")
+    if not auth.active:
+        raise PushRefused(f"{appid} revoked its authorization of {platform.component_appid}")
+    if account.original_id and original_id != account.original_id:
+        raise PushRefused(f"ToUserName is not the original id of {appid}")
+    return account
+
+
+def create_platform_account(
+    conn: Connection, platform: Platform, appid: str, original_id: str, tz: str, now: int
+) -> Account:
+    """Create the account of an appid first seen on the platform's message URL, and its
+    authorization of the platform for permission set 1 (WeChat only sends a platform
+    the messages of an account that granted it message management).
+
+    Only called for a push that passed the platform's signatures and opened with its
+    key for its component appid. The appid and original id must have WeChat's shapes,
+    and a platform creates at most ``account_limit`` accounts (workers racing at the
+    limit may pass it by one each).
+    """
+    if not APPID.fullmatch(appid):
+        raise PushRefused("not an appid (wx and 16 hex digits)")
+    if not ORIGINAL_ID.fullmatch(original_id):
+        raise PushRefused("ToUserName is not an original id (gh_...)")
+    if count_platform_accounts(conn, platform.id) >= platform.account_limit:
+        raise PushRefused(
+            f"{platform.component_appid} reached its limit of {platform.account_limit} accounts"
+            " (msgcube platform set --account-limit)"
+        )
+    insert_platform_account(conn, platform.id, appid, original_id, tz, now)
+    account = get_account(conn, appid)
+    assert account is not None
+    if creator_of(conn, account.id) == platform.id:  # ours, or a concurrent push's of this platform
+        add_authorization(conn, platform.id, account.id, (DATACUBE_FUNC,), now)
+    found = admitted_account(conn, platform, appid, original_id)
+    assert found is not None
+    return found
+
+
+def remove_platform_account(conn: Connection, platform: Platform, appid: str) -> None:
+    """Delete an account the platform's URL created, with all its data; its next push
+    (if the platform keeps sending) creates it afresh. Accounts the operator added are
+    not removed here: revoke their authorization instead."""
+    account = get_account(conn, appid)
+    if account is None or creator_of(conn, account.id) != platform.id:
+        raise NotFound(f"{appid} is not an account created by {platform.component_appid}")
+    delete_account_rows(conn, account.id, appid)
+
+
+def describe_platform(platform: Platform) -> dict[str, object]:
+    """A platform as listings show it: never its secret, Token or keys, only whether set
+    (nor a password in its upstream URL)."""
+    return {
+        "component_appid": platform.component_appid,
+        "ticket_url": platform.ticket_url,
+        "token": bool(platform.push_token),
+        "aes_key": platform.aes_key is not None,
+        "prev_aes_key": platform.prev_aes_key is not None,
+        "upstream_url": shown_upstream(platform.upstream_url) or "",
+        "account_limit": platform.account_limit,
+        "created_at": platform.created_at,
+    }
+
+
+def describe_platform_account(row: dict[str, Any]) -> dict[str, object]:
+    """One row of ``platform_accounts`` as listings show it."""
+    if row["authorized_at"] is None:
+        state = "unauthorized"
+    else:
+        state = "revoked" if row["revoked_at"] is not None else "active"
+    return {
+        "appid": row["appid"],
+        "original_id": row["original_id"],
+        "verified": bool(row["verified"]),
+        "created_by": "platform" if row["created_by_platform"] else "operator",
+        "created_at": row["created_at"],
+        "func_info": [int(f) for f in (row["func_ids"] or "").split(",") if f],
+        "authorization": state,
+    }

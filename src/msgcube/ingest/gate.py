@@ -113,6 +113,17 @@ def open_push(account: Account, raw: RawPush) -> VerifiedPush:
 def open_body(account: Account, raw: RawPush) -> VerifiedPush:
     """The part of ``open_push`` after the ``signature`` check (the server reads the body
     only once that check has passed)."""
+    fields, xml = open_fields(account, raw)
+    try:
+        record = parse_record(fields)
+    except IngestError as exc:
+        raise IngestError(f"record: {exc.reason}") from None
+    return VerifiedPush(record=record, raw=raw, xml=xml)
+
+
+def open_fields(account: Account, raw: RawPush) -> tuple[dict[str, str], bytes]:
+    """``open_body`` up to the push's XML fields and plaintext, before they are read as a
+    record (a platform's URL also receives WeChat's own notices, which are no record)."""
     encrypt_type = _encrypt_type(raw.query)
     if encrypt_type == "raw":
         xml = raw.body
@@ -121,14 +132,9 @@ def open_body(account: Account, raw: RawPush) -> VerifiedPush:
     else:
         raise IngestError(f"unknown encrypt_type {encrypt_type[:32]!r}")
     try:
-        fields = parse_push_xml(xml)
+        return parse_push_xml(xml), xml
     except XmlError as exc:
         raise IngestError(f"xml: {exc}") from None
-    try:
-        record = parse_record(fields)
-    except IngestError as exc:
-        raise IngestError(f"record: {exc.reason}") from None
-    return VerifiedPush(record=record, raw=raw, xml=xml)
 
 
 def _encrypt_type(query: Mapping[str, str]) -> str:

@@ -7,17 +7,21 @@ tokens are stored as SHA-256 hashes (``hash_token``), like access tokens.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
-from msgcube.storage.dialect import upsert
+from msgcube.storage.accounts import secret_hash
+from msgcube.storage.dialect import insert_ignore, upsert
 from msgcube.storage.schema import (
     accounts,
     authorizations,
+    metadata,
     platforms,
+    quarantine,
     refresh_tokens,
 )
 from msgcube.storage.tokens import hash_token
@@ -36,6 +40,9 @@ class Platform:
     push_token: str = field(default="", repr=False)
     aes_key: str | None = field(default=None, repr=False)
     ticket_key: str = field(default="", repr=False)
+    prev_aes_key: str | None = field(default=None, repr=False)
+    upstream_url: str = ""
+    account_limit: int = 10_000
 
 
 def _platform(row: Any) -> Platform:
@@ -49,6 +56,9 @@ def _platform(row: Any) -> Platform:
         push_token=row.push_token,
         aes_key=row.aes_key,
         ticket_key=row.ticket_key,
+        prev_aes_key=row.prev_aes_key,
+        upstream_url=row.upstream_url,
+        account_limit=row.account_limit,
     )
 
 
@@ -57,6 +67,13 @@ def insert_platform(conn: Connection, **values: Any) -> Platform:
     platform = get_platform(conn, values["component_appid"])
     assert platform is not None
     return platform
+
+
+def update_platform(conn: Connection, component_appid: str, **values: Any) -> Platform | None:
+    conn.execute(
+        update(platforms).where(platforms.c.component_appid == component_appid).values(**values)
+    )
+    return get_platform(conn, component_appid)
 
 
 def get_platform(conn: Connection, component_appid: str) -> Platform | None:
@@ -210,3 +227,95 @@ def end_refresh_tokens(
     if except_token is not None:
         stmt = stmt.where(r.token_hash != hash_token(except_token))
     return conn.execute(stmt).rowcount
+
+
+# --- accounts created by a platform's message URL ----------------------------------------
+
+
+def count_platform_accounts(conn: Connection, platform_id: int) -> int:
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(accounts)
+            .where(accounts.c.created_by_platform == platform_id)
+        ).scalar_one()
+    )
+
+
+def insert_platform_account(
+    conn: Connection, platform_id: int, appid: str, original_id: str, tz: str, now: int
+) -> None:
+    """Insert the account unless a concurrent push (another worker) just did.
+
+    Its AppSecret is a random one nobody is told: only the platform's authorizer tokens
+    read its statistics. Nor has it a callback Token, so its own callback URL refuses
+    everything.
+    """
+    values = {
+        "appid": appid,
+        "secret_hash": secret_hash(conn, secrets.token_hex(32)),
+        "original_id": original_id,
+        "tz": tz,
+        "verified": True,
+        "created_at": now,
+        "created_by_platform": platform_id,
+    }
+    conn.execute(insert_ignore(conn, accounts, ["appid"]).values(**values))
+
+
+def creator_of(conn: Connection, account_id: int) -> int | None:
+    """The id of the platform whose message URL created the account (``None``: the operator)."""
+    value = conn.execute(
+        select(accounts.c.created_by_platform).where(accounts.c.id == account_id)
+    ).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+def add_authorization(
+    conn: Connection, platform_id: int, account_id: int, func_ids: Iterable[int], now: int
+) -> None:
+    """Record an authorization unless one (active or revoked) exists already."""
+    conn.execute(
+        insert_ignore(conn, authorizations, ["platform_id", "account_id"]).values(
+            platform_id=platform_id,
+            account_id=account_id,
+            func_ids=",".join(str(f) for f in func_ids),
+            authorized_at=now,
+        )
+    )
+
+
+def platform_accounts(conn: Connection, platform_id: int) -> list[dict[str, Any]]:
+    """The accounts linked to a platform (created by its URL or authorized by hand), with
+    their authorization state, for ``msgcube platform accounts`` and the admin API."""
+    a, z = accounts.c, authorizations.c
+    stmt = (
+        select(
+            a.appid,
+            a.original_id,
+            a.verified,
+            a.created_at,
+            (a.created_by_platform == platform_id).label("created_by_platform"),
+            z.func_ids,
+            z.authorized_at,
+            z.revoked_at,
+        )
+        .select_from(accounts)
+        .outerjoin(authorizations, (z.account_id == a.id) & (z.platform_id == platform_id))
+        .where((a.created_by_platform == platform_id) | (z.id.is_not(None)))
+        .order_by(a.id)
+    )
+    return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def delete_account_rows(conn: Connection, account_id: int, appid: str) -> None:
+    """Delete an account and everything stored for it, in every table that has an
+    ``account_id`` (so tables added later are covered), its refresh tokens and its
+    quarantined pushes."""
+    auth_ids = select(authorizations.c.id).where(authorizations.c.account_id == account_id)
+    conn.execute(delete(refresh_tokens).where(refresh_tokens.c.authorization_id.in_(auth_ids)))
+    for table in metadata.sorted_tables:
+        if "account_id" in table.c:
+            conn.execute(delete(table).where(table.c.account_id == account_id))
+    conn.execute(delete(quarantine).where(quarantine.c.appid == appid))
+    conn.execute(delete(accounts).where(accounts.c.id == account_id))

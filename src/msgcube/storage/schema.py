@@ -70,6 +70,9 @@ accounts = Table(
     Column("session_gen", Integer, nullable=False, server_default="0"),
     # The account's own server (its bot): pushes are stored and forwarded there (relay).
     Column("upstream_url", Text, nullable=True),
+    # The third-party platform whose message URL created this account (NULL: added by
+    # the operator). See web/platform_callback.py.
+    Column("created_by_platform", Integer, nullable=True),
 )
 
 senders = Table(
@@ -237,6 +240,13 @@ platforms = Table(
     # The last slot whose ticket was pushed: workers claim a push by moving it forward.
     Column("pushed_slot", BigInteger, nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    # The message URL (web/platform_callback.py): push_token and aes_key above are the
+    # platform's Token and EncodingAESKey; the previous key is tried for rotation.
+    Column("prev_aes_key", String(43), nullable=True),
+    # The platform's own message URL, "$APPID$" substituted per push (empty: no relay).
+    Column("upstream_url", Text, nullable=False, server_default=""),
+    # How many accounts its message URL may create (0: none).
+    Column("account_limit", Integer, nullable=False, server_default="10000"),
 )
 
 authorizations = Table(

@@ -18,7 +18,13 @@ Routes (bodies are JSON objects):
   (``daily_quota: null`` goes back to the ``quota_datacube`` setting);
 * ``GET /admin/platforms`` — list platforms;
 * ``POST /admin/platforms`` — register one: ``component_appid``; optional
-  ``component_appsecret`` (generated when omitted), ``ticket_url``, ``token``, ``aes_key``;
+  ``component_appsecret`` (generated when omitted), ``ticket_url``, ``token``, ``aes_key``,
+  ``upstream_url``, ``account_limit``;
+* ``PATCH /admin/platforms/{component_appid}`` — change any of those (a replaced
+  ``aes_key`` stays as the previous one); listings never show the Token or keys;
+* ``GET /admin/platforms/{component_appid}/accounts`` — the accounts it feeds;
+* ``DELETE /admin/platforms/{component_appid}/accounts/{appid}`` — delete an account its
+  message URL created, with all its data;
 * ``GET /admin/platforms/{component_appid}/ticket`` — the current component_verify_ticket;
 * ``GET /admin/authorizations`` — list authorizations;
 * ``POST /admin/authorizations`` — ``component_appid``, ``authorizer_appid``, ``func_info``
@@ -44,10 +50,14 @@ from starlette.routing import Route
 from msgcube.auth.accounts import AccountChanges, create_account, update_account
 from msgcube.auth.platforms import (
     authorize_platform,
+    change_platform,
     current_ticket,
+    describe_platform,
+    describe_platform_account,
     func_info,
     parse_func_ids,
     register_platform,
+    remove_platform_account,
     require_platform,
     revoke_authorization,
 )
@@ -55,7 +65,7 @@ from msgcube.domain.identifiers import appid_problem, is_appid
 from msgcube.errors import AccountError, AccountExists, AdminError, NotFound
 from msgcube.relay import shown_upstream
 from msgcube.storage.accounts import Account, get_account, list_accounts
-from msgcube.storage.platforms import list_authorizations, list_platforms
+from msgcube.storage.platforms import list_authorizations, list_platforms, platform_accounts
 from msgcube.storage.usage import daily_limit_override
 from msgcube.web.context import AppContext
 from msgcube.web.handlers import read_body
@@ -214,12 +224,27 @@ async def accounts_update(request: Request, ctx: AppContext) -> Response:
 
 async def platforms_list(request: Request, ctx: AppContext) -> Response:
     with ctx.store.read() as conn:
-        rows = [
-            {"component_appid": p.component_appid, "ticket_url": p.ticket_url,
-             "created_at": p.created_at}
-            for p in list_platforms(conn)
-        ]  # fmt: skip
+        rows = [describe_platform(p) for p in list_platforms(conn)]
     return _json({"platforms": rows})
+
+
+def _platform_values(data: dict[str, Any]) -> dict[str, Any]:
+    """The settable platform fields present in an admin body (JSON ``token`` = Token)."""
+    values: dict[str, Any] = {}
+    for field, column in (
+        ("ticket_url", "ticket_url"),
+        ("token", "push_token"),
+        ("aes_key", "aes_key"),
+        ("upstream_url", "upstream_url"),
+    ):
+        if field in data:
+            values[column] = _str(data, field) or ""
+    if "account_limit" in data:
+        limit = data["account_limit"]
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise AdminError(400, "account_limit must be an integer")
+        values["account_limit"] = limit
+    return values
 
 
 async def platforms_create(request: Request, ctx: AppContext) -> Response:
@@ -227,17 +252,37 @@ async def platforms_create(request: Request, ctx: AppContext) -> Response:
     appid = _str(data, "component_appid", required=True)
     assert appid is not None
     secret = _str(data, "component_appsecret") or secrets.token_hex(16)
+    values = _platform_values(data)
+    if not values.get("aes_key"):
+        values.pop("aes_key", None)
     with ctx.store.write() as conn:
         platform = register_platform(
-            conn, component_appid=appid, secret=secret, now=ctx.now_ts(),
-            ticket_url=_str(data, "ticket_url") or "", push_token=_str(data, "token") or "",
-            aes_key=_str(data, "aes_key"),
-        )  # fmt: skip
-    return _json(
-        {"component_appid": platform.component_appid, "component_appsecret": secret,
-         "ticket_url": platform.ticket_url},
-        201,
-    )  # fmt: skip
+            conn, component_appid=appid, secret=secret, now=ctx.now_ts(), **values
+        )
+    return _json({**describe_platform(platform), "component_appsecret": secret}, 201)
+
+
+async def platforms_update(request: Request, ctx: AppContext) -> Response:
+    values = _platform_values(await _body(request))
+    with ctx.store.write() as conn:
+        platform = require_platform(conn, request.path_params["component_appid"])
+        platform = change_platform(conn, platform, **values)
+    return _json(describe_platform(platform))
+
+
+async def platform_accounts_list(request: Request, ctx: AppContext) -> Response:
+    with ctx.store.read() as conn:
+        platform = require_platform(conn, request.path_params["component_appid"])
+        rows = [describe_platform_account(r) for r in platform_accounts(conn, platform.id)]
+    return _json({"accounts": rows})
+
+
+async def platform_account_remove(request: Request, ctx: AppContext) -> Response:
+    appid = request.path_params["appid"]
+    with ctx.store.write() as conn:
+        platform = require_platform(conn, request.path_params["component_appid"])
+        remove_platform_account(conn, platform, appid)
+    return _json({"component_appid": platform.component_appid, "appid": appid, "removed": True})
 
 
 async def platform_ticket(request: Request, ctx: AppContext) -> Response:
@@ -313,7 +358,12 @@ routes = [
     _route("/admin/accounts", {"GET": accounts_list, "POST": accounts_create}),
     _route("/admin/accounts/{appid}", {"PATCH": accounts_update}),
     _route("/admin/platforms", {"GET": platforms_list, "POST": platforms_create}),
+    _route("/admin/platforms/{component_appid}", {"PATCH": platforms_update}),
     _route("/admin/platforms/{component_appid}/ticket", {"GET": platform_ticket}),
+    _route("/admin/platforms/{component_appid}/accounts", {"GET": platform_accounts_list}),
+    _route(
+        "/admin/platforms/{component_appid}/accounts/{appid}", {"DELETE": platform_account_remove}
+    ),
     _route("/admin/authorizations", {"GET": authorizations_list, "POST": authorizations_create}),
     _route("/admin/authorizations/{component_appid}/{appid}", {"DELETE": authorizations_revoke}),
 ]

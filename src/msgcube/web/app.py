@@ -23,7 +23,15 @@ from starlette.routing import Route
 from msgcube.auth.quotas import QuotaCounter
 from msgcube.settings import Settings
 from msgcube.storage.db import Store
-from msgcube.web import admin, api_table, boundary, callback, component, dashboard
+from msgcube.web import (
+    admin,
+    api_table,
+    boundary,
+    callback,
+    component,
+    dashboard,
+    platform_callback,
+)
 from msgcube.web.access_log import RequestLog
 from msgcube.web.background import rollup_loop
 from msgcube.web.context import AppContext
@@ -60,6 +68,7 @@ def create_app(settings: Settings, store: Store, *, background: bool = False) ->
 
     routes = [
         *callback.routes,  # first: pushes are the busiest path, and routes are tried in order
+        *platform_callback.routes,
         *api_table.routes(),
         *dashboard.routes,
         *admin.routes,
@@ -86,5 +95,6 @@ def create_app(settings: Settings, store: Store, *, background: bool = False) ->
     app.router.redirect_slashes = False
     app.state.ctx = ctx
     app.state.callback = callbacks
+    app.state.platform_callback = platform_callback.PlatformCallbackService(callbacks)
     app.state.quotas = quotas
     return app

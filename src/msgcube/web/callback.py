@@ -171,7 +171,7 @@ async def callback(request: Request) -> Response:
     except BadSignature as exc:
         return _refuse(request, 403, exc.reason)
     except IngestError as exc:
-        return await _quarantine(request, service, raw, exc.reason)
+        return await quarantine_response(request, service, raw, exc.reason)
     if account.upstream_url:
         return relay_response(request, await _relay(service, request, account, push, received))
     try:
@@ -181,7 +181,7 @@ async def callback(request: Request) -> Response:
     return PlainTextResponse("success")
 
 
-async def _quarantine(
+async def quarantine_response(
     request: Request, service: CallbackService, raw: RawPush, reason: str
 ) -> Response:
     """Keep a signed push that cannot be stored, within the quarantine's bounds."""
