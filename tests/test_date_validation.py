@@ -43,7 +43,7 @@ SPEC_SPANS = {
     "getupstreammsgdist": (15, 15),
     "getupstreammsgdistweek": (30, 15),
     "getupstreammsgdistmonth": (30, 15),
-    # Interface analysis (SPEC §1.3): 30 and 1 in both profiles.
+    # Interface analysis: 30 and 1 in both profiles.
     "getinterfacesummary": (30, 30),
     "getinterfacesummaryhour": (1, 1),
 }
