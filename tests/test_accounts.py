@@ -28,11 +28,10 @@ from msgcube.auth.accounts import AccountChanges, update_account
 from msgcube.domain.endpoints import BY_NAME
 from msgcube.domain.messages import Event, Message
 from msgcube.errors import AccountError
-from msgcube.ingest.push import _current
 from msgcube.ingest.store import store_batch
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
-from msgcube.storage.accounts import add_account, get_account, secret_matches
+from msgcube.storage.accounts import add_account, get_account, ingest_view, secret_matches
 from msgcube.storage.db import Store, _alembic_config, migrate, open_store
 from msgcube.storage.schema import accounts, events, messages, server_secrets
 from support.server import MSGCUBE, ServerProcess, msgcube_env
@@ -382,7 +381,7 @@ def test_a_zone_change_waits_for_a_push_batch_that_read_the_old_zone(pg_store: S
             errors.append(exc)
 
     with store.write() as batch:  # what the group committer does, one step at a time
-        current = _current(batch, account)
+        current = ingest_view(batch, account)
         assert current.tz == "Asia/Shanghai"
         mover = threading.Thread(target=change)
         mover.start()

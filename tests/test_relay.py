@@ -48,7 +48,7 @@ from test_callback import (
     traffic,
 )
 
-from conftest import PG_URL, _pg_store, fresh_appid
+from conftest import PG_URL, STAMP, _pg_store, fresh_appid
 from oracle import OracleAccount
 
 RELAY_TIMEOUT = 2.0
@@ -89,6 +89,7 @@ def new_account(db: Store, upstream: str | None = None) -> Account:
             original_id="gh_test",
             callback_token=TOKEN,
             aes_key=KEY,
+            now=STAMP,
         )
         return set_account(conn, appid, upstream_url=upstream)
 
