@@ -78,7 +78,7 @@ async def test_accounts_create_list_update(admin: Admin, store: Store) -> None:
     assert len(secret) == 32
     assert body == {"appid": appid, "original_id": "", "tz": "UTC", "verified": True,
                     "follower_base": False, "ip_whitelist": ["203.0.113.7"],
-                    "stats_since": None, "daily_quota": None}  # fmt: skip
+                    "stats_since": None, "daily_quota": None, "upstream": None}  # fmt: skip
     # The secret works, and the whitelist set through the admin API is in force: the
     # test client calls from 127.0.0.1, outside it.
     refused = (await token_response(admin.client, appid, secret)).json()

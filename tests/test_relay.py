@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,10 +131,11 @@ async def push_like_wechat(
     *,
     tries: int = 3,
     concurrency: int = 16,
+    on_ack: Callable[[Sent], None] | None = None,
 ) -> list[Sent]:
     """Send each push the way WeChat does: ``text/xml``, 5 s to answer, and the same request
     again after a failure (a non-200 answer, a broken connection or no answer), three
-    tries in all."""
+    tries in all. ``on_ack`` is called the moment a push is answered 200."""
     sem = asyncio.Semaphore(concurrency)
     headers = {"content-type": "text/xml"}
     async with httpx.AsyncClient(timeout=5) as client:
@@ -156,6 +157,8 @@ async def push_like_wechat(
                         continue
                     sent.answers.append(answer)
                     if answer.status_code == 200:
+                        if on_ack is not None:
+                            on_ack(sent)
                         break
             return sent
 
@@ -391,28 +394,18 @@ def test_acknowledged_pushes_survive_sigkill_with_an_upstream(env: Env, tmp_path
         set_upstream(env.db, account, url + "/wx")
         proc.start()
 
-        async def stream() -> None:
-            target = callback_url(proc, account)
-            queue = iter(enumerate(pushes))
-            async with httpx.AsyncClient(timeout=5) as client:
+        def kill_at_500(sent: Sent) -> None:
+            acked.append(sent.record)
+            if len(acked) == 500 and proc.proc is not None:
+                os.killpg(proc.proc.pid, signal.SIGKILL)
+                killed.set()
 
-                async def worker() -> None:
-                    for i, push in queue:
-                        query, body = wechat.request(push, MODES[i % 3])
-                        try:
-                            answer = await client.post(target, params=query, content=body)
-                        except httpx.HTTPError:
-                            continue
-                        if answer.status_code == 200:
-                            acked.append(push)
-                            if len(acked) == 500 and proc.proc is not None:
-                                os.killpg(proc.proc.pid, signal.SIGKILL)
-                                killed.set()
-
-                await asyncio.gather(*(worker() for _ in range(32)))
-
+        items = [(p, MODES[i % 3]) for i, p in enumerate(pushes)]
         try:
-            asyncio.run(stream())
+            target = callback_url(proc, account)
+            asyncio.run(
+                push_like_wechat(target, wechat, items, tries=1, concurrency=32, on_ack=kill_at_500)
+            )
             assert killed.is_set()
             proc.stop()
             assert 500 <= len(acked) < len(pushes)

@@ -159,9 +159,12 @@ def account_add(
     help="Daily calls per datacube API for this account; 'default' uses quota_datacube.",
 )  # fmt: skip
 @click.option(
-    "--upstream", "upstream_url", default=None, metavar="URL",
+    "--upstream",
+    "upstream_url",
+    default=None,
+    metavar="URL",
     help="The account's own server: pushes are stored and relayed there; '' clears.",
-)  # fmt: skip
+)
 @with_settings
 def account_set(appid: str, settings: Settings, **changes: Any) -> None:
     """Change an account's settings."""

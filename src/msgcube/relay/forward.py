@@ -46,7 +46,7 @@ import httpx
 
 from msgcube.domain.periods import local_day_hour
 from msgcube.relay.recorder import RelayRecorder
-from msgcube.relay.upstream import upstream_target
+from msgcube.relay.upstream import shown_upstream, upstream_target
 from msgcube.storage.accounts import Account
 from msgcube.storage.relay_calls import RelayCall
 
@@ -119,6 +119,9 @@ class Relay:
         """Open the client (and run the recorder) for the app's lifetime; close both after."""
         recording = self.recorder.running() if self.recorder else contextlib.nullcontext()
         async with recording:
+            # Made now, not by the first push: building the client (its TLS context
+            # above all) takes long enough to eat into that push's relay_timeout.
+            self._http()
             try:
                 yield
             finally:
@@ -171,7 +174,8 @@ class Relay:
             cost = round((time.perf_counter() - started) * 1000)
             return RelayOutcome(status, ctype, data, cost, bool(reason), reason)
 
-        headers = {"content-type": content_type} if content_type else {}
+        # Header text is latin-1 as received: its exact bytes go on, whatever they are.
+        headers = [(b"content-type", content_type.encode("latin-1"))] if content_type else []
         url = upstream_target(upstream_url, query_string)
         remaining = self.timeout - (time.perf_counter() - started)
         status, ctype = 0, None
@@ -180,7 +184,7 @@ class Relay:
                 request = self._http().build_request(method, url, content=body, headers=headers)
                 response = await self._http().send(request, stream=True)
                 try:
-                    status, ctype = response.status_code, response.headers.get("content-type")
+                    status, ctype = response.status_code, _content_type(response)
                     data = await _read_capped(response)
                 finally:
                     await response.aclose()
@@ -188,6 +192,9 @@ class Relay:
             return outcome(status, ctype, b"", TIMED_OUT)
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
             return outcome(status, ctype, b"", f"upstream unreachable ({_describe(exc)})")
+        except Exception as exc:  # e.g. a header httpx cannot encode: still only a failure
+            log.exception("relaying to %s failed", shown_upstream(upstream_url))
+            return outcome(status, ctype, b"", f"relay error ({_describe(exc)})")
         if data is None:
             return outcome(status, ctype, b"", f"upstream answer over {MAX_ANSWER} bytes")
         if not 200 <= status < 300:
@@ -230,6 +237,14 @@ class Relay:
             status = 504 if outcome.reason == TIMED_OUT else 502
             return RelayAnswer.failure(status, outcome.reason)
         return RelayAnswer(outcome.status, outcome.content_type, outcome.body)
+
+
+def _content_type(response: httpx.Response) -> str | None:
+    """The answer's Content-Type as latin-1 text of its exact bytes (Starlette sends it so)."""
+    for name, value in response.headers.raw:
+        if name.lower() == b"content-type":
+            return value.decode("latin-1")
+    return None
 
 
 async def _read_capped(response: httpx.Response) -> bytes | None:
