@@ -54,7 +54,11 @@ ALL_CONNECTION_TRIES_FAILED = 279
 TOO_FEW_LIVE_REPLICAS = 285
 UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE = 286
 UNKNOWN_STATUS_OF_INSERT = 319
-QUORUM_FAILURES = {TOO_FEW_LIVE_REPLICAS, UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE, UNKNOWN_STATUS_OF_INSERT}
+QUORUM_FAILURES = {
+    TOO_FEW_LIVE_REPLICAS,
+    UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE,
+    UNKNOWN_STATUS_OF_INSERT,
+}
 
 _databases = itertools.count(1)
 _clients: list[Client] = []
@@ -125,7 +129,9 @@ def insert_retrying(conn: Client, table: str, rows: list[Row], **settings: int) 
 
 
 def local_rows(conn: Client, target: ch.Target) -> list[tuple[int, int]]:
-    return sorted(conn.execute(f"SELECT account_id, msg_id FROM {ch.local_table(target, 'messages')}"))
+    return sorted(
+        conn.execute(f"SELECT account_id, msg_id FROM {ch.local_table(target, 'messages')}")
+    )
 
 
 def shard_of(conn: Client, account: int) -> int:
@@ -159,7 +165,11 @@ def test_quorum_insert_reaches_both_replicas_of_one_shard(cluster: ClickHouseClu
     target = make_tables(cluster)
     conn = client(cluster.replicas[0])
     accounts = range(1, 9)
-    rows = [row for account in accounts for row in rows_for(account, range(account * 100, account * 100 + 25))]
+    rows = [
+        row
+        for account in accounts
+        for row in rows_for(account, range(account * 100, account * 100 + 25))
+    ]
     table = ch.qualified(target, "messages")
     insert(conn, table, rows, **ch.insert_settings(target))
     sync(cluster, target)
@@ -266,7 +276,9 @@ def test_whole_shard_down_is_an_error_never_a_partial_answer(cluster: ClickHouse
     accounts = {shard_of(conn, a): a for a in range(1, 20)}
     rows = [row for a in accounts.values() for row in rows_for(a, range(10))]
     insert(conn, table, rows, **ch.insert_settings(target))
-    [(skip,)] = conn.execute("SELECT value FROM system.settings WHERE name = 'skip_unavailable_shards'")
+    [(skip,)] = conn.execute(
+        "SELECT value FROM system.settings WHERE name = 'skip_unavailable_shards'"
+    )
     assert skip == "0"  # the default: an unreachable shard fails the query
 
     cluster.stop_shard(2)

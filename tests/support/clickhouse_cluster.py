@@ -57,7 +57,9 @@ def require_binaries() -> None:
     missing = missing_binaries()
     if not missing:
         return
-    message = f"ClickHouse cluster tests need {', '.join(missing)} (Debian: clickhouse-server zookeeper)"
+    message = (
+        f"ClickHouse cluster tests need {', '.join(missing)} (Debian: clickhouse-server zookeeper)"
+    )
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)

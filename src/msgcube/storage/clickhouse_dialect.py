@@ -157,7 +157,9 @@ def sync_replica(target: Target, table: str) -> str:
     return f"SYSTEM SYNC REPLICA {local_table(target, table)}"
 
 
-def insert_settings(target: Target, *, quorum: int = 2, timeout_ms: int = 10_000) -> Mapping[str, int]:
+def insert_settings(
+    target: Target, *, quorum: int = 2, timeout_ms: int = 10_000
+) -> Mapping[str, int]:
     """The settings of an acknowledged insert (empty on chdb: one process, one copy).
 
     ``insert_distributed_sync``: the Distributed table forwards the rows to their shard
