@@ -32,8 +32,6 @@ from support.clickhouse_cluster import (
     SHARDS,
     ClickHouseCluster,
     Replica,
-    clickhouse_cluster,
-    require_binaries,
 )
 
 pytestmark = pytest.mark.clickhouse_cluster
@@ -64,11 +62,9 @@ _databases = itertools.count(1)
 _clients: list[Client] = []
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ClickHouseCluster]:
-    require_binaries()
-    with clickhouse_cluster() as running:
-        yield running
+@pytest.fixture
+def cluster(ch_cluster: ClickHouseCluster) -> ClickHouseCluster:
+    return ch_cluster
 
 
 @pytest.fixture(autouse=True)

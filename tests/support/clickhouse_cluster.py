@@ -1,13 +1,16 @@
 """A real ClickHouse cluster for the tests: ZooKeeper + 2 shards × 2 replicas on loopback.
 
-Debian's ``clickhouse-server`` (release 18.16) and ``zookeeper`` run as plain processes,
-each with a scratch config in a temporary directory (own free ports, own data paths,
-listening on 127.0.0.1 only, small caches), so nothing touches /etc or /var and several
-runs can coexist. Every process is the leader of its own process group and is killed
-by group on exit, whatever ends the ``with`` block (a failed assertion, Ctrl-C).
+Debian's ``clickhouse-server`` (release 18.16) and ``zookeeper`` run as plain processes
+of the current user (18.16 does not refuse root, which CI is), each with a scratch config
+in a temporary directory (own free ports, own data paths, listening on 127.0.0.1 only,
+small caches), so nothing touches /etc or /var and several runs can coexist. Every
+process leads its own process group and is killed by group on exit, whatever ends the
+``with`` block (a failed assertion, Ctrl-C), and dies with the test process if that is
+killed outright.
 
-ZooKeeper must answer ``ruok`` before the servers start: a server that came up while
-ZooKeeper was still initialising was seen to segfault in its ZooKeeper client.
+ZooKeeper must be *serving* before the servers start: a server whose first ZooKeeper
+session was dropped during ZooKeeper's start-up was seen to crash (see
+:func:`_zookeeper_serving`).
 
 The fault tests need :meth:`ClickHouseCluster.kill_replica` (SIGKILL, like a crashed
 machine), :meth:`ClickHouseCluster.start_replica` (the same data directory again, so it
@@ -17,8 +20,8 @@ rejoins and catches up from its peer) and :meth:`ClickHouseCluster.stop_shard`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -26,7 +29,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -36,6 +39,7 @@ JAVA = "/usr/bin/java"
 CLUSTER = "msgcube"
 """The ``remote_servers`` name the tests (and ``?cluster=`` URLs) use."""
 
+PR_SET_PDEATHSIG = 1
 SHARDS = 2
 REPLICAS = 2
 START_TIMEOUT = 60.0
@@ -43,11 +47,6 @@ START_TIMEOUT = 60.0
 #: until then a quorum insert still waits for it. Short for fast fault tests, long enough
 #: for a loaded 2-core machine not to drop live sessions.
 ZK_SESSION_MS = 5000
-
-#: ClickHouse refuses nothing as root, but its files would then be root's; running every
-#: server as the ``clickhouse`` user Debian's package creates keeps a root CI run and a
-#: developer's run alike (and the server never needs root).
-RUN_AS = "clickhouse"
 
 
 def require_binaries() -> None:
@@ -118,6 +117,17 @@ def _http_ping(port: int) -> bool:
     return _answers(port, b"GET /ping HTTP/1.0\r\n\r\n", b"HTTP/1.0 200")
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the test process dies, even by SIGKILL itself.
+
+    The ``finally`` of :func:`clickhouse_cluster` covers failures and Ctrl-C; this
+    covers a test run that is killed outright, which would otherwise leave the servers
+    running in their own sessions.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the process group PROC leads and reap PROC."""
     if proc.poll() is None:
@@ -178,7 +188,6 @@ class ClickHouseCluster:
     replicas: list[Replica]
     zk_proc: subprocess.Popen[bytes] | None = None
     cold_start_seconds: float = 0.0
-    _uid: int | None = field(default=None, repr=False)
 
     def shard(self, shard: int) -> list[Replica]:
         """The replicas of SHARD (1-based)."""
@@ -243,9 +252,8 @@ class ClickHouseCluster:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                user=self._uid,
-                group=None if self._uid is None else pwd.getpwuid(self._uid).pw_gid,
                 env={"PATH": "/usr/bin:/bin", "TZ": "UTC", "LANG": "C.UTF-8"},
+                preexec_fn=_die_with_parent,
             )
 
     def _start_zookeeper(self) -> None:
@@ -266,7 +274,6 @@ class ClickHouseCluster:
             "log4j.appender.CONSOLE.layout=org.apache.log4j.PatternLayout\n"
             "log4j.appender.CONSOLE.layout.ConversionPattern=%d %-5p [%t] %m%n\n"
         )
-        self._chown(zk)
         argv = [
             JAVA,
             "-Xmx128m",
@@ -371,7 +378,6 @@ class ClickHouseCluster:
         (rep.root / "users.xml").write_text(users)
         path = rep.root / "config.xml"
         path.write_text(config)
-        self._chown(rep.root)
         return path
 
     def _start_server(self, rep: Replica) -> None:
@@ -390,25 +396,6 @@ class ClickHouseCluster:
             rep.root / "server.err.log",
         )
 
-    def _chown(self, path: Path) -> None:
-        if self._uid is None:
-            return
-        gid = pwd.getpwuid(self._uid).pw_gid
-        for dirpath, dirnames, filenames in os.walk(path):
-            os.chown(dirpath, self._uid, gid)
-            for name in dirnames + filenames:
-                os.chown(os.path.join(dirpath, name), self._uid, gid)
-
-
-def _run_uid() -> int | None:
-    """As root, the uid of Debian's ``clickhouse`` user (None when not root: run as self)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        return pwd.getpwnam(RUN_AS).pw_uid
-    except KeyError:
-        return None
-
 
 @contextlib.contextmanager
 def clickhouse_cluster(root: Path | None = None) -> Iterator[ClickHouseCluster]:
@@ -418,9 +405,6 @@ def clickhouse_cluster(root: Path | None = None) -> Iterator[ClickHouseCluster]:
         raise RuntimeError(f"ClickHouse cluster needs {', '.join(missing)}")
     own_root = root is None
     base = Path(tempfile.mkdtemp(prefix="msgcube-ch-")) if root is None else root
-    uid = _run_uid()
-    if uid is not None:
-        os.chown(base, uid, pwd.getpwuid(uid).pw_gid)
     ports = _free_ports(1 + 3 * SHARDS * REPLICAS)
     replicas = [
         Replica(
@@ -435,7 +419,7 @@ def clickhouse_cluster(root: Path | None = None) -> Iterator[ClickHouseCluster]:
             (s, r) for s in range(1, SHARDS + 1) for r in range(1, REPLICAS + 1)
         )
     ]
-    cluster = ClickHouseCluster(root=base, zk_port=ports[0], replicas=replicas, _uid=uid)
+    cluster = ClickHouseCluster(root=base, zk_port=ports[0], replicas=replicas)
     try:
         started = time.monotonic()
         cluster._start_zookeeper()
