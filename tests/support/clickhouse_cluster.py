@@ -28,7 +28,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -68,13 +68,6 @@ def missing_binaries() -> list[str]:
     """The programs this module needs that are not installed (empty when all are)."""
     need = [CLICKHOUSE_SERVER, ZOOKEEPER_JAR, JAVA]
     return [path for path in need if not Path(path).exists()]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _free_ports(count: int) -> list[int]:
@@ -137,9 +130,8 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def _wait(what: str, ready: object, proc: subprocess.Popen[bytes], log: Path) -> None:
+def _wait(what: str, ready: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path) -> None:
     """Poll READY() until true; a clear error (with the log's tail) if PROC dies or times out."""
-    assert callable(ready)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if ready():
