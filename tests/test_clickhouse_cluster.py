@@ -8,7 +8,8 @@ shard, and the two faults the backend must handle behave as measured here:
   and fails with 319 (status unknown: the block *is* on the live replica and reaches
   the other when it rejoins); later ones fail with 286 (previous quorum unsatisfied) or
   285 (too few live replicas, once ZooKeeper expired the dead session) until it is back.
-  No acknowledged block is lost, and a retried block is deduplicated.
+  No acknowledged block is lost, and a retried block is deduplicated. With three
+  replicas per shard and a quorum of two, one dead replica does not stall inserts.
 - a whole shard down: reads and inserts through the Distributed table fail with 279
   (all connection tries failed) — never a partial answer. In 18.16 a synchronous
   Distributed insert contacts *every* shard, so it fails even for rows of live shards.
@@ -32,6 +33,8 @@ from support.clickhouse_cluster import (
     SHARDS,
     ClickHouseCluster,
     Replica,
+    clickhouse_cluster,
+    require_binaries,
 )
 
 pytestmark = pytest.mark.clickhouse_cluster
@@ -294,3 +297,23 @@ def test_whole_shard_down_is_an_error_never_a_partial_answer(cluster: ClickHouse
         cluster.start_shard(2)
     [(total,)] = client(cluster.shard(2)[1]).execute(f"SELECT count() FROM {table}")
     assert total == len(rows)
+
+
+def test_three_replicas_with_quorum_two_ingest_through_one_dead() -> None:
+    """The way out of the two-replica dilemma above: quorum 2 of 3 never stalls on one."""
+    require_binaries()
+    with clickhouse_cluster(shards=1, replicas=3) as three:
+        target = make_tables(three)
+        first, _, victim = three.shard(1)
+        conn = client(first)
+        table = ch.local_table(target, "messages")
+        settings = ch.insert_settings(target, timeout_ms=30_000)
+        insert(conn, table, rows_for(1, range(0, 10)), **settings)
+        three.kill_replica(victim.shard, victim.replica)
+        for number in range(1, 6):  # each acknowledged by the two live replicas
+            insert(conn, table, rows_for(1, range(number * 10, number * 10 + 10)), **settings)
+        three.start_replica(victim.shard, victim.replica)
+        sync(three, target)
+        expected = [(1, key) for key in range(60)]
+        for rep in three.replicas:
+            assert local_rows(client(rep), target) == expected, rep.name

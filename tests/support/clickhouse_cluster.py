@@ -181,6 +181,11 @@ class ClickHouseCluster:
     zk_proc: subprocess.Popen[bytes] | None = None
     cold_start_seconds: float = 0.0
 
+    @property
+    def shards(self) -> int:
+        """The number of shards."""
+        return max(r.shard for r in self.replicas)
+
     def shard(self, shard: int) -> list[Replica]:
         """The replicas of SHARD (1-based)."""
         return [r for r in self.replicas if r.shard == shard]
@@ -293,7 +298,7 @@ class ClickHouseCluster:
                 for r in self.shard(s)
             )
             + "</shard>"
-            for s in range(1, SHARDS + 1)
+            for s in range(1, self.shards + 1)
         )
         root = escape(str(rep.root))
         config = f"""<?xml version="1.0"?>
@@ -390,15 +395,17 @@ class ClickHouseCluster:
 
 
 @contextlib.contextmanager
-def clickhouse_cluster(root: Path | None = None) -> Iterator[ClickHouseCluster]:
-    """Start ZooKeeper and 2 × 2 ClickHouse servers; yield the cluster; kill it all on exit."""
+def clickhouse_cluster(
+    root: Path | None = None, shards: int = SHARDS, replicas: int = REPLICAS
+) -> Iterator[ClickHouseCluster]:
+    """Start ZooKeeper and SHARDS × REPLICAS servers; yield the cluster; kill all on exit."""
     missing = missing_binaries()
     if missing:
         raise RuntimeError(f"ClickHouse cluster needs {', '.join(missing)}")
     own_root = root is None
     base = Path(tempfile.mkdtemp(prefix="msgcube-ch-")) if root is None else root
-    ports = _free_ports(1 + 3 * SHARDS * REPLICAS)
-    replicas = [
+    ports = _free_ports(1 + 3 * shards * replicas)
+    servers = [
         Replica(
             shard=s,
             replica=r,
@@ -408,17 +415,17 @@ def clickhouse_cluster(root: Path | None = None) -> Iterator[ClickHouseCluster]:
             root=base / f"s{s}r{r}",
         )
         for i, (s, r) in enumerate(
-            (s, r) for s in range(1, SHARDS + 1) for r in range(1, REPLICAS + 1)
+            (s, r) for s in range(1, shards + 1) for r in range(1, replicas + 1)
         )
     ]
-    cluster = ClickHouseCluster(root=base, zk_port=ports[0], replicas=replicas)
+    cluster = ClickHouseCluster(root=base, zk_port=ports[0], replicas=servers)
     try:
         started = time.monotonic()
         cluster._start_zookeeper()
-        for rep in replicas:
+        for rep in servers:
             cluster._write_config(rep)
             cluster._start_server(rep)
-        for rep in replicas:
+        for rep in servers:
             cluster._wait_server(rep)
         cluster.cold_start_seconds = time.monotonic() - started
         yield cluster
