@@ -15,15 +15,7 @@ from pathlib import Path
 import clickhouse_connect
 
 from msgcube.storage import clickhouse_dialect as ch
-
-COLUMNS = [
-    ("account_id", "UInt32"),
-    ("msg_id", "UInt64"),
-    ("user_id", "UInt64"),
-    ("create_time", ch.DATETIME),
-    ("msg_type_name", ch.STRING),
-    ("version", "UInt64"),
-]
+from support.clickhouse_tables import COLUMN_NAMES, create_messages
 
 
 def test_chdb_creates_inserts_and_counts_exactly(tmp_path: Path) -> None:
@@ -40,20 +32,11 @@ def test_chdb_creates_inserts_and_counts_exactly(tmp_path: Path) -> None:
     client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path}")
     try:
         client.command(ch.create_database(target))
-        for statement in ch.create_table(
-            target,
-            "messages",
-            COLUMNS,
-            ["account_id", "msg_id"],
-            engine="ReplacingMergeTree",
-            version="version",
-            partition_by="toYYYYMM(create_time)",
-        ):
+        for statement in create_messages(target):
             client.command(statement)
         table = ch.qualified(target, "messages")
-        columns = [name for name, _ in COLUMNS]
-        client.insert(table, rows, column_names=columns)
-        client.insert(table, redelivered, column_names=columns)
+        client.insert(table, rows, column_names=COLUMN_NAMES)
+        client.insert(table, redelivered, column_names=COLUMN_NAMES)
 
         result = client.query(
             f"SELECT account_id, uniqExact(user_id), count() FROM {table} FINAL"

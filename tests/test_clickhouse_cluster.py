@@ -37,18 +37,11 @@ from support.clickhouse_cluster import (
     clickhouse_cluster,
     require_binaries,
 )
+from support.clickhouse_tables import COLUMN_NAMES, create_messages
 
 pytestmark = pytest.mark.clickhouse_cluster
 
-COLUMNS = [
-    ("account_id", "UInt32"),
-    ("msg_id", "UInt64"),
-    ("user_id", "UInt64"),
-    ("create_time", ch.DATETIME),
-    ("msg_type_name", ch.STRING),
-    ("version", "UInt64"),
-]
-INSERT_COLUMNS = ", ".join(name for name, _ in COLUMNS)
+INSERT_COLUMNS = ", ".join(COLUMN_NAMES)
 Row = tuple[int, int, int, int, str, int]
 
 #: ClickHouse error codes this module asserts on (ErrorCodes.cpp of 18.16).
@@ -91,15 +84,7 @@ def make_tables(cluster: ClickHouseCluster) -> ch.Target:
     target = ch.Target(f"t{next(_databases)}", CLUSTER)
     first = client(cluster.replicas[0])
     first.execute(ch.create_database(target))
-    for statement in ch.create_table(
-        target,
-        "messages",
-        COLUMNS,
-        ["account_id", "msg_id"],
-        engine="ReplacingMergeTree",
-        version="version",
-        partition_by="toYYYYMM(create_time)",
-    ):
+    for statement in create_messages(target):
         hosts = first.execute(statement)
         # An ON CLUSTER statement answers one row per server: (host, port, status, error, …).
         assert sorted((port, status) for _, port, status, *_ in hosts) == sorted(

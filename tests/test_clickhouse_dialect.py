@@ -5,25 +5,19 @@ from __future__ import annotations
 import pytest
 
 from msgcube.storage import clickhouse_dialect as ch
-
-COLUMNS = [("account_id", "UInt32"), ("msg_id", "UInt64"), ("version", "UInt64")]
+from support.clickhouse_tables import COLUMNS, create_messages
 
 
 def test_cluster_form_is_a_replicated_local_table_and_a_distributed_one() -> None:
     target = ch.Target("mc", "prod")
-    local, distributed = ch.create_table(
-        target,
-        "messages",
-        COLUMNS,
-        ["account_id", "msg_id"],
-        engine="ReplacingMergeTree",
-        version="version",
-    )
+    local, distributed = create_messages(target)
     assert local == (
         "CREATE TABLE IF NOT EXISTS `mc`.`messages_local` ON CLUSTER `prod`"
-        " (`account_id` UInt32, `msg_id` UInt64, `version` UInt64)"
+        " (`account_id` UInt32, `msg_id` UInt64, `user_id` UInt64, `create_time` DateTime,"
+        " `msg_type_name` String, `version` UInt64)"
         " ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/mc/messages_local',"
-        " '{replica}', `version`) ORDER BY (`account_id`, `msg_id`)"
+        " '{replica}', `version`) PARTITION BY toYYYYMM(create_time)"
+        " ORDER BY (`account_id`, `msg_id`)"
     )
     assert distributed == (
         "CREATE TABLE IF NOT EXISTS `mc`.`messages` ON CLUSTER `prod` AS `mc`.`messages_local`"
@@ -42,12 +36,10 @@ def test_cluster_form_is_a_replicated_local_table_and_a_distributed_one() -> Non
 
 def test_local_form_is_one_plain_table_for_chdb() -> None:
     target = ch.Target("mc")
-    [create] = ch.create_table(
-        target, "days", COLUMNS[:2], ["account_id"], partition_by="toYYYYMM(day)"
-    )
+    [create] = ch.create_table(target, "days", COLUMNS[:2], ["account_id"])
     assert create == (
         "CREATE TABLE IF NOT EXISTS `mc`.`days` (`account_id` UInt32, `msg_id` UInt64)"
-        " ENGINE = MergeTree() PARTITION BY toYYYYMM(day) ORDER BY (`account_id`)"
+        " ENGINE = MergeTree() ORDER BY (`account_id`)"
     )
     assert ch.create_database(target) == "CREATE DATABASE IF NOT EXISTS `mc`"
     assert ch.local_table(target, "days") == ch.qualified(target, "days") == "`mc`.`days`"
