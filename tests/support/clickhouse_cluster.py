@@ -190,7 +190,7 @@ class Replica:
 
 @dataclass
 class ClickHouseCluster:
-    """The running cluster: ZooKeeper's port and the four replicas, shard-major."""
+    """The running cluster: ZooKeeper's port and its servers, shard-major."""
 
     root: Path
     zk_port: int
