@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from msgcube.storage.db import Store, open_store
 from msgcube.storage.schema import metadata
+from support.clickhouse_cluster import ClickHouseCluster, clickhouse_cluster, require_binaries
 
 PG_URL = os.environ.get(
     "MSGCUBE_TEST_PG", "postgresql+psycopg://msgcube:msgcube@localhost/msgcube_test"
@@ -80,3 +81,15 @@ def store(request: pytest.FixtureRequest) -> Store:
     """One database per backend for the whole session; isolate tests with ``fresh_appid``."""
     name = "sqlite_store" if request.param == "sqlite" else "pg_store"
     return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def ch_cluster() -> Iterator[ClickHouseCluster]:
+    """The real ClickHouse cluster (2 shards x 2 replicas + ZooKeeper), started once per run.
+
+    Skipped locally when Debian's clickhouse-server/zookeeper are missing; failed in CI.
+    A test that kills servers starts them again before it ends (support/clickhouse_cluster).
+    """
+    require_binaries()
+    with clickhouse_cluster() as cluster:
+        yield cluster
