@@ -370,7 +370,7 @@ def test_a_zone_change_waits_for_a_push_batch_that_read_the_old_zone(pg_store: S
     appid = fresh_appid("wxrace")
     evening = datetime(2026, 3, 5, 23, 30, tzinfo=UTC)
     with store.write() as conn:
-        account = add_account(conn, appid=appid, secret=SECRET, tz="Asia/Shanghai")
+        account = add_account(conn, appid=appid, secret=SECRET, tz="Asia/Shanghai", now=STAMP)
     errors: list[BaseException] = []
 
     def change() -> None:
@@ -397,7 +397,7 @@ def test_a_zone_change_waits_for_a_push_batch_that_read_the_old_zone(pg_store: S
                     break
                 time.sleep(0.05)
         assert waiting == 1, "the zone change did not wait for the batch"
-        store_batch(batch, current, [_message(1, evening)], TODAY)
+        store_batch(batch, current, [_message(1, evening)], TODAY, received_at=STAMP)
     mover.join(timeout=60)
     assert not errors, errors
     with store.read() as conn:

@@ -10,6 +10,7 @@ signed request at most once, stays within its per-account bounds and is pruned.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -316,7 +317,7 @@ def test_quarantine_prune_command(store: Store, tmp_path: Path) -> None:
                     RawPush(account.appid, "q", b"x").quarantined("r", now - age_days * 86_400),
                 )
     env = {"MSGCUBE_DB": db_of(store, tmp_path), "MSGCUBE_NOW": NOW.isoformat(),
-           "MSGCUBE_CONFIG": "/nonexistent"}  # fmt: skip
+           "MSGCUBE_CONFIG": os.devnull}  # fmt: skip
     runner = CliRunner()
 
     def prune(*args: str) -> tuple[int, str]:
@@ -362,7 +363,7 @@ def test_import_rejects_bad_lines_and_keeps_the_rest(store: Store, tmp_path: Pat
     src = tmp_path / "in.jsonl"
     src.write_bytes(b"\n".join(lines) + b"\n")
     env = {"MSGCUBE_DB": db_of(store, tmp_path), "MSGCUBE_NOW": NOW.isoformat(),
-           "MSGCUBE_CONFIG": "/nonexistent"}  # fmt: skip
+           "MSGCUBE_CONFIG": os.devnull}  # fmt: skip
     result = CliRunner().invoke(cli, ["import", "--appid", account.appid, "--quiet", str(src)],
                                 env=env, catch_exceptions=False)  # fmt: skip
     err = result.stderr
@@ -377,7 +378,7 @@ def test_import_rejects_bad_lines_and_keeps_the_rest(store: Store, tmp_path: Pat
 
 
 def test_cli_appids_that_cannot_exist_are_one_line_errors(store: Store, tmp_path: Path) -> None:
-    env = {"MSGCUBE_DB": db_of(store, tmp_path), "MSGCUBE_CONFIG": "/nonexistent"}
+    env = {"MSGCUBE_DB": db_of(store, tmp_path), "MSGCUBE_CONFIG": os.devnull}
     src = tmp_path / "in.jsonl"
     src.write_bytes(orjson.dumps(record()) + b"\n")
     runner = CliRunner()

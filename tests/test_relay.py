@@ -455,7 +455,10 @@ def test_handshake_and_refused_pushes_never_reach_the_upstream(env: Env) -> None
         bad_msg_sig = httpx.post(target, params=query | {"msg_signature": "0" * 40}, content=body)
         assert bad_msg_sig.status_code == 403
         garbled = httpx.post(target, params=query, content=body.replace(b"<Encrypt>", b"<E>"))
-        assert garbled.status_code == 400  # quarantined, not forwarded
+        assert garbled.status_code == 403  # msg_signature cannot be checked: refused
+        query, body = wechat.request(traffic(77, 1)[0], "plain")
+        broken = httpx.post(target, params=query, content=body.replace(b"</xml>", b""))
+        assert broken.status_code == 400  # signed but unreadable: quarantined, not forwarded
     assert bot.journal == []
     assert stored_counts(env.db, account)[:2] == (0, 0)
 

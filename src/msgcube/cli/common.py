@@ -88,7 +88,7 @@ def settings_options(func: F, *, hidden: bool) -> F:
         try:
             kwargs["settings"] = Settings.load(flags)
         except ConfigError as exc:
-            raise click.UsageError(str(exc)) from exc
+            raise click.ClickException(str(exc)) from exc
         return func(*args, **kwargs)
 
     return add_setting_flags(wrapper, hidden=hidden)  # type: ignore[return-value]

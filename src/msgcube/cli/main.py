@@ -372,7 +372,7 @@ def show_settings(markdown: bool, **flags: Any) -> None:
     try:
         settings = Settings.load(flags)
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise click.ClickException(str(exc)) from exc
     click.echo(orjson.dumps(settings.public(), option=orjson.OPT_INDENT_2).decode())
 
 

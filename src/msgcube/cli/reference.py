@@ -23,6 +23,7 @@ from msgcube.domain.endpoints import ENDPOINTS
 from msgcube.domain.messages import COUNTED_TYPES, MSG_TYPE_CODES, MSG_TYPE_NAMES_ZH
 from msgcube.errors import ERRMSG
 from msgcube.settings import SETTINGS
+from msgcube.web.api_table import errcode_markdown
 
 CHECKS: tuple[tuple[str, tuple[int, ...]], ...] = (
     ("the method is not POST", (43002,)),
@@ -84,13 +85,6 @@ def checks_markdown() -> str:
     return "\n".join(lines)
 
 
-def errcodes_markdown() -> str:
-    """Every errcode msgcube answers, from ``errors.ERRMSG`` (WeChat's texts, verbatim)."""
-    lines = ["| errcode | errmsg |", "|---|---|"]
-    lines += [f"| {code} | `{text}` |" for code, text in sorted(ERRMSG.items()) if code]
-    return "\n".join(lines)
-
-
 def _commands(group: click.Group, prefix: str) -> Iterator[tuple[str, click.Command]]:
     for name in sorted(group.commands):
         command = group.commands[name]
@@ -140,7 +134,7 @@ GENERATORS: dict[str, Callable[[click.Group], str]] = {
     "settings": lambda _cli: settings_markdown(),
     "msg-types": lambda _cli: msg_types_markdown(),
     "checks": lambda _cli: checks_markdown(),
-    "errcodes": lambda _cli: errcodes_markdown(),
+    "errcodes": lambda _cli: errcode_markdown().rstrip("\n"),
     "commands": commands_markdown,
 }
 
