@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from wechatpy.crypto import WeChatCrypto  # type: ignore[import-untyped]
 
 from msgcube.domain.endpoints import ENDPOINTS
-from msgcube.ingest.store import import_followers
+from msgcube.ingest.batch import import_followers
 from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import Account, add_account, get_account, set_account
 from msgcube.storage.db import Store, open_store

@@ -21,10 +21,10 @@ import pytest
 from sqlalchemy import func, select
 
 from msgcube.domain.messages import Event, Message
+from msgcube.ingest.batch import import_followers, write_batch
 from msgcube.ingest.committer import GroupCommitter
 from msgcube.ingest.gate import RawPush
 from msgcube.ingest.quarantine import replay_quarantine
-from msgcube.ingest.store import import_followers, store_batch
 from msgcube.rollup.engine import pending_keys, refresh
 from msgcube.settings import Settings
 from msgcube.storage.accounts import Account, add_account, get_account, set_account
@@ -64,7 +64,7 @@ async def test_concurrent_pushes_share_commits(store: Store) -> None:
     committer = GroupCommitter(store, lambda: NOW)
     await committer.start()
     try:
-        await asyncio.gather(*(committer.store(account, message(i, f"o{i % 7}"))
+        await asyncio.gather(*(committer.commit(account, message(i, f"o{i % 7}"))
                                for i in range(1, 401)))  # fmt: skip
     finally:
         await committer.stop()
@@ -78,10 +78,10 @@ async def test_identical_pushes_at_once_store_one_row(store: Store) -> None:
     account = new_account(store)
     committer = GroupCommitter(store, lambda: NOW)
     subscribe = Event(openid="o9", create_time=CT, event="subscribe")
-    await asyncio.gather(*(committer.store(account, r) for r in [message(5), subscribe] * 4))
+    await asyncio.gather(*(committer.commit(account, r) for r in [message(5), subscribe] * 4))
     # and again, each in its own batch (a retry after the first was stored)
     for r in [message(5), subscribe]:
-        await committer.store(account, r)
+        await committer.commit(account, r)
     await committer.stop()
     assert count(store, account) == (1, 1)
 
@@ -103,8 +103,8 @@ async def test_two_workers_storing_the_same_pushes_at_once(store: Store) -> None
             records += [Event(openid=f"o{i % 13}", create_time=CT + round_ * 100 + i,
                               event="subscribe") for i in range(20)]  # fmt: skip
             await asyncio.gather(
-                *(first.store(account, r) for r in records),
-                *(second.store(account, r) for r in reversed(records)),
+                *(first.commit(account, r) for r in records),
+                *(second.commit(account, r) for r in reversed(records)),
             )
     finally:
         await first.stop()
@@ -152,11 +152,11 @@ async def test_a_failed_commit_fails_its_whole_batch_and_only_it(store: Store) -
     committer = GroupCommitter(store, lambda: NOW, linger=0.05)
     with failing_inserts(store, account):
         results = await asyncio.gather(
-            *(committer.store(account, message(i)) for i in range(1, 11)), return_exceptions=True
+            *(committer.commit(account, message(i)) for i in range(1, 11)), return_exceptions=True
         )
     assert all(isinstance(r, Exception) and "disk on fire" in str(r) for r in results), results
     assert count(store, account) == (0, 0)  # the transaction rolled back: nothing half-stored
-    await asyncio.gather(*(committer.store(account, message(i)) for i in range(1, 11)))
+    await asyncio.gather(*(committer.commit(account, message(i)) for i in range(1, 11)))
     await committer.stop()
     assert count(store, account) == (10, 0)
     assert committer.stats.failed_batches == 1
@@ -165,13 +165,13 @@ async def test_a_failed_commit_fails_its_whole_batch_and_only_it(store: Store) -
 async def test_stop_commits_what_is_queued(store: Store) -> None:
     account = new_account(store)
     committer = GroupCommitter(store, lambda: NOW)
-    tasks = [asyncio.create_task(committer.store(account, message(i))) for i in range(1, 51)]
+    tasks = [asyncio.create_task(committer.commit(account, message(i))) for i in range(1, 51)]
     await asyncio.sleep(0)  # the tasks enqueue
     await committer.stop()
     await asyncio.gather(*tasks)
     assert count(store, account) == (50, 0)
     with pytest.raises(RuntimeError, match="stopping"):
-        await committer.store(account, message(99))
+        await committer.commit(account, message(99))
 
 
 async def test_quarantine_goes_through_the_committer(store: Store) -> None:
@@ -190,7 +190,7 @@ async def test_follower_import_while_cached_still_dirties_later_periods(store: S
     today = date(2026, 3, 10)
     early = Message(msg_id=1, openid="o1", create_time=CT - 10 * 86400, msg_type_name="text")
     with store.write() as conn:
-        store_batch(
+        write_batch(
             conn, account, [early], today, received_at=STAMP
         )  # statistics start on 20 February
         import_followers(conn, account, ["o1", "o2"], today)
@@ -202,7 +202,7 @@ async def test_follower_import_while_cached_still_dirties_later_periods(store: S
     with store.read() as conn:
         assert pending_keys(conn, fresh, today) == []
     committer = GroupCommitter(store, lambda: NOW)
-    await committer.store(stale, Event(openid="o3", create_time=CT, event="subscribe"))
+    await committer.commit(stale, Event(openid="o3", create_time=CT, event="subscribe"))
     await committer.stop()
     with store.read() as conn:
         fresh = get_account(conn, account.appid)

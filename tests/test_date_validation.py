@@ -17,7 +17,7 @@ from msgcube.domain.endpoints import BY_NAME, ENDPOINTS, SPAN_PROFILES, Endpoint
 from msgcube.domain.messages import parse_record
 from msgcube.domain.periods import DateRange, parse_range_body, validate_range
 from msgcube.errors import ApiError
-from msgcube.ingest.store import import_followers, store_batch
+from msgcube.ingest.batch import import_followers, write_batch
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import Account, add_account, get_account
@@ -239,7 +239,7 @@ def _store_messages(
         records.append({"FromUserName": f"u{i % 2}", "CreateTime": t, "MsgType": "text",
                         "MsgId": 9000 + i})  # fmt: skip
     with store.write() as conn:
-        store_batch(conn, account, [parse_record(r) for r in records], today, received_at=STAMP)
+        write_batch(conn, account, [parse_record(r) for r in records], today, received_at=STAMP)
 
 
 def test_served_list_validates_before_anything_else(store: Store) -> None:

@@ -15,10 +15,10 @@ import pytest
 
 from msgcube.domain.endpoints import BY_NAME, Period
 from msgcube.domain.messages import parse_record
-from msgcube.ingest.store import import_followers, store_batch
+from msgcube.domain.periods import PeriodKey
+from msgcube.ingest.batch import import_followers, write_batch
 from msgcube.rollup.engine import _compute, pending_keys, refresh
 from msgcube.rollup.plan import (
-    Key,
     closed,
     expected_keys,
     keys_for_days,
@@ -62,10 +62,10 @@ def _store(store: Store, appid: str, records: list[dict[str, Any]], today: date 
     with store.write() as conn:
         account = get_account(conn, appid)
         assert account is not None
-        store_batch(conn, account, [parse_record(r) for r in records], today, received_at=STAMP)
+        write_batch(conn, account, [parse_record(r) for r in records], today, received_at=STAMP)
 
 
-def _pending(store: Store, appid: str, today: date = TODAY) -> list[Key]:
+def _pending(store: Store, appid: str, today: date = TODAY) -> list[PeriodKey]:
     with store.read() as conn:
         return pending_keys(conn, _account(store, appid), today)
 
@@ -214,7 +214,7 @@ def test_follow_event_dirties_every_period_from_its_day_on(store: Store) -> None
 
 
 def test_retried_event_is_reported_as_a_duplicate(store: Store) -> None:
-    """What ``store_batch`` reports for events: the retry of a push is no new event, so it
+    """What ``write_batch`` reports for events: the retry of a push is no new event, so it
     has no follow day and marks nothing dirty (on PostgreSQL too)."""
     appid = _baseline(store, followers=True)
     push = parse_record(_event("newfan", _ts(2026, 1, 20, 9), "subscribe"))
@@ -223,7 +223,7 @@ def test_retried_event_is_reported_as_a_duplicate(store: Store) -> None:
         with store.write() as conn:
             account = get_account(conn, appid)
             assert account is not None
-            r = store_batch(conn, account, batch, TODAY, received_at=STAMP)
+            r = write_batch(conn, account, batch, TODAY, received_at=STAMP)
         results.append((r.events_new, r.events_duplicate, sorted(r.follow_days)))
     assert results == [(1, 0, [date(2026, 1, 20)]), (0, 1, []), (0, 2, [])]
 
@@ -323,7 +323,7 @@ def test_keys_from() -> None:
 
 
 def test_closed_orders_days_then_weeks_then_months_by_date() -> None:
-    keys: list[Key] = [
+    keys: list[PeriodKey] = [
         (M, date(2026, 1, 1)), (W, date(2026, 1, 5)), (D, date(2026, 1, 9)),
         (D, date(2026, 1, 2)), (W, date(2025, 12, 29)), (M, date(2025, 12, 1)),
         (D, date(2026, 1, 11)),  # "today": not closed

@@ -36,8 +36,8 @@ from msgcube.domain.identifiers import (
 )
 from msgcube.domain.messages import Message, parse_record
 from msgcube.errors import IngestError
+from msgcube.ingest.batch import write_batch
 from msgcube.ingest.gate import RawPush
-from msgcube.ingest.store import store_batch
 from msgcube.settings import Settings
 from msgcube.storage.accounts import Account, add_account
 from msgcube.storage.db import Store
@@ -129,8 +129,8 @@ def test_unsigned_msgids_are_stored_and_deduplicated(store: Store) -> None:
     ids = [0, 2**63 - 1, 2**63, MSG_ID_MAX]
     batch = [Message(msg_id=i, openid="o1", create_time=CT, msg_type_name="text") for i in ids]
     with store.write() as conn:
-        first = store_batch(conn, account, batch, NOW.date(), received_at=STAMP)
-        again = store_batch(conn, account, batch, NOW.date(), received_at=STAMP)
+        first = write_batch(conn, account, batch, NOW.date(), received_at=STAMP)
+        again = write_batch(conn, account, batch, NOW.date(), received_at=STAMP)
     assert (first.messages_new, again.messages_new, again.messages_duplicate) == (4, 0, 4)
 
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from msgcube.domain.endpoints import BY_NAME
 from msgcube.domain.messages import parse_record
-from msgcube.ingest.store import import_followers, store_batch
+from msgcube.ingest.batch import import_followers, write_batch
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import add_account, get_account
@@ -121,7 +121,7 @@ def build(store: Store, dataset: tuple[str, list[list[Record]], list[str] | None
         with store.write() as conn:
             account = get_account(conn, appid)
             assert account is not None
-            store_batch(conn, account, [parse_record(r) for r in batch], TODAY, received_at=STAMP)
+            write_batch(conn, account, [parse_record(r) for r in batch], TODAY, received_at=STAMP)
     if followers is not None:
         with store.write() as conn:
             account = get_account(conn, appid)

@@ -29,7 +29,7 @@ from msgcube.settings import Settings
 from msgcube.storage.db import Store
 from msgcube.storage.platforms import get_platform
 from msgcube.web.app import create_app
-from msgcube.web.component import push_due_tickets
+from msgcube.web.ticket_pusher import push_due_tickets
 from support.api import shanghai
 
 from conftest import fresh_appid

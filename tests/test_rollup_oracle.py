@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from msgcube.domain.endpoints import BY_NAME, ENDPOINTS
 from msgcube.domain.messages import parse_record
 from msgcube.errors import ApiError
-from msgcube.ingest.store import import_followers, store_batch
+from msgcube.ingest.batch import import_followers, write_batch
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import Account, add_account, get_account
@@ -199,7 +199,7 @@ def _ingest(store: Store, pair: Pair, batches: list[list[Record]], today: date) 
         with store.write() as conn:
             account = get_account(conn, pair.appid)
             assert account is not None
-            store_batch(conn, account, [parse_record(r) for r in batch], today, received_at=STAMP)
+            write_batch(conn, account, [parse_record(r) for r in batch], today, received_at=STAMP)
         pair.oracle.store(batch)
 
 

@@ -27,9 +27,9 @@ from msgcube.client import (
     QuotaExceeded,
     SystemBusy,
 )
+from msgcube.client.call_plan import key_fields
 from msgcube.client.schema import TABLES, open_database, sync_state
 from msgcube.client.sync import SyncAborted, SyncProgress, next_run, run_daily, sync
-from msgcube.client.windows import key_fields
 from msgcube.domain.endpoints import BY_NAME, ENDPOINTS, Endpoint, Period
 from test_client_fake_wechat import (
     APPID,

@@ -41,8 +41,8 @@ from msgcube.cli.sync_cmd import sync_command
 from msgcube.domain.endpoints import BY_NAME, ENDPOINTS, Period
 from msgcube.domain.periods import local_today
 from msgcube.errors import AccountError, ApiError, ConfigError, NotFound
+from msgcube.ingest.batch import import_followers
 from msgcube.ingest.files import ImportReport, detect_format, import_stream
-from msgcube.ingest.store import import_followers
 from msgcube.relay import shown_upstream
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list

@@ -34,6 +34,15 @@ from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Connection, Engine, Table, and_, bindparam, select
 
+from msgcube.client.call_plan import (
+    DateLike,
+    Row,
+    as_date,
+    as_endpoint,
+    key_fields,
+    measure_fields,
+    plan_windows,
+)
 from msgcube.client.clients import Client
 from msgcube.client.errors import (
     ClientError,
@@ -44,15 +53,6 @@ from msgcube.client.errors import (
     Unauthorized,
 )
 from msgcube.client.schema import TABLES, create_schema, open_database, sync_state, upsert
-from msgcube.client.windows import (
-    DateLike,
-    Row,
-    as_date,
-    as_endpoint,
-    key_fields,
-    measure_fields,
-    plan_windows,
-)
 from msgcube.domain.endpoints import ENDPOINTS, Endpoint
 from msgcube.domain.periods import DEFAULT_TZ, local_today, period_last_day, period_start, zone
 from msgcube.domain.windows import Window

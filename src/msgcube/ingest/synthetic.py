@@ -1,7 +1,7 @@
 """Synthetic traffic into the database or a JSON Lines file (``msgcube generate``, the demo).
 
 The traffic itself comes from ``msgcube.domain.traffic`` (pure); this module only routes it
-through the same ``store_batch`` as real pushes, so generated data is deduplicated,
+through the same ``write_batch`` as real pushes, so generated data is deduplicated,
 dirty-marked and rolled up exactly like the real thing.
 """
 
@@ -15,7 +15,7 @@ import orjson
 from msgcube.domain.messages import parse_record
 from msgcube.domain.periods import zone
 from msgcube.domain.traffic import generate_traffic, initial_followers
-from msgcube.ingest.store import import_followers, store_batch
+from msgcube.ingest.batch import import_followers, write_batch
 from msgcube.storage.accounts import Account, get_account
 from msgcube.storage.db import Store
 from msgcube.storage.records import SenderIds, WriteResult
@@ -74,7 +74,7 @@ def generate_into(
     while chunk := list(islice(records, BATCH)):
         parsed = [parse_record(r) for r in chunk]
         with store.write() as conn:
-            total.add(store_batch(conn, account, parsed, today, senders, received_at=stamp))
+            total.add(write_batch(conn, account, parsed, today, senders, received_at=stamp))
     if with_followers:
         base = initial_followers(appid=account.appid, users=users, days=days, seed=seed)
         with store.write() as conn:

@@ -32,6 +32,7 @@ from sqlalchemy import (
 from msgcube.domain.endpoints import Period
 from msgcube.domain.messages import COUNTED_TYPES
 from msgcube.domain.periods import (
+    PeriodKey,
     month_start,
     period_end_timestamp,
     period_last_day,
@@ -39,7 +40,7 @@ from msgcube.domain.periods import (
     week_start,
 )
 from msgcube.rollup.interface import compute_interface_days
-from msgcube.rollup.plan import Key, expected_keys, needed_for, pending
+from msgcube.rollup.plan import expected_keys, needed_for, pending
 from msgcube.storage.accounts import Account
 from msgcube.storage.db import Store
 from msgcube.storage.rollup_state import mark_done, read_states
@@ -63,8 +64,8 @@ class RefreshReport:
 
 
 def pending_keys(
-    conn: Connection, account: Account, today: date, within: Iterable[Key] | None = None
-) -> list[Key]:
+    conn: Connection, account: Account, today: date, within: Iterable[PeriodKey] | None = None
+) -> list[PeriodKey]:
     """Closed periods of ``account`` that need computing (optionally only among ``within``).
 
     Weeks and months read user-day rows, so pending days inside a requested week or month
@@ -84,7 +85,7 @@ def refresh(
     store: Store,
     account: Account,
     today: date,
-    within: Iterable[Key] | None = None,
+    within: Iterable[PeriodKey] | None = None,
     *,
     chunk: int = 31,
     computed_at: int | None = None,

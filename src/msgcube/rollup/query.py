@@ -18,6 +18,7 @@ from sqlalchemy import Connection, select
 
 from msgcube.domain.endpoints import Endpoint, Period, RowKind
 from msgcube.domain.periods import (
+    PeriodKey,
     check_range,
     local_today,
     parse_date,
@@ -28,7 +29,6 @@ from msgcube.domain.periods import (
 from msgcube.errors import ApiError
 from msgcube.rollup.engine import pending_keys, refresh
 from msgcube.rollup.interface import read_interface_rows
-from msgcube.rollup.plan import Key
 from msgcube.storage.accounts import Account
 from msgcube.storage.db import Store
 from msgcube.storage.schema import stat_dist, stat_summary
@@ -77,7 +77,7 @@ def serve_rows(
         if not leave_out_not_ready:
             raise ApiError(61503, f"yesterday's data is served after {ready_at:%H:%M}")
         labels = labels[:-1]
-    keys: set[Key] = {(period, s) for s in labels}
+    keys: set[PeriodKey] = {(period, s) for s in labels}
     if keys:
         with store.read() as conn:
             stale = pending_keys(conn, account, today, keys)

@@ -68,7 +68,7 @@ from msgcube.storage.accounts import Account, get_account, list_accounts
 from msgcube.storage.platforms import list_authorizations, list_platforms, platform_accounts
 from msgcube.storage.usage import daily_limit_override
 from msgcube.web.context import AppContext
-from msgcube.web.handlers import read_body
+from msgcube.web.request_checks import read_body
 
 AdminHandler = Callable[[Request, AppContext], Awaitable[Response]]
 

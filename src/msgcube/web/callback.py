@@ -53,7 +53,7 @@ from msgcube.relay import Relay, RelayAnswer, RelayRecorder
 from msgcube.storage.accounts import Account, get_account
 from msgcube.storage.quarantine import Kept, QuarantineLimits
 from msgcube.web.context import AppContext
-from msgcube.web.handlers import read_body
+from msgcube.web.request_checks import read_body
 
 log = logging.getLogger("msgcube.callback")
 
@@ -175,7 +175,7 @@ async def callback(request: Request) -> Response:
     if account.upstream_url:
         return relay_response(request, await _relay(service, request, account, push, received))
     try:
-        await service.committer.store(account, push.record)
+        await service.committer.commit(account, push.record)
     except Exception:
         return _refuse(request, 500, "could not store")
     return PlainTextResponse("success")
@@ -213,7 +213,7 @@ async def _relay(
         request.scope["query_string"],
         request.headers.get("content-type"),
         push.raw.body,
-        service.committer.store(account, push.record),
+        service.committer.commit(account, push.record),
         received=received,
     )
 

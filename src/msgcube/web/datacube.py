@@ -21,8 +21,8 @@ from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import Account
 from msgcube.web.context import AppContext
 from msgcube.web.envelope import JSONBody
-from msgcube.web.handlers import ACCOUNT_KINDS, Handler, json_object, require_token
 from msgcube.web.quota_flusher import counter_of
+from msgcube.web.request_checks import ACCOUNT_KINDS, Handler, json_object, require_token
 
 
 def authorize(

@@ -54,7 +54,7 @@ from msgcube.ingest.gate import RawPush, check_request_signature, open_fields
 from msgcube.storage.accounts import Account
 from msgcube.storage.platforms import Platform, get_platform
 from msgcube.web.callback import CallbackService, quarantine_response, relay_response
-from msgcube.web.handlers import read_body
+from msgcube.web.request_checks import read_body
 from msgcube.wechat import parse_push_xml
 
 CACHE_TTL = 1.0
@@ -182,7 +182,7 @@ async def platform_callback(request: Request) -> Response:
     except IngestError as exc:  # XmlError and DecryptError are IngestErrors too
         reason = f"platform {component_appid}: {exc.reason}"
         return await quarantine_response(request, service.callbacks, raw, reason)
-    storing = service.callbacks.committer.store(account, record)
+    storing = service.callbacks.committer.commit(account, record)
     if platform.upstream_url:
         answer = await service.callbacks.relay.relay(
             account,

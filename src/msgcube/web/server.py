@@ -48,7 +48,7 @@ def serve(settings: Settings) -> None:
         "log_level": settings.log_level,
         "timeout_keep_alive": 30,
         # uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1 and rewrite the
-        # client address before msgcube sees it; ``trusted_proxies`` (web/handlers.py
+        # client address before msgcube sees it; ``trusted_proxies`` (web/request_checks.py
         # ``client_ip``) is the only place that decides which proxies are believed.
         "proxy_headers": False,
         "forwarded_allow_ips": "",

@@ -52,7 +52,7 @@ from msgcube.web.dashboard.session import (
     same_origin,
     write_cookie,
 )
-from msgcube.web.handlers import read_body
+from msgcube.web.request_checks import read_body
 
 PREFIX = "/dashboard"
 PERIODS: tuple[str, ...] = ("day", "week", "month")
