@@ -64,8 +64,9 @@ async def test_concurrent_pushes_share_commits(store: Store) -> None:
     committer = GroupCommitter(store, lambda: NOW)
     await committer.start()
     try:
-        await asyncio.gather(*(committer.commit(account, message(i, f"o{i % 7}"))
-                               for i in range(1, 401)))  # fmt: skip
+        await asyncio.gather(
+            *(committer.commit(account, message(i, f"o{i % 7}")) for i in range(1, 401))
+        )
     finally:
         await committer.stop()
     assert count(store, account) == (400, 0)
@@ -100,8 +101,10 @@ async def test_two_workers_storing_the_same_pushes_at_once(store: Store) -> None
             records: list[Message | Event] = [
                 message(round_ * 1000 + i, f"o{i % 13}") for i in range(1, 201)
             ]
-            records += [Event(openid=f"o{i % 13}", create_time=CT + round_ * 100 + i,
-                              event="subscribe") for i in range(20)]  # fmt: skip
+            records += [
+                Event(openid=f"o{i % 13}", create_time=CT + round_ * 100 + i, event="subscribe")
+                for i in range(20)
+            ]
             await asyncio.gather(
                 *(first.commit(account, r) for r in records),
                 *(second.commit(account, r) for r in reversed(records)),
@@ -218,15 +221,27 @@ async def test_follower_import_while_cached_still_dirties_later_periods(store: S
 
 def _signed(token: str, body: bytes, **extra: str) -> tuple[dict[str, str], bytes]:
     ts, nonce = str(int(time.time())), "12345"
-    return {"signature": signature(token, ts, nonce), "timestamp": ts, "nonce": nonce,
-            **extra}, body  # fmt: skip
+    return {
+        "signature": signature(token, ts, nonce),
+        "timestamp": ts,
+        "nonce": nonce,
+        **extra,
+    }, body
 
 
 async def test_a_failed_commit_answers_500_so_wechat_retries(store: Store) -> None:
     account = new_account(store, callback_token="tok")
     app = create_app(Settings(now=NOW.isoformat()), store)
-    xml = build_push_xml({"ToUserName": "gh", "FromUserName": "o1", "CreateTime": CT,
-                          "MsgType": "text", "Content": "hi", "MsgId": 77})  # fmt: skip
+    xml = build_push_xml(
+        {
+            "ToUserName": "gh",
+            "FromUserName": "o1",
+            "CreateTime": CT,
+            "MsgType": "text",
+            "Content": "hi",
+            "MsgId": 77,
+        }
+    )
     url = f"/wechat/callback/{account.appid}"
 
     async with (
@@ -249,8 +264,15 @@ async def test_a_failed_commit_answers_500_so_wechat_retries(store: Store) -> No
 
 def test_quarantine_replay_stores_once_after_the_key_is_fixed(store: Store) -> None:
     account = new_account(store, callback_token="tok", aes_key=WRONG_KEY)
-    xml = build_push_xml({"ToUserName": "gh", "FromUserName": "o1", "CreateTime": CT,
-                          "MsgType": "image", "MsgId": 4242})  # fmt: skip
+    xml = build_push_xml(
+        {
+            "ToUserName": "gh",
+            "FromUserName": "o1",
+            "CreateTime": CT,
+            "MsgType": "image",
+            "MsgId": 4242,
+        }
+    )
     encrypted = encrypt(AESKey(KEY), xml, account.appid)
     envelope = f"<xml><Encrypt>{cdata(encrypted)}</Encrypt></xml>".encode()
     ts, nonce = "1773100000", "777"
@@ -260,10 +282,16 @@ def test_quarantine_replay_stores_once_after_the_key_is_fixed(store: Store) -> N
     )
     with store.write() as conn:
         for _ in range(2):  # WeChat's retry was quarantined too
-            add_entry(conn, RawPush(account.appid, query, envelope).quarantined(
-                "decrypt: bad padding", STAMP))  # fmt: skip
-        forged = add_entry(conn, RawPush(account.appid, query.replace(
-            "signature=", "signature=0"), envelope).quarantined("x", STAMP))  # fmt: skip
+            add_entry(
+                conn,
+                RawPush(account.appid, query, envelope).quarantined("decrypt: bad padding", STAMP),
+            )
+        forged = add_entry(
+            conn,
+            RawPush(
+                account.appid, query.replace("signature=", "signature=0"), envelope
+            ).quarantined("x", STAMP),
+        )
 
     report = replay_quarantine(store, NOW, appid=account.appid)
     assert report.replayed == []

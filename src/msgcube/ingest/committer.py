@@ -211,8 +211,14 @@ class GroupCommitter:
                     account = ingest_view(conn, cached)
                     recs.sort(key=_lock_order)
                     senders = self._senders.get(account.id, len(recs))
-                    write_batch(conn, account, recs, local_today(now, account.tz), senders,
-                                received_at=int(now.timestamp()))  # fmt: skip
+                    write_batch(
+                        conn,
+                        account,
+                        recs,
+                        local_today(now, account.tz),
+                        senders,
+                        received_at=int(now.timestamp()),
+                    )
                 entries = [job.entry for job in quarantined if job.entry is not None]
                 kept = add_entries(conn, entries, self.limits, int(now.timestamp()))
         except BaseException:

@@ -39,9 +39,15 @@ def write_jsonl(
     count = 0
     with open(path, "wb") as out:
         records = generate_traffic(
-            appid=appid, original_id=original_id or f"gh_{appid[-12:]}", days=days, users=users,
-            seed=seed, end=end, tz=tz, messages_per_day=messages_per_day,
-        )  # fmt: skip
+            appid=appid,
+            original_id=original_id or f"gh_{appid[-12:]}",
+            days=days,
+            users=users,
+            seed=seed,
+            end=end,
+            tz=tz,
+            messages_per_day=messages_per_day,
+        )
         while chunk := list(islice(records, BATCH)):
             out.write(b"\n".join(orjson.dumps(r) for r in chunk) + b"\n")
             count += len(chunk)
@@ -67,10 +73,15 @@ def generate_into(
     stamp = int(datetime.combine(today, time(), zone(account.tz)).timestamp())
     senders = SenderIds(account.id)
     records = generate_traffic(
-        appid=account.appid, original_id=account.original_id or f"gh_{account.appid[-12:]}",
-        days=days, users=users, seed=seed, end=end, tz=account.tz,
+        appid=account.appid,
+        original_id=account.original_id or f"gh_{account.appid[-12:]}",
+        days=days,
+        users=users,
+        seed=seed,
+        end=end,
+        tz=account.tz,
         messages_per_day=messages_per_day,
-    )  # fmt: skip
+    )
     while chunk := list(islice(records, BATCH)):
         parsed = [parse_record(r) for r in chunk]
         with store.write() as conn:

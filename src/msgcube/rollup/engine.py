@@ -131,10 +131,14 @@ def _compute(
         # A week or month reads user_day rows: any of its days made dirty since the day
         # rollups ran (a push landing between them) is recomputed first, in this same
         # transaction — otherwise the week would be marked done from stale user_day rows.
-        inside = {(Period.DAY, d) for s in starts
-                  for d in periods_touching(Period.DAY, s, period_last_day(period, s))}  # fmt: skip
-        stale = sorted(d for (p, d), (dirty, done) in states.items()
-                       if (p, d) in inside and dirty > done)  # fmt: skip
+        inside = {
+            (Period.DAY, d)
+            for s in starts
+            for d in periods_touching(Period.DAY, s, period_last_day(period, s))
+        }
+        stale = sorted(
+            d for (p, d), (dirty, done) in states.items() if (p, d) in inside and dirty > done
+        )
         if stale:
             _compute_days(conn, account, stale)
             seqs.update({(Period.DAY, d): states[(Period.DAY, d)][0] for d in stale})
@@ -179,11 +183,22 @@ def _compute_days(conn: Connection, account: Account, days: Sequence[date]) -> N
         )
         conn.execute(
             insert(user_day).from_select(
-                ["account_id", "day", "user_id", "week", "month", "c1", "c2", "c3", "c4", "c6",
-                 "total"],
+                [
+                    "account_id",
+                    "day",
+                    "user_id",
+                    "week",
+                    "month",
+                    "c1",
+                    "c2",
+                    "c3",
+                    "c4",
+                    "c6",
+                    "total",
+                ],
                 src,
             )
-        )  # fmt: skip
+        )
     hourly = conn.execute(
         select(
             messages.c.day,
@@ -241,8 +256,11 @@ def _write_aggregates(
     if not starts:
         return
     a = account.id
-    label = {Period.DAY: user_day.c.day, Period.WEEK: user_day.c.week,
-             Period.MONTH: user_day.c.month}[period]  # fmt: skip
+    label = {
+        Period.DAY: user_day.c.day,
+        Period.WEEK: user_day.c.week,
+        Period.MONTH: user_day.c.month,
+    }[period]
     first, last = min(starts), max(period_last_day(period, s) for s in starts)
     type_cols = [user_day.c[_TYPE_COLUMN[t]] for t in COUNTED_TYPES]
     where = (user_day.c.account_id == a, user_day.c.day.between(first, last), label.in_(starts))
@@ -279,23 +297,40 @@ def _write_aggregates(
             users, count = values[2 * i], values[2 * i + 1]
             if count:
                 summary_rows.append(
-                    {"account_id": a, "period": period.value, "ref_date": ref, "ref_hour": 0,
-                     "msg_type": t, "msg_user": users, "msg_count": count}
-                )  # fmt: skip
+                    {
+                        "account_id": a,
+                        "period": period.value,
+                        "ref_date": ref,
+                        "ref_hour": 0,
+                        "msg_type": t,
+                        "msg_user": users,
+                        "msg_count": count,
+                    }
+                )
         for interval, users in zip((1, 2, 3), values[-3:], strict=True):
             if users:
                 dist_rows.append(
-                    {"account_id": a, "period": period.value, "ref_date": ref,
-                     "count_interval": interval, "msg_user": users}
-                )  # fmt: skip
+                    {
+                        "account_id": a,
+                        "period": period.value,
+                        "ref_date": ref,
+                        "count_interval": interval,
+                        "msg_user": users,
+                    }
+                )
     if account.follower_base:
         for s in starts:
             silent = _silent_followers(conn, account, period, s)
             if silent:
                 dist_rows.append(
-                    {"account_id": a, "period": period.value, "ref_date": s,
-                     "count_interval": 0, "msg_user": silent}
-                )  # fmt: skip
+                    {
+                        "account_id": a,
+                        "period": period.value,
+                        "ref_date": s,
+                        "count_interval": 0,
+                        "msg_user": silent,
+                    }
+                )
     if summary_rows:
         conn.execute(insert(stat_summary), summary_rows)
     if dist_rows:

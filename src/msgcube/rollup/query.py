@@ -121,10 +121,13 @@ def read_rows(conn: Connection, account_id: int, ep: Endpoint, labels: list[date
             .order_by(t.c.ref_date, t.c.count_interval)
         )
         return [
-            {"ref_date": r.ref_date.isoformat(), "count_interval": r.count_interval,
-             "msg_user": r.msg_user}
+            {
+                "ref_date": r.ref_date.isoformat(),
+                "count_interval": r.count_interval,
+                "msg_user": r.msg_user,
+            }
             for r in conn.execute(stmt)
-        ]  # fmt: skip
+        ]
     s = stat_summary
     stmt = (
         select(s.c.ref_date, s.c.ref_hour, s.c.msg_type, s.c.msg_user, s.c.msg_count)
@@ -134,12 +137,21 @@ def read_rows(conn: Connection, account_id: int, ep: Endpoint, labels: list[date
     )
     if ep.period is Period.HOUR:
         return [
-            {"ref_date": r.ref_date.isoformat(), "ref_hour": r.ref_hour, "msg_type": r.msg_type,
-             "msg_user": r.msg_user, "msg_count": r.msg_count}
+            {
+                "ref_date": r.ref_date.isoformat(),
+                "ref_hour": r.ref_hour,
+                "msg_type": r.msg_type,
+                "msg_user": r.msg_user,
+                "msg_count": r.msg_count,
+            }
             for r in conn.execute(stmt)
-        ]  # fmt: skip
+        ]
     return [
-        {"ref_date": r.ref_date.isoformat(), "msg_type": r.msg_type, "msg_user": r.msg_user,
-         "msg_count": r.msg_count}
+        {
+            "ref_date": r.ref_date.isoformat(),
+            "msg_type": r.msg_type,
+            "msg_user": r.msg_user,
+            "msg_count": r.msg_count,
+        }
         for r in conn.execute(stmt)
-    ]  # fmt: skip
+    ]

@@ -93,8 +93,13 @@ class CallbackService:
             await self.committer.stop()
             s = self.committer.stats
             if s.items:
-                log.info("group commit: %d pushes in %d transactions (largest %d, %d failed)",
-                         s.items, s.batches, s.largest, s.failed_batches)  # fmt: skip
+                log.info(
+                    "group commit: %d pushes in %d transactions (largest %d, %d failed)",
+                    s.items,
+                    s.batches,
+                    s.largest,
+                    s.failed_batches,
+                )
 
     async def account(self, appid: str) -> Account | None:
         """The account, from a cache refreshed in the background once a second.

@@ -59,9 +59,16 @@ def handler(ep: Endpoint) -> Handler:
         if isinstance(hit, tuple) and hit[0] == account.stats_gen:
             return JSONBody(hit[1])
         rows = await run_in_threadpool(
-            served_list, ctx.store, account, ep, begin, end, now,
-            span_profile=ctx.settings.span_profile, ready_at=ctx.settings.ready_time,
-        )  # fmt: skip
+            served_list,
+            ctx.store,
+            account,
+            ep,
+            begin,
+            end,
+            now,
+            span_profile=ctx.settings.span_profile,
+            ready_at=ctx.settings.ready_time,
+        )
         payload = orjson.dumps({"list": rows})
         ctx.answers.put(key, (account.stats_gen, payload))
         return JSONBody(payload)

@@ -39,9 +39,10 @@ def claim_due_pushes(ctx: AppContext) -> list[tuple[Platform, Ticket]]:
     slot = ctx.now_ts() // TICKET_EVERY
     with ctx.store.read() as conn:
         due = [
-            p for p in list_platforms(conn)
+            p
+            for p in list_platforms(conn)
             if p.ticket_url and (p.pushed_slot is None or p.pushed_slot < slot)
-        ]  # fmt: skip
+        ]
     claimed = []
     for platform in due:
         with ctx.store.write() as conn:
@@ -67,8 +68,12 @@ async def push_ticket(
         )
         return False
     if response.status_code != 200 or response.text.strip() != "success":
-        log.warning("ticket push to %s answered HTTP %d %r", printable(platform.component_appid),
-                    response.status_code, response.text[:80])  # fmt: skip
+        log.warning(
+            "ticket push to %s answered HTTP %d %r",
+            printable(platform.component_appid),
+            response.status_code,
+            response.text[:80],
+        )
         return False
     log.info("pushed component_verify_ticket to %s", printable(platform.component_appid))
     return True
