@@ -30,13 +30,13 @@ import pytest
 from sqlalchemy import func, select
 from wechatpy.crypto import PrpCrypto, WeChatCrypto  # type: ignore[import-untyped]
 
+from msgcube.client.replay import push_fields
 from msgcube.domain.endpoints import ENDPOINTS
-from msgcube.replay import push_fields
+from msgcube.domain.traffic import generate_traffic
 from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import get_account
 from msgcube.storage.db import Store, open_store
 from msgcube.storage.schema import messages, quarantine
-from msgcube.traffic import generate_traffic
 from msgcube.wechat import build_push_xml
 from support.server import ServerProcess, msgcube_env, run_msgcube
 from support.upstream import Bot, serving

@@ -94,12 +94,9 @@ def account_add(
         aes_key=aes_key,
         verified=not unverified,
     )
-    try:
-        with opened(settings, create=True) as store, store.write() as conn:
-            now = settings.clock()
-            create_account(conn, appid, secret, tz=settings.tz, changes=changes, now=now)
-    except AccountError as exc:
-        raise click.ClickException(str(exc)) from exc
+    with opened(settings, create=True) as store, store.write() as conn:
+        now = settings.clock()
+        create_account(conn, appid, secret, tz=settings.tz, changes=changes, now=now)
     click.echo(f"{appid} {secret}")
 
 
