@@ -29,7 +29,6 @@ from msgcube.domain.endpoints import BY_NAME
 from msgcube.domain.messages import Event, Message
 from msgcube.errors import AccountError
 from msgcube.ingest.batch import write_batch
-from msgcube.ingest.push import _current
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import add_account, get_account, secret_matches
@@ -371,7 +370,9 @@ def test_a_zone_change_waits_for_a_push_batch_that_read_the_old_zone(pg_store: S
     appid = fresh_appid("wxrace")
     evening = datetime(2026, 3, 5, 23, 30, tzinfo=UTC)
     with store.write() as conn:
-        account = add_account(conn, appid=appid, secret=SECRET, tz="Asia/Shanghai")
+        account = add_account(
+            conn, appid=appid, secret=SECRET, tz="Asia/Shanghai", now=int(NOW.timestamp())
+        )
     errors: list[BaseException] = []
 
     def change() -> None:
@@ -382,7 +383,7 @@ def test_a_zone_change_waits_for_a_push_batch_that_read_the_old_zone(pg_store: S
             errors.append(exc)
 
     with store.write() as batch:  # what the group committer does, one step at a time
-        current = _current(batch, account)
+        current = ingest_view(batch, account)
         assert current.tz == "Asia/Shanghai"
         mover = threading.Thread(target=change)
         mover.start()

@@ -89,6 +89,7 @@ def new_account(db: Store, upstream: str | None = None) -> Account:
             original_id="gh_test",
             callback_token=TOKEN,
             aes_key=KEY,
+            now=int(NOW_DT.timestamp()),
         )
         return set_account(conn, appid, upstream_url=upstream)
 
