@@ -31,7 +31,7 @@ from msgcube.errors import AccountError
 from msgcube.ingest.batch import write_batch
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
-from msgcube.storage.accounts import add_account, get_account, secret_matches
+from msgcube.storage.accounts import add_account, get_account, ingest_view, secret_matches
 from msgcube.storage.db import Store, _alembic_config, migrate, open_store
 from msgcube.storage.schema import accounts, events, messages, server_secrets
 from support.server import MSGCUBE, ServerProcess, msgcube_env

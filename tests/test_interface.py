@@ -50,6 +50,8 @@ def stats_generation(conn: Any, account_id: int) -> int:
     account = get_account_by_id(conn, account_id)
     assert account is not None
     return account.stats_gen
+
+
 TODAY = date(2026, 3, 1)
 DATA_DAYS = [date(2026, 1, 25) + timedelta(days=i) for i in range(10)] + [
     date(2026, 2, 27),
@@ -131,7 +133,7 @@ def test_served_rows_equal_the_sum_of_the_recorded_timings(
 ) -> None:
     appid = fresh_appid("wxiface")
     with db.write() as conn:
-        add_account(conn, appid=appid, secret=\"s\", tz=plan.tz, now=int(NOW.timestamp()))
+        add_account(conn, appid=appid, secret="s", tz=plan.tz, now=int(NOW.timestamp()))
     oracle = OracleAccount(plan.tz)
     early_now = int(shanghai(2026, 2, 3, 9).timestamp())
     for batch in plan.early:
@@ -156,7 +158,7 @@ def test_a_known_example_by_hand(store: Store) -> None:
     """Three calls on 2026-02-10 in Shanghai, one failed, at 09:xx and 10:xx."""
     appid = fresh_appid("wxifhand")
     with store.write() as conn:
-        account = add_account(conn, appid=appid, secret=\"s\", tz=SHANGHAI, now=int(NOW.timestamp()))
+        account = add_account(conn, appid=appid, secret="s", tz=SHANGHAI, now=int(NOW.timestamp()))
     nine = int(shanghai(2026, 2, 10, 9, 15).timestamp())
     ten = int(shanghai(2026, 2, 10, 10, 59, 59).timestamp())
     record_calls(store, account, [(nine, 120, False), (nine + 60, 4500, True), (ten, 30, False)])
@@ -200,7 +202,7 @@ def test_recording_marks_the_day_dirty_and_voids_caches_only_for_late_calls(
 ) -> None:
     appid = fresh_appid("wxifdirty")
     with store.write() as conn:
-        account = add_account(conn, appid=appid, secret=\"s\", tz=SHANGHAI, now=int(NOW.timestamp()))
+        account = add_account(conn, appid=appid, secret="s", tz=SHANGHAI, now=int(NOW.timestamp()))
     # A call at 10:00 recorded one second later: its day has not ended, caches stay.
     at_ten = int(shanghai(2026, 2, 10, 10).timestamp())
     record_calls(store, account, [(at_ten, 50, False)], now=at_ten + 1)
