@@ -374,13 +374,14 @@ async def test_arbitrary_datacube_requests_match_the_document(
     assert ("list" in result) != ("errcode" in result)
 
 
-def test_readme_errcode_tables_are_generated_from_the_route_table() -> None:
+def test_docs_errcode_tables_are_generated_from_the_route_table() -> None:
     from pathlib import Path
 
     from msgcube.web.api_table import errcode_markdown
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    assert errcode_markdown() in readme
+    root = Path(__file__).resolve().parents[1]
+    contract = (root / "docs" / "contract.md").read_text(encoding="utf-8")
+    assert errcode_markdown() in contract
 
 
 def test_the_document_declares_each_routes_errcodes_from_the_table(

@@ -23,6 +23,7 @@ from msgcube.domain.endpoints import ENDPOINTS
 from msgcube.domain.messages import COUNTED_TYPES, MSG_TYPE_CODES, MSG_TYPE_NAMES_ZH
 from msgcube.errors import ERRMSG
 from msgcube.settings import SETTINGS
+from msgcube.web.api_table import errcode_markdown
 
 CHECKS: tuple[tuple[str, tuple[int, ...]], ...] = (
     ("the method is not POST", (43002,)),
@@ -141,6 +142,7 @@ GENERATORS: dict[str, Callable[[click.Group], str]] = {
     "msg-types": lambda _cli: msg_types_markdown(),
     "checks": lambda _cli: checks_markdown(),
     "errcodes": lambda _cli: errcodes_markdown(),
+    "route-errcodes": lambda _cli: errcode_markdown().rstrip("\n"),
     "commands": commands_markdown,
 }
 
