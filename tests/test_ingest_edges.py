@@ -327,6 +327,13 @@ async def test_expired_entries_are_pruned_on_insert(store: Store) -> None:
     assert kept == [now - 29 * 86_400, now]
 
 
+def no_config(tmp_path: Path) -> str:
+    """An empty config file: no ``msgcube.toml`` of the working directory is read."""
+    path = tmp_path / "empty.toml"
+    path.write_text("")
+    return str(path)
+
+
 def test_quarantine_prune_command(store: Store, tmp_path: Path) -> None:
     a, b = new_account(store), new_account(store)
     now = int(NOW.timestamp())
@@ -340,7 +347,7 @@ def test_quarantine_prune_command(store: Store, tmp_path: Path) -> None:
     env = {
         "MSGCUBE_DB": db_of(store, tmp_path),
         "MSGCUBE_NOW": NOW.isoformat(),
-        "MSGCUBE_CONFIG": "/nonexistent",
+        "MSGCUBE_CONFIG": no_config(tmp_path),
     }
     runner = CliRunner()
 
@@ -389,7 +396,7 @@ def test_import_rejects_bad_lines_and_keeps_the_rest(store: Store, tmp_path: Pat
     env = {
         "MSGCUBE_DB": db_of(store, tmp_path),
         "MSGCUBE_NOW": NOW.isoformat(),
-        "MSGCUBE_CONFIG": "/nonexistent",
+        "MSGCUBE_CONFIG": no_config(tmp_path),
     }
     result = CliRunner().invoke(
         cli,
@@ -409,7 +416,7 @@ def test_import_rejects_bad_lines_and_keeps_the_rest(store: Store, tmp_path: Pat
 
 
 def test_cli_appids_that_cannot_exist_are_one_line_errors(store: Store, tmp_path: Path) -> None:
-    env = {"MSGCUBE_DB": db_of(store, tmp_path), "MSGCUBE_CONFIG": "/nonexistent"}
+    env = {"MSGCUBE_DB": db_of(store, tmp_path), "MSGCUBE_CONFIG": no_config(tmp_path)}
     src = tmp_path / "in.jsonl"
     src.write_bytes(orjson.dumps(record()) + b"\n")
     runner = CliRunner()

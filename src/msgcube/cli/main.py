@@ -40,7 +40,7 @@ from msgcube.cli.reference import all_tables, regenerate, settings_markdown
 from msgcube.cli.sync_cmd import sync_command
 from msgcube.domain.endpoints import BY_NAME, ENDPOINTS, Period
 from msgcube.domain.periods import local_today
-from msgcube.errors import AccountError, ApiError, ConfigError, NotFound
+from msgcube.errors import AccountError, ApiError, NotFound
 from msgcube.ingest.batch import import_followers
 from msgcube.ingest.files import ImportReport, detect_format, import_stream
 from msgcube.relay import shown_upstream
@@ -405,10 +405,7 @@ def show_settings(markdown: bool, **flags: Any) -> None:
     if markdown:
         click.echo(settings_markdown())
         return
-    try:
-        settings = Settings.load(flags)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
+    settings = Settings.load(flags)
     click.echo(orjson.dumps(settings.public(), option=orjson.OPT_INDENT_2).decode())
 
 
