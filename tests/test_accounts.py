@@ -399,7 +399,7 @@ def test_a_zone_change_waits_for_a_push_batch_that_read_the_old_zone(pg_store: S
                     break
                 time.sleep(0.05)
         assert waiting == 1, "the zone change did not wait for the batch"
-        write_batch(batch, current, [_message(1, evening)], TODAY)
+        write_batch(batch, current, [_message(1, evening)], TODAY, received_at=int(NOW.timestamp()))
     mover.join(timeout=60)
     assert not errors, errors
     with store.read() as conn:
