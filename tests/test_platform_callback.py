@@ -16,6 +16,7 @@ import hashlib
 import random
 import secrets
 import string
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -37,6 +38,7 @@ from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import get_account
 from msgcube.storage.db import Store, open_store
 from msgcube.storage.schema import messages, quarantine
+from msgcube.web.platform_callback import CACHE_TTL
 from msgcube.wechat import build_push_xml
 from support.server import ServerProcess, msgcube_env, run_msgcube
 from support.upstream import Bot, serving
@@ -401,6 +403,7 @@ def test_only_the_platforms_own_seal_creates_or_feeds_an_account(deployment: Dep
 
     # Revoking stops the account's pushes (and no push re-creates it); authorizing resumes.
     d.msgcube("platform", "revoke", "--component-appid", component_appid, "--appid", appid)
+    time.sleep(CACHE_TTL)  # documented: a revocation takes effect within the cache's TTL
     refused = attempt(good, appid, original_id="gh_first0000001")
     assert (refused.status_code, "revoked" in refused.text) == (403, True)
     d.authorize(component_appid, appid)
@@ -415,6 +418,7 @@ def test_only_the_platforms_own_seal_creates_or_feeds_an_account(deployment: Dep
 
     # The account limit bounds creation; 0 turns it off.
     d.msgcube("platform", "set", "--component-appid", component_appid, "--account-limit", "0")
+    time.sleep(CACHE_TTL)  # the cached platform (and its limit) is re-read within its TTL
     blocked = wx_appid()
     limited = attempt(good, blocked)
     assert (limited.status_code, "limit of 0 accounts" in limited.text) == (403, True)
