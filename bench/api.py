@@ -94,9 +94,8 @@ def cases(today: date) -> list[Case]:
     return [
         Case("getupstreammsg, 7 days", "getupstreammsg", yesterday - timedelta(days=6), yesterday),
         Case("getupstreammsghour, 1 day", "getupstreammsghour", yesterday, yesterday),
-        Case("getupstreammsgdistmonth, 1 month", "getupstreammsgdistmonth", last_month,
-             last_month),
-    ]  # fmt: skip
+        Case("getupstreammsgdistmonth, 1 month", "getupstreammsgdistmonth", last_month, last_month),
+    ]
 
 
 def wrk(
@@ -147,8 +146,11 @@ def run(args: argparse.Namespace, workdir: Path) -> list[tuple[Case, Load, Load]
     ceiling_cmd = harness.ceiling_command(ceiling_port, args.workers)
     results: list[tuple[Case, Load, Load]] = []
     with harness.running([harness.MSGCUBE, "serve"], serve_env, log, port):
-        credentials = {"grant_type": "client_credential", "appid": DEMO_APPID,
-                       "secret": demo_secret()}  # fmt: skip
+        credentials = {
+            "grant_type": "client_credential",
+            "appid": DEMO_APPID,
+            "secret": demo_secret(),
+        }
         token = httpx.get(f"{base}/cgi-bin/token", params=credentials).json()["access_token"]
         from msgcube.domain.periods import local_today
         from msgcube.settings import Settings
@@ -166,8 +168,9 @@ def run(args: argparse.Namespace, workdir: Path) -> list[tuple[Case, Load, Load]
                 print_row(case, mine, ceil)
         # The token still answers rows: nothing in the run was a quota or token error.
         first = cases(today)[0]
-        check = httpx.post(f"{base}/datacube/{first.name}", params={"access_token": token},
-                           content=first.body())  # fmt: skip
+        check = httpx.post(
+            f"{base}/datacube/{first.name}", params={"access_token": token}, content=first.body()
+        )
         if "list" not in check.json():
             raise RuntimeError(f"after the run: {check.text}")
     return results
@@ -188,8 +191,10 @@ def main() -> int:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="msgcube-bench-api-") as tmp:
         results = run(args, Path(tmp))
-    print(f"cores: {os.cpu_count()}, 1-min load average before {load_before:.2f}, "
-          f"after {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(
+        f"cores: {os.cpu_count()}, 1-min load average before {load_before:.2f}, "
+        f"after {os.getloadavg()[0]:.2f}"
+    )
     if not args.no_record:
         record(args, results, load_before)
     ok = all(met(m, c) for _, m, c in results)
@@ -202,9 +207,12 @@ def met(m: Load, c: Load) -> bool:
 
 
 def print_row(case: Case, m: Load, c: Load) -> None:
-    print(f"{case.label:34} msgcube {m.rps:8,.0f} req/s p50 {m.p50_ms:6.2f} ms "
-          f"p99 {m.p99_ms:6.2f} ms | ceiling {c.rps:8,.0f} req/s p50 {c.p50_ms:6.2f} ms "
-          f"p99 {c.p99_ms:6.2f} ms | {m.rps / c.rps:5.0%}", flush=True)  # fmt: skip
+    print(
+        f"{case.label:34} msgcube {m.rps:8,.0f} req/s p50 {m.p50_ms:6.2f} ms "
+        f"p99 {m.p99_ms:6.2f} ms | ceiling {c.rps:8,.0f} req/s p50 {c.p50_ms:6.2f} ms "
+        f"p99 {c.p99_ms:6.2f} ms | {m.rps / c.rps:5.0%}",
+        flush=True,
+    )
 
 
 SECTION = """## API (`bench/api.py`)

@@ -211,10 +211,16 @@ class _Conn(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def drive(port: int, make: Callable[[], bytes], connections: int, seconds: float,
-                warmup: float, total: int | None = None,
-                on_tick: Callable[[Load], None] | None = None,
-                expect: bytes | None = b"success") -> Load:  # fmt: skip
+async def drive(
+    port: int,
+    make: Callable[[], bytes],
+    connections: int,
+    seconds: float,
+    warmup: float,
+    total: int | None = None,
+    on_tick: Callable[[Load], None] | None = None,
+    expect: bytes | None = b"success",
+) -> Load:
     """Keep ``connections`` busy for ``warmup + seconds`` (or until ``total`` requests).
 
     A request counts as answered when it gets HTTP 200 and, unless ``expect`` is None,
@@ -225,8 +231,9 @@ async def drive(port: int, make: Callable[[], bytes], connections: int, seconds:
     budget: Iterator[int] = iter(range(total)) if total is not None else iter(int, 1)
     conns: list[_Conn] = []
     for _ in range(connections):
-        _, proto = await loop.create_connection(lambda: _Conn(make, load, budget),
-                                                "127.0.0.1", port)  # fmt: skip
+        _, proto = await loop.create_connection(
+            lambda: _Conn(make, load, budget), "127.0.0.1", port
+        )
         conns.append(proto)
     if total is None:
         await asyncio.sleep(warmup)
@@ -292,8 +299,9 @@ end
 """
 
 
-def request_file(path: Path, mode: str, port: int, first_id: int, count: int,
-                 target: str = "") -> Path:  # fmt: skip
+def request_file(
+    path: Path, mode: str, port: int, first_id: int, count: int, target: str = ""
+) -> Path:
     """``count`` pushes, one ``TARGET\tBODY`` line each, every one a new MsgId."""
     pushes = Pushes(mode, port, first_id, path=target)
     with open(path, "wb") as out:
@@ -303,8 +311,14 @@ def request_file(path: Path, mode: str, port: int, first_id: int, count: int,
     return path
 
 
-def wrk(port: int, requests: Path, seconds: float, args: argparse.Namespace, workdir: Path,
-        expect: str = "success") -> Wrk:  # fmt: skip
+def wrk(
+    port: int,
+    requests: Path,
+    seconds: float,
+    args: argparse.Namespace,
+    workdir: Path,
+    expect: str = "success",
+) -> Wrk:
     script = workdir / "push.lua"
     header = f"FILE = {str(requests)!r}\nNTHREADS = {args.threads}\nEXPECT = {expect!r}\n"
     script.write_text(header + LUA + LUA_DONE)
@@ -354,9 +368,12 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="msgcube-push-bench-"))
     db = Settings(db=args.db or str(workdir / "bench.db")).db_url
     log = workdir / "servers.log"
-    subprocess.run([MSGCUBE, "account", "add", "--appid", APPID, "--token", TOKEN,
-                    "--aes-key", KEY], env=clean_env(MSGCUBE_DB=db), check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [MSGCUBE, "account", "add", "--appid", APPID, "--token", TOKEN, "--aes-key", KEY],
+        env=clean_env(MSGCUBE_DB=db),
+        check=True,
+        capture_output=True,
+    )
     print(f"cores: {os.cpu_count()}, load average {load_before:.2f}, db {db}", flush=True)
 
     # Distinct pushes for each run at a generous rate: warm-up and measured run read
@@ -364,14 +381,14 @@ def main() -> int:
     rate = 10_000
     port, c_port = free_port(), free_port()
     files: dict[str, Path] = {
-        "ceiling": request_file(workdir / "ceiling.req", "plain", c_port, 1, 50_000,
-                                CEILING_PATH),
-    }  # fmt: skip
+        "ceiling": request_file(workdir / "ceiling.req", "plain", c_port, 1, 50_000, CEILING_PATH),
+    }
     for n, mode in enumerate(("plain", "safe"), start=1):
         for part, seconds in (("warm", args.warmup), ("run", args.seconds)):
             first = n * 10**12 + (5 * 10**11 if part == "run" else 0)
-            files[f"{mode}-{part}"] = request_file(workdir / f"{mode}-{part}.req", mode, port,
-                                                   first, int(rate * seconds) + 1000)  # fmt: skip
+            files[f"{mode}-{part}"] = request_file(
+                workdir / f"{mode}-{part}.req", mode, port, first, int(rate * seconds) + 1000
+            )
 
     ceiling = start(ceiling_command(c_port, args.workers), clean_env(), log, c_port)
     try:
@@ -379,11 +396,9 @@ def main() -> int:
         c = wrk(c_port, files["ceiling"], args.seconds, args, workdir, expect="")
     finally:
         stop(ceiling)
-    print(f"ceiling: {c.rps:,.0f} req/s, p50 {c.p50_ms:.1f} ms, p99 {c.p99_ms:.1f} ms",
-          flush=True)  # fmt: skip
+    print(f"ceiling: {c.rps:,.0f} req/s, p50 {c.p50_ms:.1f} ms, p99 {c.p99_ms:.1f} ms", flush=True)
 
-    serve_env = clean_env(MSGCUBE_DB=db, MSGCUBE_PORT=str(port),
-                          MSGCUBE_WORKERS=str(args.workers))  # fmt: skip
+    serve_env = clean_env(MSGCUBE_DB=db, MSGCUBE_PORT=str(port), MSGCUBE_WORKERS=str(args.workers))
     server = start([MSGCUBE, "serve"], serve_env, log, port)
     results: dict[str, Wrk] = {}
     rss: list[tuple[int, float]] = []
@@ -400,9 +415,12 @@ def main() -> int:
             if not answered <= stored <= answered + 2 * args.connections:
                 checks.append(f"{mode}: {answered} answered but {stored} stored")
             results[mode] = run
-            print(f"{mode}: {run.rps:,.0f} pushes/s ({run.rps / c.rps:.0%} of the ceiling), "
-                  f"p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms; {answered:,} answered "
-                  f"success, {stored:,} stored", flush=True)  # fmt: skip
+            print(
+                f"{mode}: {run.rps:,.0f} pushes/s ({run.rps / c.rps:.0%} of the ceiling), "
+                f"p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms; {answered:,} answered "
+                f"success, {stored:,} stored",
+                flush=True,
+            )
         if args.long:
             before = stored_messages(db)
             acked = long_run(args, port, server, rss)
@@ -416,16 +434,21 @@ def main() -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     if not args.no_record:
         record(args, c, results, rss, load_before, not checks)
-    met = all(results[m].rps >= GOALS[m] * c.rps and results[m].p99_ms < GOAL_P99_MS
-              for m in GOALS)  # fmt: skip
-    print(f"cores {os.cpu_count()}, load average before {load_before:.2f}, "
-          f"after {os.getloadavg()[0]:.2f}; goals {'met' if met else 'NOT met'}; "
-          f"stored checks {'; '.join(checks) or 'ok'}")  # fmt: skip
+    met = all(results[m].rps >= GOALS[m] * c.rps and results[m].p99_ms < GOAL_P99_MS for m in GOALS)
+    print(
+        f"cores {os.cpu_count()}, load average before {load_before:.2f}, "
+        f"after {os.getloadavg()[0]:.2f}; goals {'met' if met else 'NOT met'}; "
+        f"stored checks {'; '.join(checks) or 'ok'}"
+    )
     return 1 if checks else 0
 
 
-def long_run(args: argparse.Namespace, port: int, server: subprocess.Popen[bytes],
-             rss: list[tuple[int, float]]) -> int:  # fmt: skip
+def long_run(
+    args: argparse.Namespace,
+    port: int,
+    server: subprocess.Popen[bytes],
+    rss: list[tuple[int, float]],
+) -> int:
     """N plaintext pushes with the exact client while sampling the servers' RSS."""
     pushes = Pushes("plain", port, 3 * 10**12)
     rss.append((0, rss_mb(server.pid)))
@@ -439,9 +462,11 @@ def long_run(args: argparse.Namespace, port: int, server: subprocess.Popen[bytes
 
     load = run_load(port, pushes, args.connections, 0, 0, total=args.long, on_tick=tick)
     rss.append((load.ok, rss_mb(server.pid)))
-    print(f"long run: {load.ok:,} pushes in {load.seconds:.0f}s ({load.ok / load.seconds:,.0f}/s), "
-          f"p50 {load.pct(0.5):.1f} ms, p99 {load.pct(0.99):.1f} ms, failed {load.bad or 0}",
-          flush=True)  # fmt: skip
+    print(
+        f"long run: {load.ok:,} pushes in {load.seconds:.0f}s ({load.ok / load.seconds:,.0f}/s), "
+        f"p50 {load.pct(0.5):.1f} ms, p99 {load.pct(0.99):.1f} ms, failed {load.bad or 0}",
+        flush=True,
+    )
     return load.ok
 
 
@@ -468,8 +493,14 @@ load average before the run (other work on the machine).
 """
 
 
-def record(args: argparse.Namespace, c: Wrk, results: dict[str, Wrk],
-           rss: list[tuple[int, float]], load: float, exact: bool) -> None:  # fmt: skip
+def record(
+    args: argparse.Namespace,
+    c: Wrk,
+    results: dict[str, Wrk],
+    rss: list[tuple[int, float]],
+    load: float,
+    exact: bool,
+) -> None:
     plain, safe = results["plain"], results["safe"]
     memory = "not run"
     if len(rss) > 2:  # rss[0] is before the first push, rss[1] after the first 10%

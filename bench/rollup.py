@@ -89,8 +89,16 @@ def main() -> int:
     jsonl = work / "traffic.jsonl"
 
     t0 = time.perf_counter()
-    n_records = write_jsonl(str(jsonl), appid=APPID, days=args.days, users=args.users, seed=1,
-                            end=end, tz="Asia/Shanghai", messages_per_day=per_day)  # fmt: skip
+    n_records = write_jsonl(
+        str(jsonl),
+        appid=APPID,
+        days=args.days,
+        users=args.users,
+        seed=1,
+        end=end,
+        tz="Asia/Shanghai",
+        messages_per_day=per_day,
+    )
     t_generate = time.perf_counter() - t0
     print(f"generated {n_records:,} records in {t_generate:.1f}s -> {jsonl}")
 
@@ -114,8 +122,10 @@ def main() -> int:
         )
     t_import = time.perf_counter() - t0
     n_messages = report.written.messages_new
-    print(f"imported {n_messages:,} messages ({report.written.events_new:,} events) "
-          f"in {t_import:.1f}s = {n_messages / t_import:,.0f} msg/s")  # fmt: skip
+    print(
+        f"imported {n_messages:,} messages ({report.written.events_new:,} events) "
+        f"in {t_import:.1f}s = {n_messages / t_import:,.0f} msg/s"
+    )
 
     with store.read() as conn:
         account = get_account(conn, APPID)
@@ -138,7 +148,7 @@ def main() -> int:
         FROM (SELECT DISTINCT ON (MsgId) * FROM read_json('{jsonl}', format='newline_delimited',
               columns={{FromUserName: 'VARCHAR', CreateTime: 'BIGINT', MsgType: 'VARCHAR',
                         MsgId: 'BIGINT'}}) WHERE MsgId IS NOT NULL)
-        WHERE MsgType IN ('text', 'image', 'voice', 'video', 'shortvideo', 'link')""")  # fmt: skip
+        WHERE MsgType IN ('text', 'image', 'voice', 'video', 'shortvideo', 'link')""")
     best_duck = float("inf")
     results: dict[str, list[tuple[object, ...]]] = {}
     for _ in range(3):  # best of three: DuckDB's first run pays for warm-up
@@ -157,8 +167,17 @@ def main() -> int:
     print(f"ratio msgcube/DuckDB: {ratio:.1f}x (goal <= 3x)")
     rss = psutil.Process().memory_info().rss / 2**20
     if not args.no_record:
-        record(args, n_messages, t_generate, t_import, t_rollup, best_duck, rollup.total, rss,
-               store.dialect)  # fmt: skip
+        record(
+            args,
+            n_messages,
+            t_generate,
+            t_import,
+            t_rollup,
+            best_duck,
+            rollup.total,
+            rss,
+            store.dialect,
+        )
     store.dispose()
     return 1 if mismatches else 0
 
@@ -187,9 +206,10 @@ def compare(
         )
         labels = sorted({r[0] for r in expected})
         with store.read() as conn:
-            got = sorted(tuple(
-                date.fromisoformat(v) if k == "ref_date" else v for k, v in row.items()
-            ) for row in read_rows(conn, account_id, ep, labels))  # fmt: skip
+            got = sorted(
+                tuple(date.fromisoformat(v) if k == "ref_date" else v for k, v in row.items())
+                for row in read_rows(conn, account_id, ep, labels)
+            )
         # Only closed periods are reported: DuckDB's rows of the running week are dropped.
         if got != expected:
             problems.append(f"{name}: {len(got)} rows vs DuckDB {len(expected)}")
@@ -200,8 +220,17 @@ def _as_date(value: object) -> date:
     return value.date() if isinstance(value, datetime) else value  # type: ignore[return-value]
 
 
-def record(args: argparse.Namespace, n: int, t_gen: float, t_import: float, t_rollup: float,
-           t_duck: float, periods: int, rss: float, dialect: str) -> None:  # fmt: skip
+def record(
+    args: argparse.Namespace,
+    n: int,
+    t_gen: float,
+    t_import: float,
+    t_rollup: float,
+    t_duck: float,
+    periods: int,
+    rss: float,
+    dialect: str,
+) -> None:
     line = (
         f"| {date.today()} | {os.cpu_count()} | {dialect} | {n:,} | {args.days} | "
         f"{n / t_gen:,.0f} | {n / t_import:,.0f} | {t_rollup:.2f} | {periods} | "

@@ -92,10 +92,21 @@ def local_server(work: Path, users: int, per_day: int) -> Iterator[str]:
     exe = _msgcube()
     for args in (
         ["account", "add", "--appid", APPID, "--secret", SECRET],
-        ["generate", "--appid", APPID, "--days", "400", "--users", str(users),
-         "--per-day", str(per_day), "--end", str(NOW.date() - timedelta(days=1))],
+        [
+            "generate",
+            "--appid",
+            APPID,
+            "--days",
+            "400",
+            "--users",
+            str(users),
+            "--per-day",
+            str(per_day),
+            "--end",
+            str(NOW.date() - timedelta(days=1)),
+        ],
         ["rollup"],
-    ):  # fmt: skip
+    ):
         subprocess.run([exe, *args], env=env, check=True, capture_output=True)
     port = free_port()
     log = (work / "serve.log").open("wb")

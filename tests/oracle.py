@@ -242,8 +242,11 @@ class OracleAccount:
 
     def labels(self, period: str, begin: date, end: date, today: date) -> list[date]:
         """Label dates inside [begin, end] whose whole period ended before ``today``."""
-        return [d for d in days_between(begin, end)
-                if label_of(period, d) == d and last_day_of(period, d) < today]  # fmt: skip
+        return [
+            d
+            for d in days_between(begin, end)
+            if label_of(period, d) == d and last_day_of(period, d) < today
+        ]
 
     def served(
         self,
@@ -274,16 +277,29 @@ class OracleAccount:
         rows = []
         for t in sorted({t for _, t, _ in msgs}):
             of_type = [o for o, mt, _ in msgs if mt == t]
-            rows.append({"ref_date": label.isoformat(), "msg_type": t,
-                         "msg_user": len(set(of_type)), "msg_count": len(of_type)})  # fmt: skip
+            rows.append(
+                {
+                    "ref_date": label.isoformat(),
+                    "msg_type": t,
+                    "msg_user": len(set(of_type)),
+                    "msg_count": len(of_type),
+                }
+            )
         return rows
 
     def _hour_rows(self, label: date, msgs: list[tuple[str, int, int]]) -> list[Row]:
         rows = []
         for hour, t in sorted({(h, t) for _, t, h in msgs}):
             of_cell = [o for o, mt, h in msgs if (h, mt) == (hour, t)]
-            rows.append({"ref_date": label.isoformat(), "ref_hour": hour * 100, "msg_type": t,
-                         "msg_user": len(set(of_cell)), "msg_count": len(of_cell)})  # fmt: skip
+            rows.append(
+                {
+                    "ref_date": label.isoformat(),
+                    "ref_hour": hour * 100,
+                    "msg_type": t,
+                    "msg_user": len(set(of_cell)),
+                    "msg_count": len(of_cell),
+                }
+            )
         return rows
 
     def _dist_rows(self, label: date, last: date, msgs: list[tuple[str, int, int]]) -> list[Row]:
@@ -297,8 +313,11 @@ class OracleAccount:
         if self.followers is not None and first is not None and last >= first:
             end_of_period = local_midnight(last + timedelta(days=1), self.tz)
             users[0] = len(self.followers_at(end_of_period) - set(per_user))
-        return [{"ref_date": label.isoformat(), "count_interval": i, "msg_user": n}
-                for i, n in sorted(users.items()) if n]  # fmt: skip
+        return [
+            {"ref_date": label.isoformat(), "count_interval": i, "msg_user": n}
+            for i, n in sorted(users.items())
+            if n
+        ]
 
     def _interface_rows(self, label: date, hourly: bool) -> list[Row]:
         """Sums over the calls received on local day ``label`` (per local hour if ``hourly``);

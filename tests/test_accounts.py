@@ -28,7 +28,7 @@ from msgcube.auth.accounts import AccountChanges, update_account
 from msgcube.domain.endpoints import BY_NAME
 from msgcube.domain.messages import Event, Message
 from msgcube.errors import AccountError
-from msgcube.ingest.store import store_batch
+from msgcube.ingest.batch import write_batch
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import add_account, get_account, ingest_view, secret_matches
@@ -276,7 +276,7 @@ def test_a_new_time_zone_moves_stored_days_and_hours(store: Store) -> None:
         account = add_account(
             conn, appid=appid, secret=SECRET, tz="Asia/Shanghai", now=int(NOW.timestamp())
         )
-        store_batch(
+        write_batch(
             conn,
             account,
             [_message(1, evening), _message(2, evening, "oOther")],
@@ -328,7 +328,7 @@ def test_a_move_rederives_every_row_like_an_independent_oracle(store: Store) -> 
             for i, (user, when) in enumerate(zip(users, times, strict=True))
         ]
         batch += [Event(f"oE{i}", times[i], "subscribe") for i in range(50)]
-        store_batch(conn, account, batch, TODAY, received_at=STAMP)
+        write_batch(conn, account, batch, TODAY, received_at=STAMP)
     out = _cli(store, "account", "set", "--appid", appid, "--account-tz", "America/New_York")
     assert out.returncode == 0, out.stderr
     york = ZoneInfo("America/New_York")
@@ -370,7 +370,9 @@ def test_a_zone_change_waits_for_a_push_batch_that_read_the_old_zone(pg_store: S
     appid = fresh_appid("wxrace")
     evening = datetime(2026, 3, 5, 23, 30, tzinfo=UTC)
     with store.write() as conn:
-        account = add_account(conn, appid=appid, secret=SECRET, tz="Asia/Shanghai", now=STAMP)
+        account = add_account(
+            conn, appid=appid, secret=SECRET, tz="Asia/Shanghai", now=int(NOW.timestamp())
+        )
     errors: list[BaseException] = []
 
     def change() -> None:
@@ -397,7 +399,7 @@ def test_a_zone_change_waits_for_a_push_batch_that_read_the_old_zone(pg_store: S
                     break
                 time.sleep(0.05)
         assert waiting == 1, "the zone change did not wait for the batch"
-        store_batch(batch, current, [_message(1, evening)], TODAY, received_at=STAMP)
+        write_batch(batch, current, [_message(1, evening)], TODAY, received_at=int(NOW.timestamp()))
     mover.join(timeout=60)
     assert not errors, errors
     with store.read() as conn:

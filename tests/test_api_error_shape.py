@@ -68,8 +68,7 @@ async def world(store: Store) -> World:
     account = new_account(store, appid, SECRET)
     new_account(store, other, SECRET, verified=False)
     new_account(store, fenced, SECRET)
-    generate_into(store, account, days=9, users=20, seed=3, end=YESTERDAY,
-                  today=local_today(T0))  # fmt: skip
+    generate_into(store, account, days=9, users=20, seed=3, end=YESTERDAY, today=local_today(T0))
     seed_calls(store, account, YESTERDAY - timedelta(days=8), YESTERDAY, seed=3)
     async with at(store, T0 - timedelta(seconds=8000)) as api:
         expired = await get_token(api, appid, SECRET)  # expires at T0 - 800 s
@@ -160,13 +159,24 @@ DATACUBE_CASES: list[DatacubeCase] = [
     ("begin-after-end", 61501, "POST", "valid", lambda ep: _body("2026-05-31", "2026-05-30"), {}),
     ("end-today", 61501, "POST", "valid", lambda ep: _body("2026-06-01", "2026-06-01"), {}),
     ("end-future", 61501, "POST", "valid", lambda ep: _body("2026-05-31", "2027-01-01"), {}),
-    ("span", 61501, "POST", "valid",
-     lambda ep: _body(str(YESTERDAY - timedelta(days=ep.span_classic)), str(YESTERDAY)), {}),
-    ("span-current", 61501, "POST", "valid",
-     lambda ep: _body(str(YESTERDAY - timedelta(days=ep.span_current)), str(YESTERDAY)),
-     {"span_profile": "current"}),
+    (
+        "span",
+        61501,
+        "POST",
+        "valid",
+        lambda ep: _body(str(YESTERDAY - timedelta(days=ep.span_classic)), str(YESTERDAY)),
+        {},
+    ),
+    (
+        "span-current",
+        61501,
+        "POST",
+        "valid",
+        lambda ep: _body(str(YESTERDAY - timedelta(days=ep.span_current)), str(YESTERDAY)),
+        {"span_profile": "current"},
+    ),
     ("ready-at", 61503, "POST", "valid", _VALID, {"ready_at": "10:30"}),
-]  # fmt: skip
+]
 
 
 def _token(world: World, spec: str | None) -> dict[str, str]:
@@ -185,10 +195,14 @@ async def test_datacube_errors(
     for case, code, method, token, body, settings in DATACUBE_CASES:
         async with at(world.store, T0, **settings) as api:
 
-            async def send(method: str = method, token: str | None = token,
-                           body: Callable[[Endpoint], bytes] = body) -> httpx.Response:  # fmt: skip
-                return await api.request(method, ep.path, params=_token(world, token),
-                                         content=body(ep))  # fmt: skip
+            async def send(
+                method: str = method,
+                token: str | None = token,
+                body: Callable[[Endpoint], bytes] = body,
+            ) -> httpx.Response:
+                return await api.request(
+                    method, ep.path, params=_token(world, token), content=body(ep)
+                )
 
             try:
                 await expect_error(world, caplog, send, code, ep.path)
@@ -209,9 +223,15 @@ ORDER_CASES: list[tuple[str, int, str, str | None, bytes, dict[str, Any]]] = [
     ("missing-field-bad-date", 47001, "POST", "valid", b'{"begin_date": "x"}', {}),
     ("bad-end-date-reversed", 61500, "POST", "valid", _body("2026-05-31", "2026-05-3"), {}),
     ("bad-begin-future-end", 61500, "POST", "valid", _body("2026-13-01", "2027-01-01"), {}),
-    ("range-and-not-ready", 61501, "POST", "valid", _body("2026-05-31", "2026-06-01"),
-     {"ready_at": "10:30"}),
-]  # fmt: skip
+    (
+        "range-and-not-ready",
+        61501,
+        "POST",
+        "valid",
+        _body("2026-05-31", "2026-06-01"),
+        {"ready_at": "10:30"},
+    ),
+]
 
 
 @pytest.mark.parametrize("case", ORDER_CASES, ids=lambda c: c[0])
@@ -238,8 +258,9 @@ async def test_datacube_success_body_is_only_a_list(
     caplog.set_level(logging.INFO, logger="msgcube.access")
     for _ in range(2):  # the second answer comes from the per-process cache
         caplog.clear()
-        response = await api.post(ep.path, params={"access_token": world.valid},
-                                  content=_body(*_dates(ep)))  # fmt: skip
+        response = await api.post(
+            ep.path, params={"access_token": world.valid}, content=_body(*_dates(ep))
+        )
         assert response.status_code == 200
         assert response.headers["content-type"] == JSON_TYPE
         body = response.json()
@@ -258,8 +279,9 @@ async def test_datacube_ip_whitelist_40164(
     caplog.set_level(logging.INFO, logger="msgcube.access")
 
     async def send() -> httpx.Response:
-        return await api.post(ep.path, params={"access_token": world.whitelisted},
-                              content=_body(*_dates(ep)))  # fmt: skip
+        return await api.post(
+            ep.path, params={"access_token": world.whitelisted}, content=_body(*_dates(ep))
+        )
 
     await expect_error(world, caplog, send, 40164, ep.path, ip="127.0.0.1")
 
@@ -272,8 +294,9 @@ async def test_datacube_daily_quota_45009(
     async with at(world.store, T0, quota_datacube=2) as api:
 
         async def send() -> httpx.Response:
-            return await api.post(ep.path, params={"access_token": world.valid},
-                                  content=_body(*_dates(ep)))  # fmt: skip
+            return await api.post(
+                ep.path, params={"access_token": world.valid}, content=_body(*_dates(ep))
+            )
 
         for _ in range(2):
             assert list((await send()).json()) == ["list"]
@@ -286,16 +309,28 @@ async def test_datacube_daily_quota_45009(
 TOKEN_CASES: list[tuple[str, int, str, dict[str, str]]] = [
     ("post", 43001, "POST", {"grant_type": "client_credential", "appid": "A", "secret": SECRET}),
     ("no-appid", 41002, "GET", {"grant_type": "client_credential", "secret": SECRET}),
-    ("empty-appid", 41002, "GET", {"grant_type": "client_credential", "appid": "",
-                                   "secret": SECRET}),
+    (
+        "empty-appid",
+        41002,
+        "GET",
+        {"grant_type": "client_credential", "appid": "", "secret": SECRET},
+    ),
     ("no-secret", 41004, "GET", {"grant_type": "client_credential", "appid": "A"}),
     ("no-grant-type", 40002, "GET", {"appid": "A", "secret": SECRET}),
     ("bad-grant-type", 40002, "GET", {"grant_type": "password", "appid": "A", "secret": SECRET}),
-    ("unknown-appid", 40013, "GET", {"grant_type": "client_credential", "appid": "wxnobody",
-                                     "secret": SECRET}),
-    ("bad-secret", 40125, "GET", {"grant_type": "client_credential", "appid": "A",
-                                  "secret": WRONG_SECRET}),
-]  # fmt: skip
+    (
+        "unknown-appid",
+        40013,
+        "GET",
+        {"grant_type": "client_credential", "appid": "wxnobody", "secret": SECRET},
+    ),
+    (
+        "bad-secret",
+        40125,
+        "GET",
+        {"grant_type": "client_credential", "appid": "A", "secret": WRONG_SECRET},
+    ),
+]
 
 
 async def test_token_errors(
@@ -323,8 +358,10 @@ async def test_token_quota_45009(world: World, caplog: pytest.LogCaptureFixture)
             await get_token(api, appid, SECRET)
 
         async def send() -> httpx.Response:
-            return await api.get("/cgi-bin/token", params={
-                "grant_type": "client_credential", "appid": appid, "secret": SECRET})  # fmt: skip
+            return await api.get(
+                "/cgi-bin/token",
+                params={"grant_type": "client_credential", "appid": appid, "secret": SECRET},
+            )
 
         await expect_error(world, caplog, send, 45009, "/cgi-bin/token")
 
@@ -334,21 +371,51 @@ STABLE_CASES: list[tuple[str, int, str, bytes | None]] = [
     ("empty-body", 44002, "POST", b""),
     ("not-json", 47001, "POST", b"grant_type=client_credential"),
     ("json-array", 47001, "POST", b"[]"),
-    ("force-not-bool", 47001, "POST", orjson.dumps({"grant_type": "client_credential",
-                                                    "appid": "A", "secret": SECRET,
-                                                    "force_refresh": "yes"})),
-    ("no-appid", 41002, "POST", orjson.dumps({"grant_type": "client_credential",
-                                              "secret": SECRET})),
-    ("appid-not-string", 41002, "POST", orjson.dumps({"grant_type": "client_credential",
-                                                      "appid": 42, "secret": SECRET})),
+    (
+        "force-not-bool",
+        47001,
+        "POST",
+        orjson.dumps(
+            {
+                "grant_type": "client_credential",
+                "appid": "A",
+                "secret": SECRET,
+                "force_refresh": "yes",
+            }
+        ),
+    ),
+    (
+        "no-appid",
+        41002,
+        "POST",
+        orjson.dumps({"grant_type": "client_credential", "secret": SECRET}),
+    ),
+    (
+        "appid-not-string",
+        41002,
+        "POST",
+        orjson.dumps({"grant_type": "client_credential", "appid": 42, "secret": SECRET}),
+    ),
     ("no-secret", 41004, "POST", orjson.dumps({"grant_type": "client_credential", "appid": "A"})),
-    ("bad-grant-type", 40002, "POST", orjson.dumps({"grant_type": "x", "appid": "A",
-                                                    "secret": SECRET})),
-    ("unknown-appid", 40013, "POST", orjson.dumps({"grant_type": "client_credential",
-                                                   "appid": "wxnobody", "secret": SECRET})),
-    ("bad-secret", 40125, "POST", orjson.dumps({"grant_type": "client_credential", "appid": "A",
-                                                "secret": WRONG_SECRET})),
-]  # fmt: skip
+    (
+        "bad-grant-type",
+        40002,
+        "POST",
+        orjson.dumps({"grant_type": "x", "appid": "A", "secret": SECRET}),
+    ),
+    (
+        "unknown-appid",
+        40013,
+        "POST",
+        orjson.dumps({"grant_type": "client_credential", "appid": "wxnobody", "secret": SECRET}),
+    ),
+    (
+        "bad-secret",
+        40125,
+        "POST",
+        orjson.dumps({"grant_type": "client_credential", "appid": "A", "secret": WRONG_SECRET}),
+    ),
+]
 
 
 async def test_stable_token_errors(
@@ -368,8 +435,10 @@ async def test_stable_token_errors(
 
 
 async def test_token_success_bodies(world: World, api: httpx.AsyncClient) -> None:
-    response = await api.get("/cgi-bin/token", params={
-        "grant_type": "client_credential", "appid": world.appid, "secret": SECRET})  # fmt: skip
+    response = await api.get(
+        "/cgi-bin/token",
+        params={"grant_type": "client_credential", "appid": world.appid, "secret": SECRET},
+    )
     assert response.status_code == 200
     assert response.headers["content-type"] == JSON_TYPE
     assert set(response.json()) == {"access_token", "expires_in"}
@@ -399,8 +468,12 @@ async def test_token_success_bodies(world: World, api: httpx.AsyncClient) -> Non
 )
 async def test_unknown_paths_are_404(path: str, world: World, api: httpx.AsyncClient) -> None:
     for method in ("GET", "POST"):
-        response = await api.request(method, path, params={"access_token": world.valid},
-                                     content=_body("2026-05-31", "2026-05-31"))  # fmt: skip
+        response = await api.request(
+            method,
+            path,
+            params={"access_token": world.valid},
+            content=_body("2026-05-31", "2026-05-31"),
+        )
         assert response.status_code == 404, (method, path)
 
 
@@ -423,15 +496,18 @@ async def test_body_over_64k_is_47001_in_the_envelope(
         return chunks(data) if streamed else data
 
     path = "/datacube/getupstreammsg"
-    at_limit = await api.post(path, params={"access_token": world.valid},
-                              content=content(payload(MAX_BODY)))  # fmt: skip
+    at_limit = await api.post(
+        path, params={"access_token": world.valid}, content=content(payload(MAX_BODY))
+    )
     assert at_limit.status_code == 200
     assert "list" in at_limit.json()
-    over = await api.post(path, params={"access_token": world.valid},
-                          content=content(payload(MAX_BODY + 1)))  # fmt: skip
+    over = await api.post(
+        path, params={"access_token": world.valid}, content=content(payload(MAX_BODY + 1))
+    )
     assert_envelope(over, 47001)
-    stable = orjson.dumps({"grant_type": "client_credential", "appid": world.appid,
-                           "secret": SECRET})  # fmt: skip
+    stable = orjson.dumps(
+        {"grant_type": "client_credential", "appid": world.appid, "secret": SECRET}
+    )
     big = stable + b" " * (MAX_BODY + 1 - len(stable))
     assert_envelope(await api.post("/cgi-bin/stable_token", content=content(big)), 47001)
 
@@ -465,10 +541,12 @@ async def test_json_body_whatever_the_content_type(
     assert list(body) == ["list"]
     assert {r["ref_date"] for r in body["list"]} == {f"2026-05-{d}" for d in range(25, 32)}
     stable = await api.post(
-        "/cgi-bin/stable_token", headers=headers,
-        content=orjson.dumps({"grant_type": "client_credential", "appid": world.appid,
-                              "secret": SECRET}),
-    )  # fmt: skip
+        "/cgi-bin/stable_token",
+        headers=headers,
+        content=orjson.dumps(
+            {"grant_type": "client_credential", "appid": world.appid, "secret": SECRET}
+        ),
+    )
     assert set(stable.json()) == {"access_token", "expires_in"}
 
 
@@ -483,10 +561,12 @@ async def test_no_token_or_secret_in_any_log(
         tokens |= {fresh, stable}
         for token in [*tokens, "unknown-token-0123456789abcdef"]:
             for name in ("getupstreammsg", "getupstreammsgdistmonth"):
-                await api.post(f"/datacube/{name}", params={"access_token": token},
-                               content=_body("2026-05-01", "2026-05-01"))  # fmt: skip
-                await api.post(f"/datacube/{name}", params={"access_token": token},
-                               content=b"{")  # fmt: skip
+                await api.post(
+                    f"/datacube/{name}",
+                    params={"access_token": token},
+                    content=_body("2026-05-01", "2026-05-01"),
+                )
+                await api.post(f"/datacube/{name}", params={"access_token": token}, content=b"{")
         wrong = {"grant_type": "client_credential", "appid": world.appid, "secret": WRONG_SECRET}
         await api.get("/cgi-bin/token", params=wrong)
     assert len([r for r in caplog.records if r.name == "msgcube.access"]) >= 26

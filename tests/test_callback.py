@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from wechatpy.crypto import WeChatCrypto  # type: ignore[import-untyped]
 
 from msgcube.domain.endpoints import ENDPOINTS
-from msgcube.ingest.store import import_followers
+from msgcube.ingest.batch import import_followers
 from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import Account, add_account, get_account, set_account
 from msgcube.storage.db import Store, open_store
@@ -105,16 +105,23 @@ def traffic(seed: int, n: int, users: int = 12) -> list[dict[str, Any]]:
         "voice": {"MediaId": "m2", "Format": "amr", "MediaId16K": "m3"},
         "video": {"MediaId": "m4", "ThumbMediaId": "t4"},
         "shortvideo": {"MediaId": "m5", "ThumbMediaId": "t5"},
-        "location": {"Location_X": "23.134521", "Location_Y": "113.358803", "Scale": 20,
-                     "Label": "广州"},
+        "location": {
+            "Location_X": "23.134521",
+            "Location_Y": "113.358803",
+            "Scale": 20,
+            "Label": "广州",
+        },
         "link": {"Title": "t", "Description": "d", "Url": "http://example.com/"},
-    }  # fmt: skip
+    }
     kinds = [*extras, "event"]
     out = []
     for i in range(n):
         ct = start + rng.randrange(span)
-        base: dict[str, Any] = {"ToUserName": "gh_test", "FromUserName": rng.choice(openids),
-                                "CreateTime": ct}  # fmt: skip
+        base: dict[str, Any] = {
+            "ToUserName": "gh_test",
+            "FromUserName": rng.choice(openids),
+            "CreateTime": ct,
+        }
         kind = kinds[i % len(kinds)] if i < 2 * len(kinds) else rng.choice(kinds)
         if kind == "event":
             event = rng.choice(["subscribe", "unsubscribe", "subscribe", "CLICK", "SCAN", "VIEW"])
@@ -144,11 +151,16 @@ async def send_all(
         return await asyncio.gather(*(one(r, m) for r, m in items))
 
 
-def post(server: ServerProcess, wechat: WeChat, record: dict[str, Any] | str, mode: str,
-         **overrides: str) -> httpx.Response:  # fmt: skip
+def post(
+    server: ServerProcess, wechat: WeChat, record: dict[str, Any] | str, mode: str, **overrides: str
+) -> httpx.Response:
     query, body = wechat.request(record, mode)
-    return httpx.post(f"{server.base_url}/wechat/callback/{wechat.appid}",
-                      params=query | overrides, content=body, timeout=10)  # fmt: skip
+    return httpx.post(
+        f"{server.base_url}/wechat/callback/{wechat.appid}",
+        params=query | overrides,
+        content=body,
+        timeout=10,
+    )
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -175,8 +187,9 @@ def server(db: Store, workdir: Path) -> Iterator[ServerProcess]:
 _accounts = iter(range(1, 10_000))
 
 
-def new_account(db: Store, *, token: str = TOKEN, key: str | None = KEY,
-                prev: str | None = None) -> Account:  # fmt: skip
+def new_account(
+    db: Store, *, token: str = TOKEN, key: str | None = KEY, prev: str | None = None
+) -> Account:
     appid = f"wxcb{os.getpid()}n{next(_accounts)}"
     with db.write() as conn:
         add_account(
@@ -227,8 +240,9 @@ def assert_endpoints_match(db: Store, appid: str, oracle: OracleAccount) -> int:
     compared = 0
     for ep in ENDPOINTS:
         span = 1 if ep.name == "getupstreammsghour" else min(ep.span_classic, 7)
-        for begin, end in windows(FIRST_DAY - timedelta(days=1), LAST_DAY + timedelta(days=1),
-                                  span):  # fmt: skip
+        for begin, end in windows(
+            FIRST_DAY - timedelta(days=1), LAST_DAY + timedelta(days=1), span
+        ):
             got = served_list(db, account, ep, begin, end, NOW_DT)
             want = oracle.served(ep.name, begin, end, NOW_DT)
             assert got == want, (ep.name, begin, end)
@@ -245,13 +259,21 @@ def test_get_handshake_echoes_echostr_verbatim(server: ServerProcess, db: Store)
     ts, nonce = "1714036504", "1514711492"
     echostr = "4375120948345356249 <&>\"' 中文"
     url = f"{server.base_url}/wechat/callback/{account.appid}"
-    ok = httpx.get(url, params={"signature": wechat.sign(ts, nonce), "timestamp": ts,
-                                "nonce": nonce, "echostr": echostr})  # fmt: skip
+    ok = httpx.get(
+        url,
+        params={
+            "signature": wechat.sign(ts, nonce),
+            "timestamp": ts,
+            "nonce": nonce,
+            "echostr": echostr,
+        },
+    )
     assert ok.status_code == 200
     assert ok.text == echostr
     assert ok.headers["content-type"].startswith("text/plain")
-    bad = httpx.get(url, params={"signature": "0" * 40, "timestamp": ts, "nonce": nonce,
-                                 "echostr": echostr})  # fmt: skip
+    bad = httpx.get(
+        url, params={"signature": "0" * 40, "timestamp": ts, "nonce": nonce, "echostr": echostr}
+    )
     assert bad.status_code == 403
     assert echostr not in bad.text
     assert httpx.get(url).status_code == 403
@@ -262,9 +284,13 @@ def test_wechat_documented_handshake_example(server: ServerProcess, db: Store) -
     account = new_account(db, token="AAAAA")
     response = httpx.get(
         f"{server.base_url}/wechat/callback/{account.appid}",
-        params={"signature": "f464b24fc39322e44b38aa78f5edd27bd1441696",
-                "timestamp": "1714036504", "nonce": "1514711492", "echostr": "4375120948345356249"},
-    )  # fmt: skip
+        params={
+            "signature": "f464b24fc39322e44b38aa78f5edd27bd1441696",
+            "timestamp": "1714036504",
+            "nonce": "1514711492",
+            "echostr": "4375120948345356249",
+        },
+    )
     assert (response.status_code, response.text) == (200, "4375120948345356249")
 
 
@@ -296,8 +322,13 @@ def test_every_type_and_event_in_all_modes_matches_the_oracle(
 
     m, e, q = stored_counts(db, account)
     assert m == sum(p["MsgType"] != "event" for p in pushes)
-    assert e == len({(p["FromUserName"], p["CreateTime"], p["Event"]) for p in pushes
-                     if p["MsgType"] == "event"})  # fmt: skip
+    assert e == len(
+        {
+            (p["FromUserName"], p["CreateTime"], p["Event"])
+            for p in pushes
+            if p["MsgType"] == "event"
+        }
+    )
     assert q == 0
     with db.read() as conn:  # location is stored, not counted
         query = select(messages.c.msg_type_name).where(messages.c.account_id == account.id)
@@ -328,9 +359,12 @@ def test_same_push_four_times_concurrently_and_retried_in_another_mode_counts_on
     assert e == len(oracle.events)
     with db.read() as conn:
         worst = conn.execute(
-            select(func.count()).where(messages.c.account_id == account.id)
-            .group_by(messages.c.msg_id).order_by(func.count().desc()).limit(1)
-        ).scalar_one()  # fmt: skip
+            select(func.count())
+            .where(messages.c.account_id == account.id)
+            .group_by(messages.c.msg_id)
+            .order_by(func.count().desc())
+            .limit(1)
+        ).scalar_one()
     assert worst == 1
     assert_endpoints_match(db, account.appid, oracle)
 
@@ -378,8 +412,9 @@ def test_bad_signatures_are_403_and_store_nothing(server: ServerProcess, db: Sto
     # Swapping the ciphertext under a valid msg_signature (the envelope has no MAC).
     query, _ = wechat.request(push, "safe")
     _, other = wechat.request(push | {"MsgId": 100}, "safe")
-    swapped = httpx.post(f"{server.base_url}/wechat/callback/{account.appid}", params=query,
-                         content=other)  # fmt: skip
+    swapped = httpx.post(
+        f"{server.base_url}/wechat/callback/{account.appid}", params=query, content=other
+    )
     assert swapped.status_code == 403
     assert stored_counts(db, account) == (0, 0, 0)
 
@@ -394,8 +429,14 @@ def test_account_without_token_refuses_everything(server: ServerProcess, db: Sto
 def test_body_over_64_kib_is_413(server: ServerProcess, db: Store) -> None:
     account = new_account(db)
     wechat = WeChat(account.appid)
-    big = {"ToUserName": "gh", "FromUserName": "o1", "CreateTime": 1771900000, "MsgType": "text",
-           "Content": "x" * (64 * 1024), "MsgId": 5}  # fmt: skip
+    big = {
+        "ToUserName": "gh",
+        "FromUserName": "o1",
+        "CreateTime": 1771900000,
+        "MsgType": "text",
+        "Content": "x" * (64 * 1024),
+        "MsgId": 5,
+    }
     for mode in MODES:
         assert post(server, wechat, big, mode).status_code == 413
     fits = big | {"Content": "x" * (60 * 1024)}
@@ -456,8 +497,9 @@ def test_an_envelope_msg_signature_cannot_cover_is_403_and_never_quarantined(
         b"<xml><Encrypt></Encrypt></xml>",
     ]
     for body in bodies:
-        response = httpx.post(f"{server.base_url}/wechat/callback/{account.appid}",
-                              params=query, content=body)  # fmt: skip
+        response = httpx.post(
+            f"{server.base_url}/wechat/callback/{account.appid}", params=query, content=body
+        )
         assert response.status_code == 403, (body[:40], response.text)
         assert "msg_signature cannot be checked" in response.text
     assert stored_counts(db, account) == (0, 0, 0)
@@ -466,8 +508,13 @@ def test_an_envelope_msg_signature_cannot_cover_is_403_and_never_quarantined(
 def test_invalid_record_is_400_and_quarantined(server: ServerProcess, db: Store) -> None:
     account = new_account(db)
     wechat = WeChat(account.appid)
-    no_msgid = {"ToUserName": "gh", "FromUserName": "o1", "CreateTime": 1771900000,
-                "MsgType": "text", "Content": "hi"}  # fmt: skip
+    no_msgid = {
+        "ToUserName": "gh",
+        "FromUserName": "o1",
+        "CreateTime": 1771900000,
+        "MsgType": "text",
+        "Content": "hi",
+    }
     cases = [(no_msgid, "safe"), ("<xml><a>unclosed</xml>", "plain"), ("\xff", "safe")]
     for record, mode in cases:
         assert post(server, wechat, record, mode).status_code == 400
@@ -483,8 +530,10 @@ def test_wrong_aes_key_and_appid_are_quarantined_then_replayed_after_the_fix(
 ) -> None:
     account = new_account(db, key=OTHER_KEY)  # misconfigured: WeChat encrypts with KEY
     pushes = traffic(29, 3)
-    responses = [post(server, WeChat(account.appid), p, m)
-                 for p, m in zip(pushes, ("safe", "compat", "safe"), strict=True)]  # fmt: skip
+    responses = [
+        post(server, WeChat(account.appid), p, m)
+        for p, m in zip(pushes, ("safe", "compat", "safe"), strict=True)
+    ]
     assert [r.status_code for r in responses] == [400, 400, 400]
     # Sealed for another appid with the right key: never opens, whatever the key.
     stranger = WeChat(account.appid)
@@ -525,8 +574,7 @@ def test_wrong_aes_key_and_appid_are_quarantined_then_replayed_after_the_fix(
 
 def test_unknown_encrypt_type_is_quarantined(server: ServerProcess, db: Store) -> None:
     account = new_account(db)
-    response = post(server, WeChat(account.appid), traffic(37, 1)[0], "plain",
-                    encrypt_type="rot13")  # fmt: skip
+    response = post(server, WeChat(account.appid), traffic(37, 1)[0], "plain", encrypt_type="rot13")
     assert response.status_code == 400
     assert [r.reason for r in quarantine_rows(db, account)] == ["unknown encrypt_type 'rot13'"]
 
@@ -575,9 +623,10 @@ def test_acknowledged_pushes_survive_sigkill(db: Store, workdir: Path) -> None:
     def stored_once() -> None:
         with db.read() as conn:
             rows = conn.execute(
-                select(messages.c.msg_id, func.count()).where(messages.c.account_id == account.id)
+                select(messages.c.msg_id, func.count())
+                .where(messages.c.account_id == account.id)
                 .group_by(messages.c.msg_id)
-            ).all()  # fmt: skip
+            ).all()
         counts = dict(rows)
         assert set(counts.values()) <= {1}
         missing = [p["MsgId"] for p in acked if "MsgId" in p and p["MsgId"] not in counts]

@@ -21,10 +21,10 @@ import pytest
 from sqlalchemy import func, select
 
 from msgcube.domain.messages import Event, Message
+from msgcube.ingest.batch import import_followers, write_batch
 from msgcube.ingest.committer import GroupCommitter
 from msgcube.ingest.gate import RawPush
 from msgcube.ingest.quarantine import replay_quarantine
-from msgcube.ingest.store import import_followers, store_batch
 from msgcube.rollup.engine import pending_keys, refresh
 from msgcube.settings import Settings
 from msgcube.storage.accounts import Account, add_account, get_account, set_account
@@ -64,8 +64,9 @@ async def test_concurrent_pushes_share_commits(store: Store) -> None:
     committer = GroupCommitter(store, lambda: NOW)
     await committer.start()
     try:
-        await asyncio.gather(*(committer.store(account, message(i, f"o{i % 7}"))
-                               for i in range(1, 401)))  # fmt: skip
+        await asyncio.gather(
+            *(committer.commit(account, message(i, f"o{i % 7}")) for i in range(1, 401))
+        )
     finally:
         await committer.stop()
     assert count(store, account) == (400, 0)
@@ -78,10 +79,10 @@ async def test_identical_pushes_at_once_store_one_row(store: Store) -> None:
     account = new_account(store)
     committer = GroupCommitter(store, lambda: NOW)
     subscribe = Event(openid="o9", create_time=CT, event="subscribe")
-    await asyncio.gather(*(committer.store(account, r) for r in [message(5), subscribe] * 4))
+    await asyncio.gather(*(committer.commit(account, r) for r in [message(5), subscribe] * 4))
     # and again, each in its own batch (a retry after the first was stored)
     for r in [message(5), subscribe]:
-        await committer.store(account, r)
+        await committer.commit(account, r)
     await committer.stop()
     assert count(store, account) == (1, 1)
 
@@ -100,11 +101,13 @@ async def test_two_workers_storing_the_same_pushes_at_once(store: Store) -> None
             records: list[Message | Event] = [
                 message(round_ * 1000 + i, f"o{i % 13}") for i in range(1, 201)
             ]
-            records += [Event(openid=f"o{i % 13}", create_time=CT + round_ * 100 + i,
-                              event="subscribe") for i in range(20)]  # fmt: skip
+            records += [
+                Event(openid=f"o{i % 13}", create_time=CT + round_ * 100 + i, event="subscribe")
+                for i in range(20)
+            ]
             await asyncio.gather(
-                *(first.store(account, r) for r in records),
-                *(second.store(account, r) for r in reversed(records)),
+                *(first.commit(account, r) for r in records),
+                *(second.commit(account, r) for r in reversed(records)),
             )
     finally:
         await first.stop()
@@ -152,11 +155,11 @@ async def test_a_failed_commit_fails_its_whole_batch_and_only_it(store: Store) -
     committer = GroupCommitter(store, lambda: NOW, linger=0.05)
     with failing_inserts(store, account):
         results = await asyncio.gather(
-            *(committer.store(account, message(i)) for i in range(1, 11)), return_exceptions=True
+            *(committer.commit(account, message(i)) for i in range(1, 11)), return_exceptions=True
         )
     assert all(isinstance(r, Exception) and "disk on fire" in str(r) for r in results), results
     assert count(store, account) == (0, 0)  # the transaction rolled back: nothing half-stored
-    await asyncio.gather(*(committer.store(account, message(i)) for i in range(1, 11)))
+    await asyncio.gather(*(committer.commit(account, message(i)) for i in range(1, 11)))
     await committer.stop()
     assert count(store, account) == (10, 0)
     assert committer.stats.failed_batches == 1
@@ -165,13 +168,13 @@ async def test_a_failed_commit_fails_its_whole_batch_and_only_it(store: Store) -
 async def test_stop_commits_what_is_queued(store: Store) -> None:
     account = new_account(store)
     committer = GroupCommitter(store, lambda: NOW)
-    tasks = [asyncio.create_task(committer.store(account, message(i))) for i in range(1, 51)]
+    tasks = [asyncio.create_task(committer.commit(account, message(i))) for i in range(1, 51)]
     await asyncio.sleep(0)  # the tasks enqueue
     await committer.stop()
     await asyncio.gather(*tasks)
     assert count(store, account) == (50, 0)
     with pytest.raises(RuntimeError, match="stopping"):
-        await committer.store(account, message(99))
+        await committer.commit(account, message(99))
 
 
 async def test_quarantine_goes_through_the_committer(store: Store) -> None:
@@ -190,7 +193,7 @@ async def test_follower_import_while_cached_still_dirties_later_periods(store: S
     today = date(2026, 3, 10)
     early = Message(msg_id=1, openid="o1", create_time=CT - 10 * 86400, msg_type_name="text")
     with store.write() as conn:
-        store_batch(
+        write_batch(
             conn, account, [early], today, received_at=STAMP
         )  # statistics start on 20 February
         import_followers(conn, account, ["o1", "o2"], today)
@@ -202,7 +205,7 @@ async def test_follower_import_while_cached_still_dirties_later_periods(store: S
     with store.read() as conn:
         assert pending_keys(conn, fresh, today) == []
     committer = GroupCommitter(store, lambda: NOW)
-    await committer.store(stale, Event(openid="o3", create_time=CT, event="subscribe"))
+    await committer.commit(stale, Event(openid="o3", create_time=CT, event="subscribe"))
     await committer.stop()
     with store.read() as conn:
         fresh = get_account(conn, account.appid)
@@ -218,15 +221,27 @@ async def test_follower_import_while_cached_still_dirties_later_periods(store: S
 
 def _signed(token: str, body: bytes, **extra: str) -> tuple[dict[str, str], bytes]:
     ts, nonce = str(int(time.time())), "12345"
-    return {"signature": signature(token, ts, nonce), "timestamp": ts, "nonce": nonce,
-            **extra}, body  # fmt: skip
+    return {
+        "signature": signature(token, ts, nonce),
+        "timestamp": ts,
+        "nonce": nonce,
+        **extra,
+    }, body
 
 
 async def test_a_failed_commit_answers_500_so_wechat_retries(store: Store) -> None:
     account = new_account(store, callback_token="tok")
     app = create_app(Settings(now=NOW.isoformat()), store)
-    xml = build_push_xml({"ToUserName": "gh", "FromUserName": "o1", "CreateTime": CT,
-                          "MsgType": "text", "Content": "hi", "MsgId": 77})  # fmt: skip
+    xml = build_push_xml(
+        {
+            "ToUserName": "gh",
+            "FromUserName": "o1",
+            "CreateTime": CT,
+            "MsgType": "text",
+            "Content": "hi",
+            "MsgId": 77,
+        }
+    )
     url = f"/wechat/callback/{account.appid}"
 
     async with (
@@ -249,8 +264,15 @@ async def test_a_failed_commit_answers_500_so_wechat_retries(store: Store) -> No
 
 def test_quarantine_replay_stores_once_after_the_key_is_fixed(store: Store) -> None:
     account = new_account(store, callback_token="tok", aes_key=WRONG_KEY)
-    xml = build_push_xml({"ToUserName": "gh", "FromUserName": "o1", "CreateTime": CT,
-                          "MsgType": "image", "MsgId": 4242})  # fmt: skip
+    xml = build_push_xml(
+        {
+            "ToUserName": "gh",
+            "FromUserName": "o1",
+            "CreateTime": CT,
+            "MsgType": "image",
+            "MsgId": 4242,
+        }
+    )
     encrypted = encrypt(AESKey(KEY), xml, account.appid)
     envelope = f"<xml><Encrypt>{cdata(encrypted)}</Encrypt></xml>".encode()
     ts, nonce = "1773100000", "777"
@@ -260,10 +282,16 @@ def test_quarantine_replay_stores_once_after_the_key_is_fixed(store: Store) -> N
     )
     with store.write() as conn:
         for _ in range(2):  # WeChat's retry was quarantined too
-            add_entry(conn, RawPush(account.appid, query, envelope).quarantined(
-                "decrypt: bad padding", STAMP))  # fmt: skip
-        forged = add_entry(conn, RawPush(account.appid, query.replace(
-            "signature=", "signature=0"), envelope).quarantined("x", STAMP))  # fmt: skip
+            add_entry(
+                conn,
+                RawPush(account.appid, query, envelope).quarantined("decrypt: bad padding", STAMP),
+            )
+        forged = add_entry(
+            conn,
+            RawPush(
+                account.appid, query.replace("signature=", "signature=0"), envelope
+            ).quarantined("x", STAMP),
+        )
 
     report = replay_quarantine(store, NOW, appid=account.appid)
     assert report.replayed == []

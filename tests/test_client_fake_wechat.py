@@ -61,11 +61,25 @@ ERRMSG = {
 }
 
 SPANS = {
-    "classic": {"day": 7, "hour": 1, "week": 30, "month": 30, "dist": 15, "distweek": 30,
-                "distmonth": 30},
-    "current": {"day": 7, "hour": 1, "week": 1, "month": 1, "dist": 15, "distweek": 15,
-                "distmonth": 15},
-}  # fmt: skip
+    "classic": {
+        "day": 7,
+        "hour": 1,
+        "week": 30,
+        "month": 30,
+        "dist": 15,
+        "distweek": 30,
+        "distmonth": 30,
+    },
+    "current": {
+        "day": 7,
+        "hour": 1,
+        "week": 1,
+        "month": 1,
+        "dist": 15,
+        "distweek": 15,
+        "distmonth": 15,
+    },
+}
 for _spans in SPANS.values():  # interface analysis: the same in both tables
     _spans |= {"interfacesummary": 30, "interfacesummaryhour": 1}
 """WeChat's two span tables, spelled out independently of msgcube's endpoint table."""

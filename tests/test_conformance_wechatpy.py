@@ -79,22 +79,21 @@ class MsgcubeClient(WeChatClient):
         self.token_fetches += 1
         result: dict[str, Any] = self._fetch_access_token(
             url=f"{self.base_url}/cgi-bin/token",
-            params={"grant_type": "client_credential", "appid": self.appid,
-                    "secret": self.secret},
-        )  # fmt: skip
+            params={"grant_type": "client_credential", "appid": self.appid, "secret": self.secret},
+        )
         return result
 
 
 def wechatpy_client(base_url: str, appid: str = APPID, secret: str = SECRET) -> MsgcubeClient:
     """A wechatpy client for msgcube at ``base_url``: subclasses override the base URLs."""
-    datacube_cls = type("MsgcubeDataCube", (WeChatDataCube,),
-                        {"API_BASE_URL": f"{base_url}/datacube/"})  # fmt: skip
+    datacube_cls = type(
+        "MsgcubeDataCube", (WeChatDataCube,), {"API_BASE_URL": f"{base_url}/datacube/"}
+    )
     client_cls = type(
         "BoundMsgcubeClient",
         (MsgcubeClient,),
-        {"API_BASE_URL": f"{base_url}/cgi-bin/", "base_url": base_url,
-         "datacube": datacube_cls()},
-    )  # fmt: skip
+        {"API_BASE_URL": f"{base_url}/cgi-bin/", "base_url": base_url, "datacube": datacube_cls()},
+    )
     client: MsgcubeClient = client_cls(appid, secret)
     return client
 
@@ -131,8 +130,21 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     env = msgcube_env(db, NOW)
     pushes = workdir / "pushes.jsonl"
     run_msgcube("account", "add", "--appid", APPID, "--secret", SECRET, env=env, cwd=workdir)
-    run_msgcube("generate", "--appid", APPID, "--days", "40", "--users", "200", "--seed", "7",
-                "--out", str(pushes), env=env, cwd=workdir)  # fmt: skip
+    run_msgcube(
+        "generate",
+        "--appid",
+        APPID,
+        "--days",
+        "40",
+        "--users",
+        "200",
+        "--seed",
+        "7",
+        "--out",
+        str(pushes),
+        env=env,
+        cwd=workdir,
+    )
     run_msgcube("import", "--appid", APPID, "--quiet", str(pushes), env=env, cwd=workdir)
     records = [orjson.loads(line) for line in pushes.read_bytes().splitlines() if line]
     senders = sorted({r["FromUserName"] for r in records})
@@ -140,8 +152,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     followers = senders[::3] + [f"oSilentFollower{i:04d}" for i in range(25)]
     followers_file = workdir / "followers.txt"
     followers_file.write_text("\n".join(followers) + "\n")
-    run_msgcube("followers", "import", "--appid", APPID, str(followers_file), env=env,
-                cwd=workdir)  # fmt: skip
+    run_msgcube("followers", "import", "--appid", APPID, str(followers_file), env=env, cwd=workdir)
     oracle = OracleAccount("Asia/Shanghai")
     oracle.store(records)
     oracle.import_followers(followers)
@@ -215,8 +226,12 @@ def test_rows_cover_every_kind_of_row(seeded: Seeded, server: ServerProcess) -> 
     assert [r["ref_date"] for r in month] == ["2026-01-01"] * 4
     weeks = call(client, "getupstreammsgweek", "2026-01-05", "2026-02-03")
     assert sorted({r["ref_date"] for r in weeks}) == [
-        "2026-01-05", "2026-01-12", "2026-01-19", "2026-01-26", "2026-02-02"
-    ]  # fmt: skip
+        "2026-01-05",
+        "2026-01-12",
+        "2026-01-19",
+        "2026-01-26",
+        "2026-02-02",
+    ]
 
 
 def test_expired_token_is_refetched_once(seeded: Seeded, tmp_path: Path) -> None:
@@ -273,8 +288,9 @@ def test_bad_date_raises_wechatpy_exception_61500(
     with pytest.raises(WeChatClientException) as info:
         call(client, "getupstreammsg", begin, end)
     assert info.value.errcode == 61500
-    match = re.fullmatch(r"date format error rid: ([0-9a-f]{8}-[0-9a-f]{8}-[0-9a-f]{8})",
-                         info.value.errmsg)  # fmt: skip
+    match = re.fullmatch(
+        r"date format error rid: ([0-9a-f]{8}-[0-9a-f]{8}-[0-9a-f]{8})", info.value.errmsg
+    )
     assert match is not None
     assert client.token_fetches == 1  # not mistaken for a token problem
     # The rid a user would quote finds the request's line in the server's log.

@@ -105,8 +105,9 @@ async def rows(client: httpx.AsyncClient, name: str, begin: date, end: date) -> 
 def parse_csv(text: str) -> tuple[list[str], list[dict[str, Any]]]:
     reader = csv.reader(io.StringIO(text))
     header = next(reader)
-    return header, [dict(zip(header, (v if "-" in v else int(v) for v in line), strict=True))
-                    for line in reader]  # fmt: skip
+    return header, [
+        dict(zip(header, (v if "-" in v else int(v) for v in line), strict=True)) for line in reader
+    ]
 
 
 # --------------------------------------------------------------------------- sign-in
@@ -211,8 +212,12 @@ async def test_a_login_from_another_site_is_refused(world: World) -> None:
     """Login CSRF: a foreign page cannot sign the browser in, even with a valid token."""
     async with browser(world.store) as client:
         page = await client.get("/dashboard/login")
-        form = {"csrf": csrf_of(page.text), "kind": "account", "appid": world.appid,
-                "secret": SECRET}  # fmt: skip
+        form = {
+            "csrf": csrf_of(page.text),
+            "kind": "account",
+            "appid": world.appid,
+            "secret": SECRET,
+        }
         foreign = await client.post(
             "/dashboard/login", data=form, headers={"origin": "https://evil.example"}
         )
@@ -227,8 +232,12 @@ async def test_the_origin_check_allows_a_tls_proxy(world: World) -> None:
     """Behind a proxy that terminates TLS the app sees http; the host still has to match."""
     async with browser(world.store) as client:
         page = await client.get("/dashboard/login")
-        form = {"csrf": csrf_of(page.text), "kind": "account", "appid": world.appid,
-                "secret": SECRET}  # fmt: skip
+        form = {
+            "csrf": csrf_of(page.text),
+            "kind": "account",
+            "appid": world.appid,
+            "secret": SECRET,
+        }
         proxied = await client.post(
             "/dashboard/login",
             data=form,
@@ -320,9 +329,13 @@ async def test_admin_token_signs_in_and_switches_accounts(world: World) -> None:
         body = await rows(client, "getupstreammsg", YESTERDAY - timedelta(days=6), YESTERDAY)
         other = reload(world.store, world.other)
         assert body["list"] == served_list(
-            world.store, other, BY_NAME["getupstreammsg"], str(YESTERDAY - timedelta(days=6)),
-            str(YESTERDAY), NOW,
-        )  # fmt: skip
+            world.store,
+            other,
+            BY_NAME["getupstreammsg"],
+            str(YESTERDAY - timedelta(days=6)),
+            str(YESTERDAY),
+            NOW,
+        )
         unknown = await client.post(
             "/dashboard/switch", data={"csrf": csrf_of(page.text), "appid": "wxnobody"}
         )
@@ -438,8 +451,10 @@ async def test_csv_export_is_the_api_rows(world: World, msg_type: int | None) ->
 async def test_key_numbers_are_sums_of_served_rows(world: World) -> None:
     account = reload(world.store, world.appid)
     users, count = day_totals(world.store, account, YESTERDAY)
-    before = {k: day_totals(world.store, account, YESTERDAY - timedelta(days=n))
-              for k, n in (("day", 1), ("week", 7), ("month", 30))}  # fmt: skip
+    before = {
+        k: day_totals(world.store, account, YESTERDAY - timedelta(days=n))
+        for k, n in (("day", 1), ("week", 7), ("month", 30))
+    }
     async with browser(world.store, lang="en") as client:
         await sign_in(client, world.appid, SECRET)
         page = (await client.get("/dashboard")).text
@@ -466,8 +481,9 @@ async def test_before_ready_at_yesterday_is_left_out(world: World) -> None:
         begin = YESTERDAY - timedelta(days=9)
         body = await rows(client, "getupstreammsg", begin, YESTERDAY)
     assert body["not_ready"] is True
-    assert body["list"] == truth(world.store, account, BY_NAME["getupstreammsg"], begin,
-                                 YESTERDAY - timedelta(days=1))  # fmt: skip
+    assert body["list"] == truth(
+        world.store, account, BY_NAME["getupstreammsg"], begin, YESTERDAY - timedelta(days=1)
+    )
     assert str(YESTERDAY) not in body["periods"]
 
 
@@ -493,10 +509,12 @@ async def test_future_days_are_capped_at_yesterday(world: World) -> None:
     account = reload(world.store, world.appid)
     async with browser(world.store) as client:
         await sign_in(client, world.appid, SECRET)
-        body = await rows(client, "getupstreammsg", YESTERDAY - timedelta(days=3),
-                          YESTERDAY + timedelta(days=30))  # fmt: skip
-    assert body["list"] == truth(world.store, account, BY_NAME["getupstreammsg"],
-                                 YESTERDAY - timedelta(days=3), YESTERDAY)  # fmt: skip
+        body = await rows(
+            client, "getupstreammsg", YESTERDAY - timedelta(days=3), YESTERDAY + timedelta(days=30)
+        )
+    assert body["list"] == truth(
+        world.store, account, BY_NAME["getupstreammsg"], YESTERDAY - timedelta(days=3), YESTERDAY
+    )
 
 
 async def test_data_needs_a_session_and_a_known_endpoint(world: World) -> None:
@@ -533,9 +551,21 @@ async def test_chinese_and_english(world: World) -> None:
         await sign_in(client, world.appid, SECRET)
         zh = (await client.get("/dashboard")).text
         assert '<html lang="zh-CN">' in zh
-        for term in ("消息分析", "消息发送人数", "消息发送次数", "人均发送次数", "消息类型",
-                     "文字", "图片", "语音", "视频", "第三方应用消息（链接）", "1-5次", "6-10次",
-                     "10次以上"):  # fmt: skip
+        for term in (
+            "消息分析",
+            "消息发送人数",
+            "消息发送次数",
+            "人均发送次数",
+            "消息类型",
+            "文字",
+            "图片",
+            "语音",
+            "视频",
+            "第三方应用消息（链接）",
+            "1-5次",
+            "6-10次",
+            "10次以上",
+        ):
             assert term in zh, term
         switched = await client.post(
             "/dashboard/language",
@@ -544,8 +574,14 @@ async def test_chinese_and_english(world: World) -> None:
         assert switched.headers["location"] == "/dashboard?period=week"
         en = (await client.get("/dashboard")).text
         assert '<html lang="en">' in en
-        for term in ("Message analysis", "Senders", "Messages sent", "Messages per sender",
-                     "Message type", "Third-party app message (link)"):  # fmt: skip
+        for term in (
+            "Message analysis",
+            "Senders",
+            "Messages sent",
+            "Messages per sender",
+            "Message type",
+            "Third-party app message (link)",
+        ):
             assert term in en, term
         assert "消息发送人数" not in en
     async with browser(world.store, lang="en-GB,en;q=0.8") as client:
@@ -574,9 +610,19 @@ def test_every_code_and_text_has_both_languages() -> None:
 async def test_filters_in_the_url_are_honoured_and_odd_ones_ignored(world: World) -> None:
     async with browser(world.store) as client:
         await sign_in(client, world.appid, SECRET)
-        page = (await client.get("/dashboard", params={
-            "period": "week", "msg_type": "6", "begin": "2026-01-05", "end": "2026-03-08",
-            "metric": "per_user", "day": "2026-03-02"})).text  # fmt: skip
+        page = (
+            await client.get(
+                "/dashboard",
+                params={
+                    "period": "week",
+                    "msg_type": "6",
+                    "begin": "2026-01-05",
+                    "end": "2026-03-08",
+                    "metric": "per_user",
+                    "day": "2026-03-02",
+                },
+            )
+        ).text
         assert '<option value="week" selected>' in page
         assert '<option value="6" selected>' in page
         assert 'value="2026-01-05"' in page and 'value="2026-03-08"' in page

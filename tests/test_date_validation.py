@@ -17,7 +17,7 @@ from msgcube.domain.endpoints import BY_NAME, ENDPOINTS, SPAN_PROFILES, Endpoint
 from msgcube.domain.messages import parse_record
 from msgcube.domain.periods import DateRange, parse_range_body, validate_range
 from msgcube.errors import ApiError
-from msgcube.ingest.store import import_followers, store_batch
+from msgcube.ingest.batch import import_followers, write_batch
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import Account, add_account, get_account
@@ -60,10 +60,19 @@ def _errcode(fn: Any, *args: Any, **kwargs: Any) -> int:
 
 @pytest.mark.parametrize(
     "body",
-    [None, [], ["2026-01-01", "2026-01-02"], "begin_date", 20260101, 1.5, True, b"{}",
-     [{"begin_date": "2026-01-01", "end_date": "2026-01-01"}]],
+    [
+        None,
+        [],
+        ["2026-01-01", "2026-01-02"],
+        "begin_date",
+        20260101,
+        1.5,
+        True,
+        b"{}",
+        [{"begin_date": "2026-01-01", "end_date": "2026-01-01"}],
+    ],
     ids=repr,
-)  # fmt: skip
+)
 def test_47001_body_not_an_object(body: Any) -> None:
     assert _errcode(parse_range_body, body) == 47001
 
@@ -98,14 +107,33 @@ def test_well_formed_body_returns_the_two_strings_unchanged() -> None:
 # --------------------------------------------------------------------------- 61500
 
 BAD_DATES = [
-    "2026-1-05", "2026-01-5", "2026-02-30", "2025-02-29", "2026-13-01", "2026-00-10",
-    "2026-01-00", "2026-01-32", " 2026-01-01", "2026-01-01 ", "2026-01-01\n", "\t2026-01-01",
-    "2026/01/01", "20260101", "2026.01.01", "2026-01-01T00:00:00", "2026-01-01Z", "",
-    "26-01-01", "02026-01-01", "+2026-01-01", "2026_01_01", "yyyy-mm-dd",
+    "2026-1-05",
+    "2026-01-5",
+    "2026-02-30",
+    "2025-02-29",
+    "2026-13-01",
+    "2026-00-10",
+    "2026-01-00",
+    "2026-01-32",
+    " 2026-01-01",
+    "2026-01-01 ",
+    "2026-01-01\n",
+    "\t2026-01-01",
+    "2026/01/01",
+    "20260101",
+    "2026.01.01",
+    "2026-01-01T00:00:00",
+    "2026-01-01Z",
+    "",
+    "26-01-01",
+    "02026-01-01",
+    "+2026-01-01",
+    "2026_01_01",
+    "yyyy-mm-dd",
     "２０２６-01-01",  # fullwidth digits
     "٢٠٢٦-٠١-٠١",  # Arabic-Indic digits
     "0000-01-01",
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("bad", BAD_DATES, ids=repr)
@@ -162,8 +190,10 @@ def test_span_boundary(ep: Endpoint, profile: str) -> None:
         rng = validate_range(ep, ok.isoformat(), end.isoformat(), TODAY, profile)
         assert rng.days == span
         too_far = end - timedelta(days=span)
-        assert _errcode(validate_range, ep, too_far.isoformat(), end.isoformat(), TODAY,
-                        profile) == 61501  # fmt: skip
+        assert (
+            _errcode(validate_range, ep, too_far.isoformat(), end.isoformat(), TODAY, profile)
+            == 61501
+        )
 
 
 def test_classic_is_the_default_profile() -> None:
@@ -236,10 +266,11 @@ def _store_messages(
     records = []
     for i, d in enumerate(days):
         t = int(datetime(d.year, d.month, d.day, hour, tzinfo=CST).timestamp())
-        records.append({"FromUserName": f"u{i % 2}", "CreateTime": t, "MsgType": "text",
-                        "MsgId": 9000 + i})  # fmt: skip
+        records.append(
+            {"FromUserName": f"u{i % 2}", "CreateTime": t, "MsgType": "text", "MsgId": 9000 + i}
+        )
     with store.write() as conn:
-        store_batch(conn, account, [parse_record(r) for r in records], today, received_at=STAMP)
+        write_batch(conn, account, [parse_record(r) for r in records], today, received_at=STAMP)
 
 
 def test_served_list_validates_before_anything_else(store: Store) -> None:
@@ -251,8 +282,19 @@ def test_served_list_validates_before_anything_else(store: Store) -> None:
     assert served_list(store, account, EP, "2026-02-01", "2026-02-07", NOW) == []
     week = BY_NAME["getupstreammsgweek"]
     assert served_list(store, account, week, "2026-01-01", "2026-01-30", NOW) == []
-    assert _errcode(served_list, store, account, week, "2026-01-01", "2026-01-30", NOW,
-                    span_profile="current") == 61501  # fmt: skip
+    assert (
+        _errcode(
+            served_list,
+            store,
+            account,
+            week,
+            "2026-01-01",
+            "2026-01-30",
+            NOW,
+            span_profile="current",
+        )
+        == 61501
+    )
 
 
 def test_today_follows_the_account_time_zone(store: Store) -> None:
@@ -270,8 +312,9 @@ def test_dates_before_2014_12_01_are_accepted_and_empty(store: Store, ep: Endpoi
     base, so count_interval 0 rows exist from that day on — but nothing before it."""
     now = datetime(2015, 1, 20, 12, 0, tzinfo=CST)  # keeps the follower rollup short
     appid = _new_account(store)
-    _store_messages(store, appid, [date(2014, 12, 1), date(2014, 12, 2), date(2015, 1, 5)],
-                    today=now.date())  # fmt: skip
+    _store_messages(
+        store, appid, [date(2014, 12, 1), date(2014, 12, 2), date(2015, 1, 5)], today=now.date()
+    )
     with store.write() as conn:
         import_followers(conn, _read(store, appid), ["u0", "fan"], now.date())
     # A relayed push on the first day, for the interface endpoints.
@@ -297,10 +340,13 @@ def test_dates_before_2014_12_01_are_empty_even_for_pushes_dated_earlier(store: 
     _store_messages(store, appid, [date(2014, 11, 30), date(2014, 12, 1)])
     account = _read(store, appid)
     assert served_list(store, account, EP, "2014-11-24", "2014-11-30", NOW) == []
-    assert served_list(store, account, BY_NAME["getupstreammsgmonth"], "2014-11-01",
-                       "2014-11-01", NOW) == []  # fmt: skip
-    assert [r["ref_date"] for r in served_list(store, account, EP, "2014-11-30",
-                                                "2014-12-01", NOW)] == ["2014-12-01"]  # fmt: skip
+    assert (
+        served_list(store, account, BY_NAME["getupstreammsgmonth"], "2014-11-01", "2014-11-01", NOW)
+        == []
+    )
+    assert [
+        r["ref_date"] for r in served_list(store, account, EP, "2014-11-30", "2014-12-01", NOW)
+    ] == ["2014-12-01"]
 
 
 # --------------------------------------------------------------------------- 61503 ready_at
@@ -363,5 +409,9 @@ def test_ready_at_is_local_time_of_the_account(store: Store) -> None:
     rows = served_list(store, account, EP, "2026-02-27", "2026-02-27", before, ready_at=EIGHT)
     assert rows != []
     early_utc = datetime(2026, 2, 28, 7, 59, tzinfo=UTC)
-    assert _errcode(served_list, store, account, EP, "2026-02-27", "2026-02-27", early_utc,
-                    ready_at=EIGHT) == 61503  # fmt: skip
+    assert (
+        _errcode(
+            served_list, store, account, EP, "2026-02-27", "2026-02-27", early_utc, ready_at=EIGHT
+        )
+        == 61503
+    )

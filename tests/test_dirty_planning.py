@@ -15,10 +15,10 @@ import pytest
 
 from msgcube.domain.endpoints import BY_NAME, Period
 from msgcube.domain.messages import parse_record
-from msgcube.ingest.store import import_followers, store_batch
+from msgcube.domain.periods import PeriodKey
+from msgcube.ingest.batch import import_followers, write_batch
 from msgcube.rollup.engine import _compute, pending_keys, refresh
 from msgcube.rollup.plan import (
-    Key,
     closed,
     expected_keys,
     keys_for_days,
@@ -62,10 +62,10 @@ def _store(store: Store, appid: str, records: list[dict[str, Any]], today: date 
     with store.write() as conn:
         account = get_account(conn, appid)
         assert account is not None
-        store_batch(conn, account, [parse_record(r) for r in records], today, received_at=STAMP)
+        write_batch(conn, account, [parse_record(r) for r in records], today, received_at=STAMP)
 
 
-def _pending(store: Store, appid: str, today: date = TODAY) -> list[Key]:
+def _pending(store: Store, appid: str, today: date = TODAY) -> list[PeriodKey]:
     with store.read() as conn:
         return pending_keys(conn, _account(store, appid), today)
 
@@ -89,8 +89,10 @@ def _baseline(store: Store, tz: str = "Asia/Shanghai", *, followers: bool = Fals
     appid = fresh_appid("wxdirty")
     with store.write() as conn:
         add_account(conn, appid=appid, secret="s", tz=tz, now=STAMP)
-    records = [_msg(f"u{i % 3}", _ts(d.year, d.month, d.day), 1000 + i)
-               for i, d in enumerate(BASELINE_DAYS)]  # fmt: skip
+    records = [
+        _msg(f"u{i % 3}", _ts(d.year, d.month, d.day), 1000 + i)
+        for i, d in enumerate(BASELINE_DAYS)
+    ]
     _store(store, appid, records)
     if followers:
         with store.write() as conn:
@@ -105,8 +107,14 @@ def _baseline(store: Store, tz: str = "Asia/Shanghai", *, followers: bool = Fals
 
 
 def _daily_count(store: Store, appid: str, day: date) -> int:
-    rows = served_list(store, _account(store, appid), BY_NAME["getupstreammsg"],
-                       day.isoformat(), day.isoformat(), NOW)  # fmt: skip
+    rows = served_list(
+        store,
+        _account(store, appid),
+        BY_NAME["getupstreammsg"],
+        day.isoformat(),
+        day.isoformat(),
+        NOW,
+    )
     return sum(r["msg_count"] for r in rows)
 
 
@@ -121,15 +129,25 @@ def _daily_count(store: Store, appid: str, day: date) -> int:
         # Sunday 2026-02-01: its week began in January.
         ("Asia/Shanghai", _ts(2026, 2, 1), date(2026, 2, 1), date(2026, 1, 26), date(2026, 2, 1)),
         # One second before the new year, local time: the week spans both years.
-        ("Asia/Shanghai", _ts(2025, 12, 31, 23, 59, 59), date(2025, 12, 31), date(2025, 12, 29),
-         date(2025, 12, 1)),
+        (
+            "Asia/Shanghai",
+            _ts(2025, 12, 31, 23, 59, 59),
+            date(2025, 12, 31),
+            date(2025, 12, 29),
+            date(2025, 12, 1),
+        ),
         # The same instant in a UTC account is 15:59:59 on the same day.
-        ("UTC", _ts(2025, 12, 31, 23, 59, 59), date(2025, 12, 31), date(2025, 12, 29),
-         date(2025, 12, 1)),
+        (
+            "UTC",
+            _ts(2025, 12, 31, 23, 59, 59),
+            date(2025, 12, 31),
+            date(2025, 12, 29),
+            date(2025, 12, 1),
+        ),
         # 2026-02-01 00:30 in Shanghai is still 2026-01-31 in UTC: another week and month.
         ("UTC", _ts(2026, 2, 1, 0, 30), date(2026, 1, 31), date(2026, 1, 26), date(2026, 1, 1)),
     ],
-)  # fmt: skip
+)
 def test_late_message_recomputes_its_day_week_and_month_only(
     store: Store, tz: str, when: int, day: date, week: date, month: date
 ) -> None:
@@ -145,18 +163,26 @@ def test_late_message_recomputes_its_day_week_and_month_only(
 def test_late_message_in_a_follower_account_recomputes_its_periods_only(store: Store) -> None:
     appid = _baseline(store, followers=True)
     _store(store, appid, [_msg("late", _ts(2026, 1, 14), 1)])
-    assert _pending(store, appid) == [(D, date(2026, 1, 14)), (W, date(2026, 1, 12)),
-                                      (M, date(2026, 1, 1))]  # fmt: skip
+    assert _pending(store, appid) == [
+        (D, date(2026, 1, 14)),
+        (W, date(2026, 1, 12)),
+        (M, date(2026, 1, 1)),
+    ]
     assert _computed(store, appid) == _counts(day=1, week=1, month=1)
 
 
 def test_several_late_messages_share_their_periods(store: Store) -> None:
     appid = _baseline(store)
-    _store(store, appid, [
-        _msg("a", _ts(2026, 1, 12), 1), _msg("b", _ts(2026, 1, 12, 18), 2),  # same day
-        _msg("c", _ts(2026, 1, 18), 3),  # same week (Sunday)
-        _msg("d", _ts(2026, 1, 19), 4),  # next week, same month
-    ])  # fmt: skip
+    _store(
+        store,
+        appid,
+        [
+            _msg("a", _ts(2026, 1, 12), 1),
+            _msg("b", _ts(2026, 1, 12, 18), 2),  # same day
+            _msg("c", _ts(2026, 1, 18), 3),  # same week (Sunday)
+            _msg("d", _ts(2026, 1, 19), 4),  # next week, same month
+        ],
+    )
     assert _computed(store, appid) == _counts(day=3, week=2, month=1)
 
 
@@ -173,9 +199,17 @@ def test_retries_and_reused_msg_ids_recompute_nothing(store: Store) -> None:
 def test_uncounted_pushes_recompute_nothing_without_follower_base(store: Store) -> None:
     appid = _baseline(store)
     t = _ts(2026, 1, 14)
-    _store(store, appid, [_msg("u0", t, 5, "location"), _msg("u0", t, 6, "file"),
-                          _event("u0", t, "subscribe"), _event("u1", t, "unsubscribe"),
-                          _event("u2", t, "CLICK")])  # fmt: skip
+    _store(
+        store,
+        appid,
+        [
+            _msg("u0", t, 5, "location"),
+            _msg("u0", t, 6, "file"),
+            _event("u0", t, "subscribe"),
+            _event("u1", t, "unsubscribe"),
+            _event("u2", t, "CLICK"),
+        ],
+    )
     assert _pending(store, appid) == []
     assert _computed(store, appid) == _counts()
 
@@ -214,7 +248,7 @@ def test_follow_event_dirties_every_period_from_its_day_on(store: Store) -> None
 
 
 def test_retried_event_is_reported_as_a_duplicate(store: Store) -> None:
-    """What ``store_batch`` reports for events: the retry of a push is no new event, so it
+    """What ``write_batch`` reports for events: the retry of a push is no new event, so it
     has no follow day and marks nothing dirty (on PostgreSQL too)."""
     appid = _baseline(store, followers=True)
     push = parse_record(_event("newfan", _ts(2026, 1, 20, 9), "subscribe"))
@@ -223,7 +257,7 @@ def test_retried_event_is_reported_as_a_duplicate(store: Store) -> None:
         with store.write() as conn:
             account = get_account(conn, appid)
             assert account is not None
-            r = store_batch(conn, account, batch, TODAY, received_at=STAMP)
+            r = write_batch(conn, account, batch, TODAY, received_at=STAMP)
         results.append((r.events_new, r.events_duplicate, sorted(r.follow_days)))
     assert results == [(1, 0, [date(2026, 1, 20)]), (0, 1, []), (0, 2, [])]
 
@@ -261,22 +295,46 @@ def test_a_query_computes_only_what_it_serves(store: Store) -> None:
     appid = _baseline(store)
     _store(store, appid, [_msg("late", _ts(2026, 1, 14), 1)])
     week, month = date(2026, 1, 12), date(2026, 1, 1)
-    served_list(store, _account(store, appid), BY_NAME["getupstreammsghour"],
-                "2026-01-14", "2026-01-14", NOW)  # fmt: skip
+    served_list(
+        store,
+        _account(store, appid),
+        BY_NAME["getupstreammsghour"],
+        "2026-01-14",
+        "2026-01-14",
+        NOW,
+    )
     assert _pending(store, appid) == [(W, week), (M, month)]
-    served_list(store, _account(store, appid), BY_NAME["getupstreammsgdistweek"],
-                "2026-01-12", "2026-01-12", NOW)  # fmt: skip
+    served_list(
+        store,
+        _account(store, appid),
+        BY_NAME["getupstreammsgdistweek"],
+        "2026-01-12",
+        "2026-01-12",
+        NOW,
+    )
     assert _pending(store, appid) == [(M, month)]
-    served_list(store, _account(store, appid), BY_NAME["getupstreammsgmonth"],
-                "2026-01-01", "2026-01-01", NOW)  # fmt: skip
+    served_list(
+        store,
+        _account(store, appid),
+        BY_NAME["getupstreammsgmonth"],
+        "2026-01-01",
+        "2026-01-01",
+        NOW,
+    )
     assert _pending(store, appid) == []
 
 
 def test_a_week_query_first_brings_its_pending_days_up_to_date(store: Store) -> None:
     appid = _baseline(store)
     _store(store, appid, [_msg("late", _ts(2026, 1, 14), 1)])
-    rows = served_list(store, _account(store, appid), BY_NAME["getupstreammsgweek"],
-                       "2026-01-12", "2026-01-12", NOW)  # fmt: skip
+    rows = served_list(
+        store,
+        _account(store, appid),
+        BY_NAME["getupstreammsgweek"],
+        "2026-01-12",
+        "2026-01-12",
+        NOW,
+    )
     assert sum(r["msg_count"] for r in rows) == 7 + 1
     assert _pending(store, appid) == [(M, date(2026, 1, 1))]
 
@@ -297,45 +355,61 @@ def test_a_day_that_has_not_ended_is_not_computed_yet(store: Store) -> None:
 def test_keys_for_days() -> None:
     assert keys_for_days([]) == set()
     assert keys_for_days([date(2026, 2, 1)]) == {
-        (D, date(2026, 2, 1)), (W, date(2026, 1, 26)), (M, date(2026, 2, 1))
-    }  # fmt: skip
+        (D, date(2026, 2, 1)),
+        (W, date(2026, 1, 26)),
+        (M, date(2026, 2, 1)),
+    }
     assert keys_for_days([date(2025, 12, 31), date(2026, 1, 1), date(2026, 1, 1)]) == {
-        (D, date(2025, 12, 31)), (D, date(2026, 1, 1)), (W, date(2025, 12, 29)),
-        (M, date(2025, 12, 1)), (M, date(2026, 1, 1)),
-    }  # fmt: skip
+        (D, date(2025, 12, 31)),
+        (D, date(2026, 1, 1)),
+        (W, date(2025, 12, 29)),
+        (M, date(2025, 12, 1)),
+        (M, date(2026, 1, 1)),
+    }
 
 
 def test_keys_from() -> None:
     assert keys_from(date(2026, 2, 3), date(2026, 2, 2)) == set()
     assert keys_from(date(2026, 1, 14), date(2026, 1, 14)) == {
-        (D, date(2026, 1, 14)), (W, date(2026, 1, 12)), (M, date(2026, 1, 1))
-    }  # fmt: skip
+        (D, date(2026, 1, 14)),
+        (W, date(2026, 1, 12)),
+        (M, date(2026, 1, 1)),
+    }
     # Saturday to Monday across a month end: the week and month containing ``first`` are
     # included although they start before it, as are the unfinished ones of ``today``.
     assert keys_from(date(2026, 1, 31), date(2026, 2, 2)) == {
-        (D, date(2026, 1, 31)), (D, date(2026, 2, 1)), (D, date(2026, 2, 2)),
-        (W, date(2026, 1, 26)), (W, date(2026, 2, 2)),
-        (M, date(2026, 1, 1)), (M, date(2026, 2, 1)),
-    }  # fmt: skip
+        (D, date(2026, 1, 31)),
+        (D, date(2026, 2, 1)),
+        (D, date(2026, 2, 2)),
+        (W, date(2026, 1, 26)),
+        (W, date(2026, 2, 2)),
+        (M, date(2026, 1, 1)),
+        (M, date(2026, 2, 1)),
+    }
     assert keys_from(date(2026, 1, 14), TODAY) == keys_for_days(
         date(2026, 1, 14) + timedelta(days=i) for i in range((TODAY - date(2026, 1, 14)).days + 1)
     )
 
 
 def test_closed_orders_days_then_weeks_then_months_by_date() -> None:
-    keys: list[Key] = [
-        (M, date(2026, 1, 1)), (W, date(2026, 1, 5)), (D, date(2026, 1, 9)),
-        (D, date(2026, 1, 2)), (W, date(2025, 12, 29)), (M, date(2025, 12, 1)),
+    keys: list[PeriodKey] = [
+        (M, date(2026, 1, 1)),
+        (W, date(2026, 1, 5)),
+        (D, date(2026, 1, 9)),
+        (D, date(2026, 1, 2)),
+        (W, date(2025, 12, 29)),
+        (M, date(2025, 12, 1)),
         (D, date(2026, 1, 11)),  # "today": not closed
         (W, date(2026, 1, 5) + timedelta(days=7)),  # contains today
         (M, date(2026, 2, 1)),  # future
-    ]  # fmt: skip
+    ]
     random.Random(7).shuffle(keys)
     assert closed(keys, date(2026, 1, 11)) == [
-        (D, date(2026, 1, 2)), (D, date(2026, 1, 9)),
+        (D, date(2026, 1, 2)),
+        (D, date(2026, 1, 9)),
         (W, date(2025, 12, 29)),
         (M, date(2025, 12, 1)),
-    ]  # fmt: skip
+    ]
     # Week 2026-01-05 ends on Sunday 01-11, month January on the 31st.
     assert (W, date(2026, 1, 5)) in closed(keys, date(2026, 1, 12))
     assert (M, date(2026, 1, 1)) not in closed(keys, date(2026, 1, 31))
@@ -351,14 +425,19 @@ def test_pending() -> None:
         (W, date(2026, 1, 5)): (1, 0),
         (M, date(2025, 12, 1)): (1, 0),
     }
-    assert pending(states, today) == [(D, date(2026, 1, 2)), (W, date(2026, 1, 5)),
-                                      (M, date(2025, 12, 1))]  # fmt: skip
+    assert pending(states, today) == [
+        (D, date(2026, 1, 2)),
+        (W, date(2026, 1, 5)),
+        (M, date(2025, 12, 1)),
+    ]
     expected = {(D, date(2026, 1, 3)), (D, date(2026, 1, 4)), (W, date(2026, 1, 19))}
     # Expected keys never computed are pending; known up-to-date ones and unended ones not.
     assert pending(states, today, expected=expected) == [
-        (D, date(2026, 1, 2)), (D, date(2026, 1, 4)), (W, date(2026, 1, 5)),
+        (D, date(2026, 1, 2)),
+        (D, date(2026, 1, 4)),
+        (W, date(2026, 1, 5)),
         (M, date(2025, 12, 1)),
-    ]  # fmt: skip
+    ]
     assert pending({}, today) == []
 
 
@@ -367,9 +446,10 @@ def test_expected_keys() -> None:
     got = expected_keys(date(2026, 2, 20), TODAY)
     assert {k for k in got if k[0] is D} == {(D, date(2026, 2, 20 + i)) for i in range(9)}
     assert closed(got, TODAY) == [
-        *((D, date(2026, 2, 20 + i)) for i in range(9)), (W, date(2026, 2, 16)),
+        *((D, date(2026, 2, 20 + i)) for i in range(9)),
+        (W, date(2026, 2, 16)),
         (M, date(2026, 2, 1)),
-    ]  # fmt: skip
+    ]
 
 
 def test_needed_for() -> None:
@@ -405,8 +485,12 @@ def test_a_push_between_the_day_and_the_week_rollup_is_not_lost(store: Store) ->
         _compute(conn, account, W, [week])
         _compute(conn, account, M, [month])
     assert _pending(store, appid) == []
-    for name, begin in (("getupstreammsgweek", week), ("getupstreammsgmonth", month),
-                        ("getupstreammsg", day)):  # fmt: skip
-        rows = served_list(store, _account(store, appid), BY_NAME[name], begin.isoformat(),
-                           begin.isoformat(), NOW)  # fmt: skip
+    for name, begin in (
+        ("getupstreammsgweek", week),
+        ("getupstreammsgmonth", month),
+        ("getupstreammsg", day),
+    ):
+        rows = served_list(
+            store, _account(store, appid), BY_NAME[name], begin.isoformat(), begin.isoformat(), NOW
+        )
         assert sum(r["msg_count"] for r in rows) == (3 if name != "getupstreammsg" else 2), name

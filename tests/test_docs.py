@@ -174,3 +174,26 @@ def _msgcube(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[s
         check=False,
         timeout=60,
     )
+
+
+def test_the_readme_module_table_matches_the_tree() -> None:
+    """Every module is in the README's module table once, and every path there exists."""
+    src = ROOT / "src" / "msgcube"
+    table = README[README.index("| module | holds |") : README.index("### The statistics")]
+    named = [
+        p
+        for row in table.splitlines()[2:]
+        for p in re.findall(r"`([\w/]+(?:\.py|/))`", row.split(" | ")[0])
+    ]
+    assert len(named) == len(set(named)), "a module listed twice"
+    missing_paths = [p for p in named if not (src / p).exists()]
+    assert not missing_paths, f"listed but not in the tree: {missing_paths}"
+    packages = [p for p in named if p.endswith("/")]
+    unlisted = [
+        rel
+        for path in sorted(src.rglob("*.py"))
+        if path.name not in ("__init__.py", "__main__.py")
+        and (rel := path.relative_to(src).as_posix()) not in named
+        and not any(rel.startswith(package) for package in packages)
+    ]
+    assert not unlisted, f"modules missing from the README's table: {unlisted}"

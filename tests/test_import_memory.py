@@ -12,8 +12,13 @@ import pytest
 
 
 def msgcube(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "msgcube.cli", *args], env=env, check=True,
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "msgcube.cli", *args],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return done.stdout
 
 
@@ -26,8 +31,20 @@ def test_one_million_messages_import_in_bounded_memory(tmp_path: Path) -> None:
     }
     src = tmp_path / "million.jsonl"
     msgcube(env, "account", "add", "--appid", "wxbig", "--secret", "s")
-    out = msgcube(env, "generate", "--appid", "wxbig", "--days", "30", "--users", "20000",
-                  "--per-day", "33334", "--out", str(src))  # fmt: skip
+    out = msgcube(
+        env,
+        "generate",
+        "--appid",
+        "wxbig",
+        "--days",
+        "30",
+        "--users",
+        "20000",
+        "--per-day",
+        "33334",
+        "--out",
+        str(src),
+    )
     assert int(out.split()[0]) >= 1_000_000
     # The import runs in a process of its own that reports its own peak RSS: VmHWM of
     # /proc/self/status. Not getrusage: Linux carries ru_maxrss across fork and exec, so

@@ -10,7 +10,6 @@ signed request at most once, stays within its per-account bounds and is pruned.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -37,8 +36,8 @@ from msgcube.domain.identifiers import (
 )
 from msgcube.domain.messages import Message, parse_record
 from msgcube.errors import IngestError
+from msgcube.ingest.batch import write_batch
 from msgcube.ingest.gate import RawPush
-from msgcube.ingest.store import store_batch
 from msgcube.settings import Settings
 from msgcube.storage.accounts import Account, add_account
 from msgcube.storage.db import Store
@@ -71,8 +70,13 @@ BAD_NUMBERS: list[Any] = [
 
 
 def record(**changes: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"ToUserName": "gh_x", "FromUserName": "o1", "CreateTime": CT,
-                            "MsgType": "text", "MsgId": 1}  # fmt: skip
+    base: dict[str, Any] = {
+        "ToUserName": "gh_x",
+        "FromUserName": "o1",
+        "CreateTime": CT,
+        "MsgType": "text",
+        "MsgId": 1,
+    }
     return base | changes
 
 
@@ -130,8 +134,8 @@ def test_unsigned_msgids_are_stored_and_deduplicated(store: Store) -> None:
     ids = [0, 2**63 - 1, 2**63, MSG_ID_MAX]
     batch = [Message(msg_id=i, openid="o1", create_time=CT, msg_type_name="text") for i in ids]
     with store.write() as conn:
-        first = store_batch(conn, account, batch, NOW.date(), received_at=STAMP)
-        again = store_batch(conn, account, batch, NOW.date(), received_at=STAMP)
+        first = write_batch(conn, account, batch, NOW.date(), received_at=STAMP)
+        again = write_batch(conn, account, batch, NOW.date(), received_at=STAMP)
     assert (first.messages_new, again.messages_new, again.messages_duplicate) == (4, 0, 4)
 
 
@@ -140,8 +144,16 @@ def test_unsigned_msgids_are_stored_and_deduplicated(store: Store) -> None:
 
 def new_account(store: Store, **kwargs: Any) -> Account:
     with store.write() as conn:
-        return add_account(conn, appid=fresh_appid("wxedge"), secret="s", tz="Asia/Shanghai",
-                           callback_token=TOKEN, aes_key=KEY, now=STAMP, **kwargs)  # fmt: skip
+        return add_account(
+            conn,
+            appid=fresh_appid("wxedge"),
+            secret="s",
+            tz="Asia/Shanghai",
+            callback_token=TOKEN,
+            aes_key=KEY,
+            now=STAMP,
+            **kwargs,
+        )
 
 
 @contextlib.asynccontextmanager
@@ -163,9 +175,13 @@ def plain(xml: bytes | str, nonce: str = "12345") -> tuple[dict[str, str], bytes
 def sealed(appid: str, xml: bytes, nonce: str = "12345") -> tuple[dict[str, str], bytes]:
     ts = str(int(time.time()))
     encrypted = encrypt(AESKey(KEY), xml, appid)
-    query = {"signature": signature(TOKEN, ts, nonce), "timestamp": ts, "nonce": nonce,
-             "encrypt_type": "aes",
-             "msg_signature": msg_signature(TOKEN, ts, nonce, encrypted)}  # fmt: skip
+    query = {
+        "signature": signature(TOKEN, ts, nonce),
+        "timestamp": ts,
+        "nonce": nonce,
+        "encrypt_type": "aes",
+        "msg_signature": msg_signature(TOKEN, ts, nonce, encrypted),
+    }
     return query, f"<xml><Encrypt>{cdata(encrypted)}</Encrypt></xml>".encode()
 
 
@@ -224,17 +240,23 @@ async def test_appids_that_cannot_exist_get_the_same_answer_on_every_backend(
         # The admin API: 400 for an identifier that cannot be stored, 404 in a path.
         auth = {"Authorization": "Bearer admin-0123456789"}
         refused = [fresh_appid("wxrefused")]
-        for field, value in (("appid", "wx\x00y"), ("appid", "w" * (APPID_MAX + 1)),
-                             ("original_id", "g" * (ORIGINAL_ID_MAX + 1)),
-                             ("original_id", "gh_\x00"),
-                             ("token", "t" * (CALLBACK_TOKEN_MAX + 1))):  # fmt: skip
+        for field, value in (
+            ("appid", "wx\x00y"),
+            ("appid", "w" * (APPID_MAX + 1)),
+            ("original_id", "g" * (ORIGINAL_ID_MAX + 1)),
+            ("original_id", "gh_\x00"),
+            ("token", "t" * (CALLBACK_TOKEN_MAX + 1)),
+        ):
             data = {"appid": refused[-1]} | {field: value}
             response = await c.post("/admin/accounts", content=orjson.dumps(data), headers=auth)
             assert response.status_code == 400, (field, response.text)
             assert field in response.json()["error"]
             refused.append(fresh_appid("wxrefused"))
-        for path in ("/admin/accounts/wx%00y", "/admin/platforms/wx%00y/ticket",
-                     f"/admin/authorizations/wx%00y/{account.appid}"):  # fmt: skip
+        for path in (
+            "/admin/accounts/wx%00y",
+            "/admin/platforms/wx%00y/ticket",
+            f"/admin/authorizations/wx%00y/{account.appid}",
+        ):
             method = "DELETE" if "authorizations" in path else "GET"
             if "accounts" in path:
                 method = "PATCH"
@@ -276,8 +298,7 @@ async def test_the_quarantine_refuses_new_entries_at_its_bounds(store: Store) ->
     async with client(store, quarantine_max_bytes=3000) as c:
         for i in range(3):
             params, body = plain(b"<xml>" + b"x" * 995, nonce=f"b{i}")  # 1000 bytes each
-            response = await c.post(f"/wechat/callback/{other.appid}", params=params,
-                                    content=body)  # fmt: skip
+            response = await c.post(f"/wechat/callback/{other.appid}", params=params, content=body)
             assert response.status_code == 400
         params, body = plain(b"<xml>x", nonce="b4")
         response = await c.post(f"/wechat/callback/{other.appid}", params=params, content=body)
@@ -306,6 +327,13 @@ async def test_expired_entries_are_pruned_on_insert(store: Store) -> None:
     assert kept == [now - 29 * 86_400, now]
 
 
+def no_config(tmp_path: Path) -> str:
+    """An empty config file: no ``msgcube.toml`` of the working directory is read."""
+    path = tmp_path / "empty.toml"
+    path.write_text("")
+    return str(path)
+
+
 def test_quarantine_prune_command(store: Store, tmp_path: Path) -> None:
     a, b = new_account(store), new_account(store)
     now = int(NOW.timestamp())
@@ -316,8 +344,11 @@ def test_quarantine_prune_command(store: Store, tmp_path: Path) -> None:
                     conn,
                     RawPush(account.appid, "q", b"x").quarantined("r", now - age_days * 86_400),
                 )
-    env = {"MSGCUBE_DB": db_of(store, tmp_path), "MSGCUBE_NOW": NOW.isoformat(),
-           "MSGCUBE_CONFIG": os.devnull}  # fmt: skip
+    env = {
+        "MSGCUBE_DB": db_of(store, tmp_path),
+        "MSGCUBE_NOW": NOW.isoformat(),
+        "MSGCUBE_CONFIG": no_config(tmp_path),
+    }
     runner = CliRunner()
 
     def prune(*args: str) -> tuple[int, str]:
@@ -362,10 +393,17 @@ def test_import_rejects_bad_lines_and_keeps_the_rest(store: Store, tmp_path: Pat
     lines = [good[0], *bad[:4], good[1], good[2], *bad[4:], good[3]]
     src = tmp_path / "in.jsonl"
     src.write_bytes(b"\n".join(lines) + b"\n")
-    env = {"MSGCUBE_DB": db_of(store, tmp_path), "MSGCUBE_NOW": NOW.isoformat(),
-           "MSGCUBE_CONFIG": os.devnull}  # fmt: skip
-    result = CliRunner().invoke(cli, ["import", "--appid", account.appid, "--quiet", str(src)],
-                                env=env, catch_exceptions=False)  # fmt: skip
+    env = {
+        "MSGCUBE_DB": db_of(store, tmp_path),
+        "MSGCUBE_NOW": NOW.isoformat(),
+        "MSGCUBE_CONFIG": no_config(tmp_path),
+    }
+    result = CliRunner().invoke(
+        cli,
+        ["import", "--appid", account.appid, "--quiet", str(src)],
+        env=env,
+        catch_exceptions=False,
+    )
     err = result.stderr
     for number in (2, 3, 4, 5, 8, 9, 10):
         assert f"{src}:{number}: " in err, err
@@ -378,7 +416,7 @@ def test_import_rejects_bad_lines_and_keeps_the_rest(store: Store, tmp_path: Pat
 
 
 def test_cli_appids_that_cannot_exist_are_one_line_errors(store: Store, tmp_path: Path) -> None:
-    env = {"MSGCUBE_DB": db_of(store, tmp_path), "MSGCUBE_CONFIG": os.devnull}
+    env = {"MSGCUBE_DB": db_of(store, tmp_path), "MSGCUBE_CONFIG": no_config(tmp_path)}
     src = tmp_path / "in.jsonl"
     src.write_bytes(orjson.dumps(record()) + b"\n")
     runner = CliRunner()

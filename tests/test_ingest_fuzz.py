@@ -67,8 +67,15 @@ def db(request: pytest.FixtureRequest) -> Store:
 
 def new_account(store: Store) -> Account:
     with store.write() as conn:
-        return add_account(conn, appid=fresh_appid("wxfz"), secret="s", tz="Asia/Shanghai",
-                           callback_token=TOKEN, aes_key=KEY, now=STAMP)  # fmt: skip
+        return add_account(
+            conn,
+            appid=fresh_appid("wxfz"),
+            secret="s",
+            tz="Asia/Shanghai",
+            callback_token=TOKEN,
+            aes_key=KEY,
+            now=STAMP,
+        )
 
 
 # --------------------------------------------------------------------------- strategies
@@ -109,14 +116,25 @@ bad_openids = st.one_of(
 def valid_record(kind: str, openid: str) -> dict[str, Any]:
     n = next(_msg_ids)
     if kind == "event":
-        return {"ToUserName": "gh", "FromUserName": openid, "CreateTime": CT + n,
-                "MsgType": "event", "Event": "subscribe"}  # fmt: skip
-    return {"ToUserName": "gh", "FromUserName": openid, "CreateTime": CT + n % 86400,
-            "MsgType": kind, "MsgId": 10**12 + n}  # fmt: skip
+        return {
+            "ToUserName": "gh",
+            "FromUserName": openid,
+            "CreateTime": CT + n,
+            "MsgType": "event",
+            "Event": "subscribe",
+        }
+    return {
+        "ToUserName": "gh",
+        "FromUserName": openid,
+        "CreateTime": CT + n % 86400,
+        "MsgType": kind,
+        "MsgId": 10**12 + n,
+    }
 
 
-openids = st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Cs"]), min_size=1,
-                  max_size=OPENID_MAX).filter(lambda t: t.strip() == t and t)  # fmt: skip
+openids = st.text(
+    st.characters(codec="utf-8", exclude_categories=["Cc", "Cs"]), min_size=1, max_size=OPENID_MAX
+).filter(lambda t: t.strip() == t and t)
 kinds = st.sampled_from(["text", "image", "voice", "link", "location", "txt", "event"])
 
 
@@ -157,9 +175,17 @@ bodies = st.one_of(
 @given(query=any_text, body=bodies, mode=st.sampled_from(["plain", "aes-signed", "aes-forged"]))
 @FUZZ
 def test_the_gate_raises_only_its_two_errors(query: str, body: bytes, mode: str) -> None:
-    account = Account(id=1, appid="wxfuzz", original_id="", tz="UTC", verified=True,
-                      follower_base=False, stats_since=None, callback_token=TOKEN,
-                      aes_key=KEY)  # fmt: skip
+    account = Account(
+        id=1,
+        appid="wxfuzz",
+        original_id="",
+        tz="UTC",
+        verified=True,
+        follower_base=False,
+        stats_since=None,
+        callback_token=TOKEN,
+        aes_key=KEY,
+    )
     ts, nonce = "1773100000", "n"
     signed = f"signature={signature(TOKEN, ts, nonce)}&timestamp={ts}&nonce={nonce}"
     if mode == "plain":
@@ -297,8 +323,14 @@ def test_the_importer_keeps_every_valid_line_and_rejects_exactly_the_rest(
     lines, garbage, n_messages, n_events = data
     account = new_account(db)
     rejects = io.BytesIO()
-    report = import_stream(db, account, io.BytesIO(b"\n".join(lines) + b"\n"), NOW,
-                           source="fuzz.jsonl", rejects=rejects)  # fmt: skip
+    report = import_stream(
+        db,
+        account,
+        io.BytesIO(b"\n".join(lines) + b"\n"),
+        NOW,
+        source="fuzz.jsonl",
+        rejects=rejects,
+    )
     w = report.written
     assert (w.messages_new, w.messages_duplicate) == (n_messages, 0)
     assert (w.events_new, w.events_duplicate) == (n_events, 0)

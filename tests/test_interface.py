@@ -22,12 +22,11 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Connection
 
 from msgcube.domain.endpoints import BY_NAME
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
-from msgcube.storage.accounts import Account, add_account, get_account
+from msgcube.storage.accounts import Account, add_account, get_account, get_account_by_id
 from msgcube.storage.db import Store, open_store
 from msgcube.storage.rollup_state import read_states
 from support.api import at, datacube, get_token, new_account, shanghai
@@ -39,12 +38,20 @@ from test_dashboard import browser, sign_in
 from test_platform_flow import Deployment
 from test_rollup_oracle import oracle_or_error, served_or_error
 
-from conftest import STAMP, fresh_appid
+from conftest import fresh_appid
 from oracle import OracleAccount, local_midnight
 
 DAY_EP, HOUR_EP = BY_NAME["getinterfacesummary"], BY_NAME["getinterfacesummaryhour"]
 SHANGHAI, UTC = "Asia/Shanghai", "UTC"
 NOW = shanghai(2026, 3, 1, 12)
+
+
+def stats_generation(conn: Any, account_id: int) -> int:
+    account = get_account_by_id(conn, account_id)
+    assert account is not None
+    return account.stats_gen
+
+
 TODAY = date(2026, 3, 1)
 DATA_DAYS = [date(2026, 1, 25) + timedelta(days=i) for i in range(10)] + [
     date(2026, 2, 27),
@@ -102,13 +109,6 @@ def plans(draw: st.DrawFn) -> Plan:
     )
 
 
-def _generation(conn: Connection, appid: str) -> int:
-    """The account's ``stats_gen``, the generation cached answers are checked against."""
-    account = get_account(conn, appid)
-    assert account is not None
-    return account.stats_gen
-
-
 def _reload(store: Store, appid: str) -> Account:
     with store.read() as conn:
         account = get_account(conn, appid)
@@ -133,7 +133,7 @@ def test_served_rows_equal_the_sum_of_the_recorded_timings(
 ) -> None:
     appid = fresh_appid("wxiface")
     with db.write() as conn:
-        add_account(conn, appid=appid, secret="s", tz=plan.tz, now=STAMP)
+        add_account(conn, appid=appid, secret="s", tz=plan.tz, now=int(NOW.timestamp()))
     oracle = OracleAccount(plan.tz)
     early_now = int(shanghai(2026, 2, 3, 9).timestamp())
     for batch in plan.early:
@@ -158,7 +158,7 @@ def test_a_known_example_by_hand(store: Store) -> None:
     """Three calls on 2026-02-10 in Shanghai, one failed, at 09:xx and 10:xx."""
     appid = fresh_appid("wxifhand")
     with store.write() as conn:
-        account = add_account(conn, appid=appid, secret="s", tz=SHANGHAI, now=STAMP)
+        account = add_account(conn, appid=appid, secret="s", tz=SHANGHAI, now=int(NOW.timestamp()))
     nine = int(shanghai(2026, 2, 10, 9, 15).timestamp())
     ten = int(shanghai(2026, 2, 10, 10, 59, 59).timestamp())
     record_calls(store, account, [(nine, 120, False), (nine + 60, 4500, True), (ten, 30, False)])
@@ -202,23 +202,23 @@ def test_recording_marks_the_day_dirty_and_voids_caches_only_for_late_calls(
 ) -> None:
     appid = fresh_appid("wxifdirty")
     with store.write() as conn:
-        account = add_account(conn, appid=appid, secret="s", tz=SHANGHAI, now=STAMP)
+        account = add_account(conn, appid=appid, secret="s", tz=SHANGHAI, now=int(NOW.timestamp()))
     # A call at 10:00 recorded one second later: its day has not ended, caches stay.
     at_ten = int(shanghai(2026, 2, 10, 10).timestamp())
     record_calls(store, account, [(at_ten, 50, False)], now=at_ten + 1)
     with store.read() as conn:
         states = read_states(conn, account.id)
-        assert _generation(conn, appid) == 0
+        assert stats_generation(conn, account.id) == 0
     assert states == {(DAY_EP.period, date(2026, 2, 10)): (1, 0)}
     # The same day's call recorded the next morning is late: the generation moves.
     next_morning = int(shanghai(2026, 2, 11, 8).timestamp())
     record_calls(store, account, [(at_ten + 5, 70, True)], now=next_morning)
     with store.read() as conn:
-        assert _generation(conn, appid) == 1
+        assert stats_generation(conn, account.id) == 1
     # Without ``now`` every batch counts as possibly late.
     record_calls(store, account, [(at_ten + 9, 10, False)])
     with store.read() as conn:
-        assert _generation(conn, appid) == 2
+        assert stats_generation(conn, account.id) == 2
         assert read_states(conn, account.id)[(DAY_EP.period, date(2026, 2, 10))] == (3, 0)
 
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from msgcube.domain.endpoints import BY_NAME
 from msgcube.domain.messages import parse_record
-from msgcube.ingest.store import import_followers, store_batch
+from msgcube.ingest.batch import import_followers, write_batch
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import add_account, get_account
@@ -71,11 +71,18 @@ def datasets(draw: st.DrawFn) -> tuple[str, list[list[Record]], list[str] | None
             t = start + second + i * step
             if kind == "event":
                 event = draw(st.sampled_from(["subscribe", "unsubscribe"]))
-                records.append({"FromUserName": user, "CreateTime": t, "MsgType": "event",
-                                "Event": event})  # fmt: skip
+                records.append(
+                    {"FromUserName": user, "CreateTime": t, "MsgType": "event", "Event": event}
+                )
             else:
-                records.append({"FromUserName": user, "CreateTime": t, "MsgType": kind,
-                                "MsgId": len(records) + 1})  # fmt: skip
+                records.append(
+                    {
+                        "FromUserName": user,
+                        "CreateTime": t,
+                        "MsgType": kind,
+                        "MsgId": len(records) + 1,
+                    }
+                )
     if records:
         for i in draw(st.lists(st.integers(0, len(records) - 1), max_size=3)):
             records.append(dict(records[i]))  # an exact retry
@@ -121,7 +128,7 @@ def build(store: Store, dataset: tuple[str, list[list[Record]], list[str] | None
         with store.write() as conn:
             account = get_account(conn, appid)
             assert account is not None
-            store_batch(conn, account, [parse_record(r) for r in batch], TODAY, received_at=STAMP)
+            write_batch(conn, account, [parse_record(r) for r in batch], TODAY, received_at=STAMP)
     if followers is not None:
         with store.write() as conn:
             account = get_account(conn, appid)
@@ -136,8 +143,11 @@ def build(store: Store, dataset: tuple[str, list[list[Record]], list[str] | None
     first_by_id: dict[int, Record] = {}
     for r in (r for b in batches for r in b if r["MsgType"] != "event"):
         first_by_id.setdefault(r["MsgId"], r)
-    raw = [(r["FromUserName"], COUNTED[r["MsgType"]], r["CreateTime"])
-           for r in first_by_id.values() if r["MsgType"] in COUNTED]  # fmt: skip
+    raw = [
+        (r["FromUserName"], COUNTED[r["MsgType"]], r["CreateTime"])
+        for r in first_by_id.values()
+        if r["MsgType"] in COUNTED
+    ]
     served = Served(tz, raw)
 
     def ask(name: str, b: str, e: str) -> list[Row]:
@@ -154,10 +164,12 @@ def build(store: Store, dataset: tuple[str, list[list[Record]], list[str] | None
         for row in ask("getupstreammsghour", d.isoformat(), d.isoformat()):
             served.hour[d].append(row)
     for b, e in _windows(30):
-        for name, target in (("getupstreammsgweek", served.week),
-                             ("getupstreammsgmonth", served.month),
-                             ("getupstreammsgdistweek", served.dist["week"]),
-                             ("getupstreammsgdistmonth", served.dist["month"])):  # fmt: skip
+        for name, target in (
+            ("getupstreammsgweek", served.week),
+            ("getupstreammsgmonth", served.month),
+            ("getupstreammsgdistweek", served.dist["week"]),
+            ("getupstreammsgdistmonth", served.dist["month"]),
+        ):
             for row in ask(name, b, e):
                 target[date.fromisoformat(row["ref_date"])].append(row)
     return served
@@ -221,8 +233,10 @@ def test_intervals_one_to_three_add_up_to_the_distinct_senders(db: Store, datase
 def test_weeks_and_months_agree_with_their_days(db: Store, dataset: Any) -> None:
     served = build(db, dataset)
     for period, by_label in (("week", served.week), ("month", served.month)):
-        labels = {d - timedelta(days=d.weekday()) if period == "week" else d.replace(day=1)
-                  for d in served.day}  # fmt: skip
+        labels = {
+            d - timedelta(days=d.weekday()) if period == "week" else d.replace(day=1)
+            for d in served.day
+        }
         assert set(by_label) == labels, f"a {period} row exactly where some day has one"
         for label, rows in by_label.items():
             days = _days_of(label, period)
@@ -262,8 +276,9 @@ def test_distribution_senders_bounded_by_summary_users(db: Store, dataset: Any) 
     served = build(db, dataset)
     for period, summary in (("day", served.day), ("week", served.week), ("month", served.month)):
         for label, rows in summary.items():
-            senders = sum(r["msg_user"] for r in served.dist[period].get(label, [])
-                          if r["count_interval"] > 0)  # fmt: skip
+            senders = sum(
+                r["msg_user"] for r in served.dist[period].get(label, []) if r["count_interval"] > 0
+            )
             users = [r["msg_user"] for r in rows]
             assert max(users) <= senders <= sum(users), (period, label)
             count = sum(r["msg_count"] for r in rows)

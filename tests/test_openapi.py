@@ -102,8 +102,18 @@ def test_document_is_openapi_31(document: Schema) -> None:
         validate(document)
     # The structural rules of OpenAPI 3.1 this document relies on, checked either way.
     assert re.fullmatch(r"3\.1\.\d+", document["openapi"])
-    top_level = {"openapi", "info", "jsonSchemaDialect", "servers", "paths", "webhooks",
-                 "components", "security", "tags", "externalDocs"}  # fmt: skip
+    top_level = {
+        "openapi",
+        "info",
+        "jsonSchemaDialect",
+        "servers",
+        "paths",
+        "webhooks",
+        "components",
+        "security",
+        "tags",
+        "externalDocs",
+    }
     assert set(document) <= top_level
     assert isinstance(document["info"]["title"], str) and document["info"]["title"]
     assert isinstance(document["info"]["version"], str) and document["info"]["version"]
@@ -316,10 +326,11 @@ _dates = st.one_of(
 )
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=6,
-)  # fmt: skip
+)
 _bodies = st.one_of(
     st.fixed_dictionaries({"begin_date": _dates, "end_date": _dates}).map(orjson.dumps),
     st.fixed_dictionaries({"begin_date": _dates, "end_date": _dates}).map(orjson.dumps),
@@ -329,17 +340,22 @@ _bodies = st.one_of(
 )
 
 
-@settings(max_examples=120, derandomize=True, database=None, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                 HealthCheck.too_slow])  # fmt: skip
+@settings(
+    max_examples=120,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     ep=st.sampled_from(ENDPOINTS),
     method=st.sampled_from(["POST"] * 8 + ["GET", "PUT"]),
-    token=st.sampled_from(["valid"] * 10 + ["expired", "superseded", "unverified", "unknown",
-                                            None]),
+    token=st.sampled_from(
+        ["valid"] * 10 + ["expired", "superseded", "unverified", "unknown", None]
+    ),
     body=_bodies,
     content_type=st.sampled_from([None, "application/json", "text/plain"]),
-)  # fmt: skip
+)
 async def test_arbitrary_datacube_requests_match_the_document(
     document: Schema,
     env: Env,
@@ -358,13 +374,14 @@ async def test_arbitrary_datacube_requests_match_the_document(
     assert ("list" in result) != ("errcode" in result)
 
 
-def test_readme_errcode_tables_are_generated_from_the_route_table() -> None:
+def test_docs_errcode_tables_are_generated_from_the_route_table() -> None:
     from pathlib import Path
 
     from msgcube.web.api_table import errcode_markdown
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    assert errcode_markdown() in readme
+    root = Path(__file__).resolve().parents[1]
+    contract = (root / "docs" / "contract.md").read_text(encoding="utf-8")
+    assert errcode_markdown() in contract
 
 
 def test_the_document_declares_each_routes_errcodes_from_the_table(

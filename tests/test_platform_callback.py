@@ -403,7 +403,7 @@ def test_only_the_platforms_own_seal_creates_or_feeds_an_account(deployment: Dep
 
     # Revoking stops the account's pushes (and no push re-creates it); authorizing resumes.
     d.msgcube("platform", "revoke", "--component-appid", component_appid, "--appid", appid)
-    time.sleep(CACHE_TTL)  # the server's copy of the admitted account expires
+    time.sleep(CACHE_TTL)  # documented: a revocation takes effect within the cache's TTL
     refused = attempt(good, appid, original_id="gh_first0000001")
     assert (refused.status_code, "revoked" in refused.text) == (403, True)
     d.authorize(component_appid, appid)
@@ -418,7 +418,7 @@ def test_only_the_platforms_own_seal_creates_or_feeds_an_account(deployment: Dep
 
     # The account limit bounds creation; 0 turns it off.
     d.msgcube("platform", "set", "--component-appid", component_appid, "--account-limit", "0")
-    time.sleep(CACHE_TTL)  # and its copy of the platform
+    time.sleep(CACHE_TTL)  # the cached platform (and its limit) is re-read within its TTL
     blocked = wx_appid()
     limited = attempt(good, blocked)
     assert (limited.status_code, "limit of 0 accounts" in limited.text) == (403, True)

@@ -33,9 +33,21 @@ def last_line(result: Result) -> str:
 def test_the_platform_commands_print_what_a_script_needs(store: Store) -> None:
     component_appid, appid = fresh_appid("wxclic"), fresh_appid("wxclia")
     new_account(store, appid, "s")
-    added = last_line(run(store, "platform", "add", "--component-appid", component_appid,
-                          "--ticket-url", "https://platform.test/events", "--token", "t",
-                          "--aes-key", AES_KEY))  # fmt: skip
+    added = last_line(
+        run(
+            store,
+            "platform",
+            "add",
+            "--component-appid",
+            component_appid,
+            "--ticket-url",
+            "https://platform.test/events",
+            "--token",
+            "t",
+            "--aes-key",
+            AES_KEY,
+        )
+    )
     name, secret = added.split(" ")
     assert name == component_appid and len(secret) == 32
     now = int(T0.timestamp())
@@ -47,8 +59,19 @@ def test_the_platform_commands_print_what_a_script_needs(store: Store) -> None:
     ticket = last_line(run(store, "platform", "ticket", "--component-appid", component_appid))
     check_ticket(platform, ticket, now)
 
-    refresh = last_line(run(store, "platform", "authorize", "--component-appid", component_appid,
-                            "--appid", appid, "--func", "2, 1"))  # fmt: skip
+    refresh = last_line(
+        run(
+            store,
+            "platform",
+            "authorize",
+            "--component-appid",
+            component_appid,
+            "--appid",
+            appid,
+            "--func",
+            "2, 1",
+        )
+    )
     assert refresh.startswith("refreshtoken@@@")
     with store.write() as conn:
         account = get_account(conn, appid)
@@ -60,8 +83,9 @@ def test_the_platform_commands_print_what_a_script_needs(store: Store) -> None:
     assert listing.exit_code == 0
     assert f"{appid}\tfunc:1,2\tactive" in listing.output
 
-    revoked = last_line(run(store, "platform", "revoke", "--component-appid", component_appid,
-                            "--appid", appid))  # fmt: skip
+    revoked = last_line(
+        run(store, "platform", "revoke", "--component-appid", component_appid, "--appid", appid)
+    )
     assert revoked == f"revoked {component_appid} for {appid} (1 live tokens ended)"
     with store.write() as conn, pytest.raises(ApiError) as failure:
         exchange_refresh_token(conn, platform, account, grant.authorizer_refresh_token, now)
@@ -71,22 +95,60 @@ def test_the_platform_commands_print_what_a_script_needs(store: Store) -> None:
 def test_the_platform_commands_refuse_what_they_cannot_do(store: Store) -> None:
     component_appid, appid = fresh_appid("wxclic"), fresh_appid("wxclia")
     new_account(store, appid, "s")
-    assert run(store, "platform", "add", "--component-appid", component_appid,
-               "--component-secret", "given").output.splitlines()[-1] == (
-        f"{component_appid} given"
-    )  # fmt: skip
+    assert run(
+        store,
+        "platform",
+        "add",
+        "--component-appid",
+        component_appid,
+        "--component-secret",
+        "given",
+    ).output.splitlines()[-1] == (f"{component_appid} given")
     cases = [
         (("platform", "add", "--component-appid", component_appid), "already exists"),
-        (("platform", "add", "--component-appid", fresh_appid("wxclic"), "--ticket-url",
-          "https://p.test/e"), "needs --token and --aes-key"),
+        (
+            (
+                "platform",
+                "add",
+                "--component-appid",
+                fresh_appid("wxclic"),
+                "--ticket-url",
+                "https://p.test/e",
+            ),
+            "needs --token and --aes-key",
+        ),
         (("platform", "ticket", "--component-appid", "wxnobody"), "unknown platform"),
-        (("platform", "authorize", "--component-appid", component_appid, "--appid", appid,
-          "--func", "x"), "not a permission-set id"),
-        (("platform", "authorize", "--component-appid", component_appid, "--appid",
-          "wxnobody", "--func", "1"), "unknown appid"),
-        (("platform", "revoke", "--component-appid", component_appid, "--appid", appid),
-         "has not authorized"),
-    ]  # fmt: skip
+        (
+            (
+                "platform",
+                "authorize",
+                "--component-appid",
+                component_appid,
+                "--appid",
+                appid,
+                "--func",
+                "x",
+            ),
+            "not a permission-set id",
+        ),
+        (
+            (
+                "platform",
+                "authorize",
+                "--component-appid",
+                component_appid,
+                "--appid",
+                "wxnobody",
+                "--func",
+                "1",
+            ),
+            "unknown appid",
+        ),
+        (
+            ("platform", "revoke", "--component-appid", component_appid, "--appid", appid),
+            "has not authorized",
+        ),
+    ]
     for args, message in cases:
         result = run(store, *args)
         assert result.exit_code != 0, args

@@ -55,9 +55,11 @@ class Deployment:
 
     async def admin(self, method: str, path: str, body: Any = None) -> Any:
         response = await self.client.request(
-            method, f"/admin{path}", headers={"Authorization": f"Bearer {ADMIN}"},
+            method,
+            f"/admin{path}",
+            headers={"Authorization": f"Bearer {ADMIN}"},
             content=orjson.dumps(body) if body is not None else None,
-        )  # fmt: skip
+        )
         assert response.status_code in (200, 201), response.text
         return response.json()
 
@@ -79,18 +81,22 @@ async def deployment(store: Store) -> AsyncIterator[Deployment]:
 def ranges() -> list[tuple[str, str, str]]:
     """(endpoint, begin, end): the widest range each endpoint accepts, ending yesterday."""
     return [
-        (ep.name, (YESTERDAY - timedelta(days=ep.span_classic - 1)).isoformat(),
-         YESTERDAY.isoformat())
+        (
+            ep.name,
+            (YESTERDAY - timedelta(days=ep.span_classic - 1)).isoformat(),
+            YESTERDAY.isoformat(),
+        )
         for ep in ENDPOINTS
-    ]  # fmt: skip
+    ]
 
 
 async def read_all(d: Deployment, token: str) -> dict[str, Any]:
     return {
-        name: await d.post(f"/datacube/{name}", {"begin_date": b, "end_date": e},
-                           access_token=token)
+        name: await d.post(
+            f"/datacube/{name}", {"begin_date": b, "end_date": e}, access_token=token
+        )
         for name, b, e in ranges()
-    }  # fmt: skip
+    }
 
 
 def assert_error(body: dict[str, Any], code: int) -> None:
@@ -106,8 +112,15 @@ async def test_a_platform_reads_an_account_the_way_wechat_allows(
     component_appid = fresh_appid("wxcomp")
     account = new_account(store, full, SECRET)
     new_account(store, partial, SECRET)
-    generate_into(store, account, days=70, users=40, seed=11, end=YESTERDAY,
-                  today=YESTERDAY + timedelta(days=1))  # fmt: skip
+    generate_into(
+        store,
+        account,
+        days=70,
+        users=40,
+        seed=11,
+        end=YESTERDAY,
+        today=YESTERDAY + timedelta(days=1),
+    )
     seed_calls(store, account, YESTERDAY - timedelta(days=69), YESTERDAY, seed=11)
 
     # The operator registers the platform; the platform gets its ticket and its token.
@@ -116,10 +129,14 @@ async def test_a_platform_reads_an_account_the_way_wechat_allows(
     ticket = (await d.admin("GET", f"/platforms/{component_appid}/ticket"))[
         "component_verify_ticket"
     ]
-    grant = await d.post("/cgi-bin/component/api_component_token", {
-        "component_appid": component_appid, "component_appsecret": secret,
-        "component_verify_ticket": ticket,
-    })  # fmt: skip
+    grant = await d.post(
+        "/cgi-bin/component/api_component_token",
+        {
+            "component_appid": component_appid,
+            "component_appsecret": secret,
+            "component_verify_ticket": ticket,
+        },
+    )
     assert set(grant) == {"component_access_token", "expires_in"}
     assert grant["expires_in"] == 7200
     component_token = grant["component_access_token"]
@@ -127,19 +144,28 @@ async def test_a_platform_reads_an_account_the_way_wechat_allows(
     # One account grants permission set 1 (with others), the other only sets 2 and 3.
     refresh = {}
     for appid, funcs in ((full, [1, 2, 3]), (partial, [2, 3])):
-        auth = await d.admin("POST", "/authorizations", {
-            "component_appid": component_appid, "authorizer_appid": appid, "func_info": funcs,
-        })  # fmt: skip
+        auth = await d.admin(
+            "POST",
+            "/authorizations",
+            {
+                "component_appid": component_appid,
+                "authorizer_appid": appid,
+                "func_info": funcs,
+            },
+        )
         assert auth["func_info"] == [{"funcscope_category": {"id": f}} for f in funcs]
         refresh[appid] = auth["authorizer_refresh_token"]
 
     async def authorizer_token(appid: str) -> str:
         body = await d.post(
             "/cgi-bin/component/api_authorizer_token",
-            {"component_appid": component_appid, "authorizer_appid": appid,
-             "authorizer_refresh_token": refresh[appid]},
+            {
+                "component_appid": component_appid,
+                "authorizer_appid": appid,
+                "authorizer_refresh_token": refresh[appid],
+            },
             component_access_token=component_token,
-        )  # fmt: skip
+        )
         assert set(body) == {"authorizer_access_token", "expires_in", "authorizer_refresh_token"}
         assert body["expires_in"] == 7200
         assert body["authorizer_refresh_token"] != refresh[appid]  # it rotates
@@ -183,16 +209,22 @@ async def test_a_platform_reads_an_account_the_way_wechat_allows(
         assert_error(body, 40001)
     again = await d.post(
         "/cgi-bin/component/api_authorizer_token",
-        {"component_appid": component_appid, "authorizer_appid": full,
-         "authorizer_refresh_token": refresh[full]},
+        {
+            "component_appid": component_appid,
+            "authorizer_appid": full,
+            "authorizer_refresh_token": refresh[full],
+        },
         component_access_token=component_token,
-    )  # fmt: skip
+    )
     assert_error(again, 61003)
     # The account's own token never depended on the platform.
     assert await read_all(d, own_token) == with_own
     listed = await d.admin("GET", "/authorizations")
-    mine = {a["authorizer_appid"]: a for a in listed["authorizations"]
-            if a["component_appid"] == component_appid}  # fmt: skip
+    mine = {
+        a["authorizer_appid"]: a
+        for a in listed["authorizations"]
+        if a["component_appid"] == component_appid
+    }
     assert mine[full]["revoked_at"] is not None
     assert mine[partial]["revoked_at"] is None
     assert mine[partial]["func_info"] == [2, 3]

@@ -29,7 +29,7 @@ from msgcube.settings import Settings
 from msgcube.storage.db import Store
 from msgcube.storage.platforms import get_platform
 from msgcube.web.app import create_app
-from msgcube.web.component import push_due_tickets
+from msgcube.web.ticket_pusher import push_due_tickets
 from support.api import shanghai
 
 from conftest import fresh_appid
@@ -77,10 +77,14 @@ async def pushed(store: Store) -> AsyncIterator[tuple[Receiver, Starlette, httpx
     receiver = Receiver(fresh_appid("wxpush"))
     with store.write() as conn:
         register_platform(
-            conn, component_appid=receiver.component_appid, secret="s", now=int(T0.timestamp()),
+            conn,
+            component_appid=receiver.component_appid,
+            secret="s",
+            now=int(T0.timestamp()),
             ticket_url=f"http://receiver.test{receiver.path}?from=msgcube",
-            push_token=receiver.token, aes_key=receiver.key,
-        )  # fmt: skip
+            push_token=receiver.token,
+            aes_key=receiver.key,
+        )
     app = create_app(Settings(now=T0.isoformat()), store)
     transport = httpx.ASGITransport(app=receiver.app())
     async with httpx.AsyncClient(transport=transport) as client:
@@ -133,9 +137,14 @@ async def test_a_failing_receiver_is_logged_not_retried_within_the_slot(
     receiver = Receiver(fresh_appid("wxpush"))
     with store.write() as conn:
         register_platform(
-            conn, component_appid=receiver.component_appid, secret="s", now=int(T0.timestamp()),
-            ticket_url="http://receiver.test/nowhere", push_token="t", aes_key=receiver.key,
-        )  # fmt: skip
+            conn,
+            component_appid=receiver.component_appid,
+            secret="s",
+            now=int(T0.timestamp()),
+            ticket_url="http://receiver.test/nowhere",
+            push_token="t",
+            aes_key=receiver.key,
+        )
     app = create_app(Settings(now=T0.isoformat()), store)
     transport = httpx.ASGITransport(app=receiver.app())
     async with httpx.AsyncClient(transport=transport) as client:
@@ -152,8 +161,9 @@ def test_a_ticket_url_needs_a_token_and_a_valid_aes_key(store: Store) -> None:
             {"aes_key": "short"},
         ):
             with pytest.raises(PlatformError):
-                register_platform(conn, component_appid=fresh_appid("wxbad"), secret="s",
-                                  now=0, **kwargs)  # type: ignore[arg-type]  # fmt: skip
+                register_platform(
+                    conn, component_appid=fresh_appid("wxbad"), secret="s", now=0, **kwargs
+                )  # type: ignore[arg-type]
         appid = fresh_appid("wxdup")
         register_platform(conn, component_appid=appid, secret="s", now=0)
         with pytest.raises(PlatformError, match="already exists"):

@@ -79,10 +79,14 @@ class World:
         return current_ticket(platform, ts(moment)).ticket
 
     async def component_token(self, moment: datetime) -> str:
-        body = await self.d.post(COMPONENT_TOKEN, {
-            "component_appid": self.component_appid, "component_appsecret": PLATFORM_SECRET,
-            "component_verify_ticket": self.ticket(moment),
-        })  # fmt: skip
+        body = await self.d.post(
+            COMPONENT_TOKEN,
+            {
+                "component_appid": self.component_appid,
+                "component_appsecret": PLATFORM_SECRET,
+                "component_verify_ticket": self.ticket(moment),
+            },
+        )
         return str(body["component_access_token"])
 
     def authorize(self, funcs: list[int], appid: str | None = None) -> str:
@@ -95,10 +99,13 @@ class World:
     async def exchange(self, component_token: str, refresh: str, appid: str | None = None) -> dict:
         return await self.d.post(
             AUTHORIZER_TOKEN,
-            {"component_appid": self.component_appid, "authorizer_appid": appid or self.appid,
-             "authorizer_refresh_token": refresh},
+            {
+                "component_appid": self.component_appid,
+                "authorizer_appid": appid or self.appid,
+                "authorizer_refresh_token": refresh,
+            },
             component_access_token=component_token,
-        )  # fmt: skip
+        )
 
 
 @pytest.fixture
@@ -107,8 +114,7 @@ async def world(store: Store) -> AsyncIterator[World]:
     component_appid, appid = fresh_appid("wxcomp"), fresh_appid("wxacct")
     new_account(store, appid, SECRET)
     with store.write() as conn:
-        register_platform(conn, component_appid=component_appid, secret=PLATFORM_SECRET,
-                          now=ts(T0))  # fmt: skip
+        register_platform(conn, component_appid=component_appid, secret=PLATFORM_SECRET, now=ts(T0))
     async with d.client:
         yield World(d, store, component_appid, appid)
 
@@ -125,10 +131,14 @@ async def test_a_ticket_is_renewed_every_10_minutes_and_accepted_for_12_hours(
 
     async def exchange(ticket: object, at: datetime) -> dict:
         w.at(at)
-        return await w.d.post(COMPONENT_TOKEN, {
-            "component_appid": w.component_appid, "component_appsecret": PLATFORM_SECRET,
-            "component_verify_ticket": ticket,
-        })  # fmt: skip
+        return await w.d.post(
+            COMPONENT_TOKEN,
+            {
+                "component_appid": w.component_appid,
+                "component_appsecret": PLATFORM_SECRET,
+                "component_verify_ticket": ticket,
+            },
+        )
 
     last_second = slot_start + timedelta(hours=12, seconds=-1)
     assert "component_access_token" in await exchange(first, last_second)
@@ -144,17 +154,24 @@ async def test_a_ticket_is_renewed_every_10_minutes_and_accepted_for_12_hours(
     with w.store.write() as conn:
         register_platform(conn, component_appid=other, secret=PLATFORM_SECRET, now=ts(T0))
     w.at(T0)
-    body = await w.d.post(COMPONENT_TOKEN, {
-        "component_appid": other, "component_appsecret": PLATFORM_SECRET,
-        "component_verify_ticket": first,
-    })  # fmt: skip
+    body = await w.d.post(
+        COMPONENT_TOKEN,
+        {
+            "component_appid": other,
+            "component_appsecret": PLATFORM_SECRET,
+            "component_verify_ticket": first,
+        },
+    )
     assert_error(body, 61006)  # another platform's ticket
 
 
 async def test_component_token_errors(world: World) -> None:
     w = world
-    good = {"component_appid": w.component_appid, "component_appsecret": PLATFORM_SECRET,
-            "component_verify_ticket": w.ticket(T0)}  # fmt: skip
+    good = {
+        "component_appid": w.component_appid,
+        "component_appsecret": PLATFORM_SECRET,
+        "component_verify_ticket": w.ticket(T0),
+    }
     response = await w.d.client.get(COMPONENT_TOKEN)
     assert_error(response.json(), 43002)
     assert_error((await w.d.client.post(COMPONENT_TOKEN, content=b"")).json(), 44002)
@@ -183,8 +200,11 @@ async def test_authorizer_token_errors(world: World) -> None:
     refresh = w.authorize([1])
     component = await w.component_token(T0)
     own = await get_token(w.d.client, w.appid, SECRET)
-    good = {"component_appid": w.component_appid, "authorizer_appid": w.appid,
-            "authorizer_refresh_token": refresh}  # fmt: skip
+    good = {
+        "component_appid": w.component_appid,
+        "authorizer_appid": w.appid,
+        "authorizer_refresh_token": refresh,
+    }
     assert_error((await w.d.client.get(AUTHORIZER_TOKEN)).json(), 43002)
     assert_error(await w.d.post(AUTHORIZER_TOKEN, good), 41001)
     assert_error(await w.d.post(AUTHORIZER_TOKEN, good, component_access_token="nope"), 40001)
@@ -196,8 +216,9 @@ async def test_authorizer_token_errors(world: World) -> None:
     )
     stranger = fresh_appid("wxstranger")
     new_account(w.store, stranger, SECRET)
-    assert_error(await w.d.post(AUTHORIZER_TOKEN, {**good, "authorizer_appid": stranger}, **ok),
-                 61003)  # fmt: skip
+    assert_error(
+        await w.d.post(AUTHORIZER_TOKEN, {**good, "authorizer_appid": stranger}, **ok), 61003
+    )
     assert_error(
         await w.d.post(AUTHORIZER_TOKEN, {**good, "authorizer_appid": "wxnobody"}, **ok), 61003
     )
@@ -270,8 +291,9 @@ async def test_a_second_platform_is_not_affected_by_the_first_ones_revocation(
     ]
     b = World(w.d, w.store, fresh_appid("wxcompb"), w.appid)
     with w.store.write() as conn:
-        register_platform(conn, component_appid=b.component_appid, secret=PLATFORM_SECRET,
-                          now=ts(T0))  # fmt: skip
+        register_platform(
+            conn, component_appid=b.component_appid, secret=PLATFORM_SECRET, now=ts(T0)
+        )
     token_b = (await b.exchange(await b.component_token(T0), b.authorize([1])))[
         "authorizer_access_token"
     ]
@@ -280,8 +302,9 @@ async def test_a_second_platform_is_not_affected_by_the_first_ones_revocation(
         account = get_account(conn, w.appid)
         assert platform is not None and account is not None
         assert revoke_authorization(conn, platform, account, ts(T0)) == 1
-    bodies = [await w.d.post("/datacube/getupstreammsg", DAY, access_token=t)
-              for t in (token_a, token_b)]  # fmt: skip
+    bodies = [
+        await w.d.post("/datacube/getupstreammsg", DAY, access_token=t) for t in (token_a, token_b)
+    ]
     assert_error(bodies[0], 40001)
     assert "list" in bodies[1]
 

@@ -56,8 +56,9 @@ class Platform:
         self.pushes = 0
         self.port = free_port()
         app = Starlette(routes=[Route("/wechat/component", self.event, methods=["POST"])])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="off")  # fmt: skip
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -107,17 +108,35 @@ def test_wechatpy_component_trades_the_pushed_ticket_and_reads_the_account(
     run_msgcube("account", "add", "--appid", APPID, "--secret", SECRET, env=env)
     run_msgcube("generate", "--appid", APPID, "--days", "20", "--users", "30", env=env)
     added = run_msgcube(
-        "platform", "add", "--component-appid", COMPONENT_APPID,
-        "--component-secret", COMPONENT_SECRET, "--ticket-url", platform.url,
-        "--token", PUSH_TOKEN, "--aes-key", AES_KEY, env=env,
-    )  # fmt: skip
+        "platform",
+        "add",
+        "--component-appid",
+        COMPONENT_APPID,
+        "--component-secret",
+        COMPONENT_SECRET,
+        "--ticket-url",
+        platform.url,
+        "--token",
+        PUSH_TOKEN,
+        "--aes-key",
+        AES_KEY,
+        env=env,
+    )
     assert added.splitlines()[-1] == f"{COMPONENT_APPID} {COMPONENT_SECRET}"
     refresh = run_msgcube(
-        "platform", "authorize", "--component-appid", COMPONENT_APPID, "--appid", APPID,
-        "--func", "1,15", env=env,
-    ).splitlines()[-1]  # fmt: skip
-    ticket = run_msgcube("platform", "ticket", "--component-appid", COMPONENT_APPID,
-                         env=env).splitlines()[-1]  # fmt: skip
+        "platform",
+        "authorize",
+        "--component-appid",
+        COMPONENT_APPID,
+        "--appid",
+        APPID,
+        "--func",
+        "1,15",
+        env=env,
+    ).splitlines()[-1]
+    ticket = run_msgcube(
+        "platform", "ticket", "--component-appid", COMPONENT_APPID, env=env
+    ).splitlines()[-1]
 
     with ServerProcess(db, tmp_path, now=NOW) as server:
         # msgcube's lifespan pushes the ticket; wechatpy decrypts and caches it.
@@ -132,26 +151,36 @@ def test_wechatpy_component_trades_the_pushed_ticket_and_reads_the_account(
         assert set(result) == {"authorizer_access_token", "expires_in", "authorizer_refresh_token"}
 
         client = WeChatComponentClient(
-            APPID, component, result["authorizer_access_token"],
-            result["authorizer_refresh_token"], session=component.session,
-        )  # fmt: skip
+            APPID,
+            component,
+            result["authorizer_access_token"],
+            result["authorizer_refresh_token"],
+            session=component.session,
+        )
         client.API_BASE_URL = server.base_url + "/cgi-bin/"
         client.datacube.API_BASE_URL = server.base_url + "/datacube/"
         rows = client.datacube.get_upstream_msg(date(2026, 2, 8), YESTERDAY)
         assert rows, "the account has data in that week"
 
-        own = httpx.get(server.base_url + "/cgi-bin/token", params={
-            "grant_type": "client_credential", "appid": APPID, "secret": SECRET,
-        }).json()["access_token"]  # fmt: skip
+        own = httpx.get(
+            server.base_url + "/cgi-bin/token",
+            params={
+                "grant_type": "client_credential",
+                "appid": APPID,
+                "secret": SECRET,
+            },
+        ).json()["access_token"]
         direct = httpx.post(
-            server.base_url + "/datacube/getupstreammsg", params={"access_token": own},
+            server.base_url + "/datacube/getupstreammsg",
+            params={"access_token": own},
             content=b'{"begin_date": "2026-02-08", "end_date": "2026-02-14"}',
-        ).json()  # fmt: skip
+        ).json()
         assert rows == direct["list"]
 
         # Revoked: the token answers 40001, wechatpy refreshes, and the refresh fails 61003.
-        run_msgcube("platform", "revoke", "--component-appid", COMPONENT_APPID,
-                    "--appid", APPID, env=env)  # fmt: skip
+        run_msgcube(
+            "platform", "revoke", "--component-appid", COMPONENT_APPID, "--appid", APPID, env=env
+        )
         with pytest.raises(WeChatClientException) as failure:
             client.datacube.get_upstream_msg(date(2026, 2, 8), YESTERDAY)
         assert failure.value.errcode == 61003

@@ -79,8 +79,12 @@ class Caller:
         transport = httpx.ASGITransport(app=self.app, client=(peer, 40000))
         headers = {"X-Forwarded-For": forwarded} if forwarded else {}
         async with httpx.AsyncClient(transport=transport, base_url="http://msgcube.test") as c:
-            response = await c.post("/datacube/getupstreammsg", params={"access_token": token},
-                                    content=DAY, headers=headers)  # fmt: skip
+            response = await c.post(
+                "/datacube/getupstreammsg",
+                params={"access_token": token},
+                content=DAY,
+                headers=headers,
+            )
             result: dict[str, Any] = response.json()
             return result
 
@@ -151,8 +155,9 @@ async def test_the_whitelist_binds_the_accounts_own_tokens_not_a_platforms(
 ) -> None:
     now = int(T0.timestamp())
     with store.write() as conn:
-        platform = register_platform(conn, component_appid=fresh_appid("wxipc"), secret="s",
-                                     now=now)  # fmt: skip
+        platform = register_platform(
+            conn, component_appid=fresh_appid("wxipc"), secret="s", now=now
+        )
         account = get_account(conn, whitelisted)
         assert account is not None
         _, refresh = authorize_platform(conn, platform, account, [1], now)
@@ -171,8 +176,9 @@ async def test_the_whitelist_also_guards_the_quota_apis(store: Store, whiteliste
             ("/cgi-bin/openapi/quota/get", {"cgi_path": "/datacube/getupstreammsg"}),
         ]
         for path, body in calls:
-            response = await c.post(path, params={"access_token": token},
-                                    content=orjson.dumps(body))  # fmt: skip
+            response = await c.post(
+                path, params={"access_token": token}, content=orjson.dumps(body)
+            )
             ip_error(response.json(), OTHER)
 
 
@@ -207,11 +213,15 @@ def test_account_set_ip_whitelist_and_daily_quota(store: Store) -> None:
         assert account is not None
         assert account.ip_whitelist == (CLIENT, "198.51.100.0/24")
         assert daily_limit_override(conn, account.id) == 7
-    bad = runner.invoke(cli, ["account", "set", "--appid", appid, "--ip-whitelist", "nope"],
-                        env=env)  # fmt: skip
+    bad = runner.invoke(
+        cli, ["account", "set", "--appid", appid, "--ip-whitelist", "nope"], env=env
+    )
     assert bad.exit_code == 1 and "not an IP address or network: 'nope'" in bad.output
-    cleared = runner.invoke(cli, ["account", "set", "--appid", appid, "--ip-whitelist", "",
-                                  "--daily-quota", "default"], env=env)  # fmt: skip
+    cleared = runner.invoke(
+        cli,
+        ["account", "set", "--appid", appid, "--ip-whitelist", "", "--daily-quota", "default"],
+        env=env,
+    )
     assert cleared.exit_code == 0, cleared.output
     with store.read() as conn:
         account = get_account(conn, appid)

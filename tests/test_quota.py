@@ -65,8 +65,9 @@ class Account:
         return await self.d.post(path, DAY, access_token=token or self.token)
 
     async def quota(self, cgi_path: str = MSG, token: str | None = None) -> dict[str, Any]:
-        return await self.d.post("/cgi-bin/openapi/quota/get", {"cgi_path": cgi_path},
-                                 access_token=token or self.token)  # fmt: skip
+        return await self.d.post(
+            "/cgi-bin/openapi/quota/get", {"cgi_path": cgi_path}, access_token=token or self.token
+        )
 
     async def used(self, cgi_path: str = MSG) -> int:
         body = await self.quota(cgi_path)
@@ -74,8 +75,9 @@ class Account:
         return int(body["quota"]["used"])
 
     async def clear(self, appid: str | None = None, token: str | None = None) -> dict[str, Any]:
-        return await self.d.post("/cgi-bin/clear_quota", {"appid": appid or self.appid},
-                                 access_token=token or self.token)  # fmt: skip
+        return await self.d.post(
+            "/cgi-bin/clear_quota", {"appid": appid or self.appid}, access_token=token or self.token
+        )
 
     async def at(self, moment: datetime) -> None:
         """Move the clock; the account fetches a token that is valid then."""
@@ -107,8 +109,7 @@ def authorizer_token(store: Store, appid: str, funcs: list[int]) -> str:
     """An authorizer token for ``appid`` from a fresh platform (through the library)."""
     now = int(T0.timestamp())
     with store.write() as conn:
-        platform = register_platform(conn, component_appid=fresh_appid("wxqp"), secret="s",
-                                     now=now)  # fmt: skip
+        platform = register_platform(conn, component_appid=fresh_appid("wxqp"), secret="s", now=now)
         account = get_account(conn, appid)
         assert account is not None
         _, refresh = authorize_platform(conn, platform, account, funcs, now)
@@ -141,8 +142,11 @@ async def test_used_grows_by_exactly_the_number_of_calls(acct: Account, store: S
     # Calls refused before the quota check are not counted; calls past it are, as at WeChat.
     await acct.d.post(MSG, DAY, access_token="no-such-token")
     await acct.d.post(MSG, DAY, access_token=authorizer_token(store, acct.appid, [2]))
-    assert (await acct.d.post(MSG, {"begin_date": "2026-03-10", "end_date": "2026-03-10"},
-                              access_token=acct.token))["errcode"] == 61501  # fmt: skip
+    assert (
+        await acct.d.post(
+            MSG, {"begin_date": "2026-03-10", "end_date": "2026-03-10"}, access_token=acct.token
+        )
+    )["errcode"] == 61501
     assert await acct.used() == 8
 
 
@@ -190,8 +194,7 @@ async def test_clear_quota_errors(acct: Account, store: Store) -> None:
     # A platform may clear its own (empty) quota with its component token, nobody else's.
     now = int(T0.timestamp())
     with store.write() as conn:
-        platform = register_platform(conn, component_appid=fresh_appid("wxqp"), secret="s",
-                                     now=now)  # fmt: skip
+        platform = register_platform(conn, component_appid=fresh_appid("wxqp"), secret="s", now=now)
         component = issue_component_token(conn, platform, now).component_access_token
     assert await acct.clear(appid=platform.component_appid, token=component) == {
         "errcode": 0,
@@ -205,18 +208,20 @@ async def test_quota_get_errors_and_the_token_quota(acct: Account, store: Store)
     assert_error(await acct.quota("https://api.weixin.qq.com/datacube/getupstreammsg"), 76003)
     assert_error(await acct.quota("/cgi-bin/nothing"), 76021)
     assert_error(await acct.quota("/sns/oauth2/access_token"), 76022)
-    assert_error(await acct.d.post("/cgi-bin/openapi/quota/get", {},
-                                   access_token=acct.token), 47001)  # fmt: skip
+    assert_error(
+        await acct.d.post("/cgi-bin/openapi/quota/get", {}, access_token=acct.token), 47001
+    )
     now = int(T0.timestamp())
     with store.write() as conn:
-        platform = register_platform(conn, component_appid=fresh_appid("wxqp"), secret="s",
-                                     now=now)  # fmt: skip
+        platform = register_platform(conn, component_appid=fresh_appid("wxqp"), secret="s", now=now)
         component = issue_component_token(conn, platform, now).component_access_token
     assert_error(await acct.quota(token=component), 76022)
     # /cgi-bin/token has its own daily quota (the quota_token setting): one call so far.
     assert (await acct.quota("/cgi-bin/token"))["quota"] == {
-        "daily_limit": 2000, "used": 1, "remain": 1999,
-    }  # fmt: skip
+        "daily_limit": 2000,
+        "used": 1,
+        "remain": 1999,
+    }
 
 
 async def test_counting_writes_nothing_per_call(acct: Account, store: Store) -> None:

@@ -35,18 +35,24 @@ def test_two_workers_share_one_daily_quota(tmp_path: Path) -> None:
     run_msgcube("account", "add", "--appid", APPID, "--secret", SECRET, env=msgcube_env(db, NOW))
     with ServerProcess(db, tmp_path, now=NOW, workers=2, quota_datacube=LIMIT) as server:
         base = server.base_url
-        token = httpx.get(base + "/cgi-bin/token", params={
-            "grant_type": "client_credential", "appid": APPID, "secret": SECRET,
-        }).json()["access_token"]  # fmt: skip
+        token = httpx.get(
+            base + "/cgi-bin/token",
+            params={
+                "grant_type": "client_credential",
+                "appid": APPID,
+                "secret": SECRET,
+            },
+        ).json()["access_token"]
         for _ in range(LIMIT):  # a new connection per call: both workers take some
             body = httpx.post(base + MSG, params={"access_token": token}, content=BODY).json()
             assert body == {"list": []}, body
         time.sleep(2.5)  # one flush and one re-read: every worker sees every call
         for _ in range(6):
             answer = httpx.post(
-                base + "/cgi-bin/openapi/quota/get", params={"access_token": token},
+                base + "/cgi-bin/openapi/quota/get",
+                params={"access_token": token},
                 content=orjson.dumps({"cgi_path": MSG}),
-            ).json()  # fmt: skip
+            ).json()
             assert answer["quota"] == {"daily_limit": LIMIT, "used": LIMIT, "remain": 0}
             refused = httpx.post(base + MSG, params={"access_token": token}, content=BODY).json()
             assert refused["errcode"] == 45009, refused

@@ -97,7 +97,7 @@ def test_account_set_upstream_list_and_clear(store: Store) -> None:
     assert "hunter2" not in line
 
     bad = run(store, "account", "set", "--appid", appid, "--upstream", "bot.example.com")
-    assert bad.exit_code == 1  # a bad value, like every account change: one line, exit 1
+    assert bad.exit_code == 1  # the CLI's one error edge: one line, exit 1
     assert "must start with http:// or https://" in bad.output
     assert "Traceback" not in bad.output
 

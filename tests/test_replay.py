@@ -77,8 +77,12 @@ def test_signer_needs_a_key_outside_plain_mode() -> None:
 
 def test_push_fields_and_urls() -> None:
     assert push_fields({"a": None, "b": True, "c": 1.5, "d": [1], "e": "x", "f": 2}) == {
-        "b": "true", "c": "1.5", "d": "[1]", "e": "x", "f": 2,
-    }  # fmt: skip
+        "b": "true",
+        "c": "1.5",
+        "d": "[1]",
+        "e": "x",
+        "f": 2,
+    }
     assert callback_url("http://h:1", "wxa") == "http://h:1/wechat/callback/wxa"
     assert callback_url("http://h:1/", "wxa") == "http://h:1/wechat/callback/wxa"
     assert callback_url("https://h/cb?x=1", "wxa") == "https://h/cb?x=1"
@@ -89,8 +93,9 @@ def test_replay_a_generated_file_into_a_real_server(tmp_path: Path) -> None:
     env = msgcube_env(db, NOW)
     run_msgcube("account", "add", "--appid", APPID, "--token", TOKEN, "--aes-key", KEY, env=env)
     pushes = tmp_path / "pushes.jsonl"
-    run_msgcube("generate", "--appid", APPID, "--days", "3", "--users", "40", "--out",
-                str(pushes), env=env)  # fmt: skip
+    run_msgcube(
+        "generate", "--appid", APPID, "--days", "3", "--users", "40", "--out", str(pushes), env=env
+    )
     records = [orjson.loads(line) for line in pushes.read_bytes().splitlines()]
     kinds = Counter(r["MsgType"] for r in records)
     assert kinds["event"] > 0
@@ -99,19 +104,46 @@ def test_replay_a_generated_file_into_a_real_server(tmp_path: Path) -> None:
     with_bad_line.write_bytes(pushes.read_bytes() + b"not json\n")
 
     with ServerProcess(db, tmp_path, now=NOW) as server:
-        out = run_msgcube_failing("replay", str(with_bad_line), "--url", server.base_url,
-                                  "--appid", APPID, "--mode", "safe", "--concurrency", "8",
-                                  env=env)  # fmt: skip
+        out = run_msgcube_failing(
+            "replay",
+            str(with_bad_line),
+            "--url",
+            server.base_url,
+            "--appid",
+            APPID,
+            "--mode",
+            "safe",
+            "--concurrency",
+            "8",
+            env=env,
+        )
         assert f"{len(records)} pushes: {len(records)} answered 200, 0 failed" in out
         assert "1 bad lines" in out
         # Again in plaintext, with the token from the database: every push a duplicate.
-        again = run_msgcube("replay", str(pushes), "--url",
-                            f"{server.base_url}/wechat/callback/{APPID}", "--appid", APPID,
-                            env=env)  # fmt: skip
+        again = run_msgcube(
+            "replay",
+            str(pushes),
+            "--url",
+            f"{server.base_url}/wechat/callback/{APPID}",
+            "--appid",
+            APPID,
+            env=env,
+        )
         assert f"{len(records)} answered 200, 0 failed" in again
         # A wrong token: 403 three times per push, reported and exit status 1.
-        wrong = run_msgcube_failing("replay", str(pushes), "--url", server.base_url, "--appid",
-                                    APPID, "--token", "nope", "--tries", "3", env=env)  # fmt: skip
+        wrong = run_msgcube_failing(
+            "replay",
+            str(pushes),
+            "--url",
+            server.base_url,
+            "--appid",
+            APPID,
+            "--token",
+            "nope",
+            "--tries",
+            "3",
+            env=env,
+        )
         assert f"{len(records)} failed" in wrong
         assert f"403: {3 * len(records)}" in wrong
 
@@ -120,15 +152,22 @@ def test_replay_a_generated_file_into_a_real_server(tmp_path: Path) -> None:
         with store.read() as conn:
             account = get_account(conn, APPID)
             assert account is not None
-            n_messages = conn.execute(select(func.count()).where(
-                messages.c.account_id == account.id)).scalar_one()  # fmt: skip
-            n_events = conn.execute(select(func.count()).where(
-                events.c.account_id == account.id)).scalar_one()  # fmt: skip
+            n_messages = conn.execute(
+                select(func.count()).where(messages.c.account_id == account.id)
+            ).scalar_one()
+            n_events = conn.execute(
+                select(func.count()).where(events.c.account_id == account.id)
+            ).scalar_one()
     finally:
         store.dispose()
     assert n_messages == len({r["MsgId"] for r in records if "MsgId" in r})
-    assert n_events == len({(r["FromUserName"], r["CreateTime"], r["Event"])
-                            for r in records if r["MsgType"] == "event"})  # fmt: skip
+    assert n_events == len(
+        {
+            (r["FromUserName"], r["CreateTime"], r["Event"])
+            for r in records
+            if r["MsgType"] == "event"
+        }
+    )
 
 
 def run_msgcube_failing(*args: str, env: dict[str, str]) -> str:

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from msgcube.domain.endpoints import BY_NAME, ENDPOINTS
 from msgcube.domain.messages import parse_record
 from msgcube.errors import ApiError
-from msgcube.ingest.store import import_followers, store_batch
+from msgcube.ingest.batch import import_followers, write_batch
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import Account, add_account, get_account
@@ -42,8 +42,21 @@ DATA_DAYS = [date(2025, 12, 26) + timedelta(days=i) for i in range(12)] + [
     date(2026, 1, 31),
     date(2026, 2, 1),
 ]
-KINDS = ["text", "text", "image", "voice", "video", "shortvideo", "link", "location", "file",
-         "subscribe", "unsubscribe", "CLICK", "tie"]  # fmt: skip
+KINDS = [
+    "text",
+    "text",
+    "image",
+    "voice",
+    "video",
+    "shortvideo",
+    "link",
+    "location",
+    "file",
+    "subscribe",
+    "unsubscribe",
+    "CLICK",
+    "tie",
+]
 FOLLOW_ONLY = ["fan0", "fan1", "fan2"]  # openids in the follower list who never write
 
 Record = dict[str, Any]
@@ -199,7 +212,7 @@ def _ingest(store: Store, pair: Pair, batches: list[list[Record]], today: date) 
         with store.write() as conn:
             account = get_account(conn, pair.appid)
             assert account is not None
-            store_batch(conn, account, [parse_record(r) for r in batch], today, received_at=STAMP)
+            write_batch(conn, account, [parse_record(r) for r in batch], today, received_at=STAMP)
         pair.oracle.store(batch)
 
 
@@ -222,8 +235,9 @@ def run(store: Store, scenario: Scenario) -> list[Pair]:
     for stage in range(3):
         for plan, pair in plans:
             if plan.followers is not None and plan.follower_stage == stage:
-                _import_followers(store, pair, plan.followers,
-                                  scenario.phase1_today if stage == 0 else TODAY)  # fmt: skip
+                _import_followers(
+                    store, pair, plan.followers, scenario.phase1_today if stage == 0 else TODAY
+                )
         if stage == 0:
             for plan, pair in plans:
                 _ingest(store, pair, plan.phase1, scenario.phase1_today)
@@ -238,18 +252,34 @@ def run(store: Store, scenario: Scenario) -> list[Pair]:
 
 
 FIXED_RANGES: dict[str, list[tuple[str, str]]] = {
-    "day": [("2025-12-25", "2025-12-31"), ("2026-01-01", "2026-01-07"),
-            ("2026-01-28", "2026-02-03"), ("2026-02-22", "2026-02-28")],
-    "hour": [(d.isoformat(), d.isoformat()) for d in
-             [date(2025, 12, 25) + timedelta(days=i) for i in range(14)]
-             + [date(2026, 1, 30), date(2026, 1, 31), date(2026, 2, 1), date(2026, 2, 2)]],
-    "dist": [("2025-12-22", "2026-01-05"), ("2026-01-06", "2026-01-20"),
-             ("2026-01-21", "2026-02-04"), ("2026-02-14", "2026-02-28")],
-    "week": [("2025-12-15", "2026-01-13"), ("2026-01-14", "2026-02-12"),
-             ("2026-01-30", "2026-02-28")],
-    "month": [("2025-11-20", "2025-12-19"), ("2025-12-20", "2026-01-18"),
-              ("2026-01-20", "2026-02-18")],
-}  # fmt: skip
+    "day": [
+        ("2025-12-25", "2025-12-31"),
+        ("2026-01-01", "2026-01-07"),
+        ("2026-01-28", "2026-02-03"),
+        ("2026-02-22", "2026-02-28"),
+    ],
+    "hour": [
+        (d.isoformat(), d.isoformat())
+        for d in [date(2025, 12, 25) + timedelta(days=i) for i in range(14)]
+        + [date(2026, 1, 30), date(2026, 1, 31), date(2026, 2, 1), date(2026, 2, 2)]
+    ],
+    "dist": [
+        ("2025-12-22", "2026-01-05"),
+        ("2026-01-06", "2026-01-20"),
+        ("2026-01-21", "2026-02-04"),
+        ("2026-02-14", "2026-02-28"),
+    ],
+    "week": [
+        ("2025-12-15", "2026-01-13"),
+        ("2026-01-14", "2026-02-12"),
+        ("2026-01-30", "2026-02-28"),
+    ],
+    "month": [
+        ("2025-11-20", "2025-12-19"),
+        ("2025-12-20", "2026-01-18"),
+        ("2026-01-20", "2026-02-18"),
+    ],
+}
 
 
 def _fixed_ranges(name: str) -> list[tuple[str, str]]:
@@ -350,15 +380,17 @@ def test_oracle_worked_example_midnight_week_and_year() -> None:
     """The oracle itself, on numbers worked out by hand (so the properties test something)."""
     o = OracleAccount(SHANGHAI)
     midnight = local_midnight(date(2026, 1, 1), SHANGHAI)  # Thursday 2026-01-01 00:00 +08
-    o.store([
-        _msg("a", midnight - 1, "text", 1),        # 2025-12-31 23:59:59
-        _msg("a", midnight, "text", 2),            # 2026-01-01 00:00:00
-        _msg("a", midnight, "image", 2),           # MsgId retry with other content: ignored
-        _msg("b", midnight + 3600, "shortvideo", 3),
-        _msg("b", midnight + 3601, "video", 4),
-        _msg("b", midnight + 3602, "location", 5),  # stored, not counted
-        _event("b", midnight + 3603, "subscribe"),   # not a message
-    ])  # fmt: skip
+    o.store(
+        [
+            _msg("a", midnight - 1, "text", 1),  # 2025-12-31 23:59:59
+            _msg("a", midnight, "text", 2),  # 2026-01-01 00:00:00
+            _msg("a", midnight, "image", 2),  # MsgId retry with other content: ignored
+            _msg("b", midnight + 3600, "shortvideo", 3),
+            _msg("b", midnight + 3601, "video", 4),
+            _msg("b", midnight + 3602, "location", 5),  # stored, not counted
+            _event("b", midnight + 3603, "subscribe"),  # not a message
+        ]
+    )
     assert o.served("getupstreammsg", "2025-12-31", "2026-01-01", NOW) == [
         {"ref_date": "2025-12-31", "msg_type": 1, "msg_user": 1, "msg_count": 1},
         {"ref_date": "2026-01-01", "msg_type": 1, "msg_user": 1, "msg_count": 1},

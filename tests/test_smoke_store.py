@@ -4,7 +4,7 @@ from datetime import UTC, date, datetime
 
 from msgcube.domain.endpoints import BY_NAME
 from msgcube.domain.messages import parse_record
-from msgcube.ingest.store import store_batch
+from msgcube.ingest.batch import write_batch
 from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import add_account
 from msgcube.storage.db import Store
@@ -24,7 +24,7 @@ def test_store_and_serve_one_day(store: Store) -> None:
         parse_record({"FromUserName": "b", "CreateTime": t + 2, "MsgType": "image", "MsgId": 3}),
     ]
     with store.write() as conn:
-        result = store_batch(conn, account, records, date(2026, 3, 10), received_at=STAMP)
+        result = write_batch(conn, account, records, date(2026, 3, 10), received_at=STAMP)
     assert (result.messages_new, result.messages_duplicate) == (3, 1)
     now = datetime(2026, 3, 10, tzinfo=UTC)
     rows = served_list(store, account, BY_NAME["getupstreammsg"], "2026-03-01", "2026-03-02", now)

@@ -27,9 +27,9 @@ from msgcube.client import (
     QuotaExceeded,
     SystemBusy,
 )
+from msgcube.client.call_plan import key_fields
 from msgcube.client.schema import TABLES, open_database, sync_state
 from msgcube.client.sync import SyncAborted, SyncProgress, next_run, run_daily, sync
-from msgcube.client.windows import key_fields
 from msgcube.domain.endpoints import BY_NAME, ENDPOINTS, Endpoint, Period
 from test_client_fake_wechat import (
     APPID,
@@ -121,9 +121,10 @@ def stored(engine: Engine, ep: Endpoint, appid: str) -> list[dict[str, Any]]:
 def state_of(engine: Engine, appid: str) -> dict[str, tuple[date, date]]:
     with engine.connect() as conn:
         rows = conn.execute(
-            select(sync_state.c.dataset, sync_state.c.first_day, sync_state.c.last_complete_day)
-            .where(sync_state.c.appid == appid)
-        )  # fmt: skip
+            select(
+                sync_state.c.dataset, sync_state.c.first_day, sync_state.c.last_complete_day
+            ).where(sync_state.c.appid == appid)
+        )
         return {r.dataset: (r.first_day, r.last_complete_day) for r in rows}
 
 
@@ -257,9 +258,14 @@ def test_data_not_ready_stops_that_datasets_progress_there(db: Engine) -> None:
         # One worker: with several, a later window may already be in flight when an earlier
         # one answers 61503, and the exact call counts below would depend on timing.
         report = sync(
-            client, db, appid, since="2025-12-01", until="2025-12-31", progress=events.append,
+            client,
+            db,
+            appid,
+            since="2025-12-01",
+            until="2025-12-31",
+            progress=events.append,
             concurrency=1,
-        )  # fmt: skip
+        )
         assert not report.complete
         states = state_of(db, appid)
         for name in ("getupstreammsg", "getupstreammsghour", "getupstreammsgdist"):

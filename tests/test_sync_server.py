@@ -144,9 +144,21 @@ def server(serve_env: tuple[dict[str, str], Path]) -> Iterator[Server]:
     appid = fresh_appid("wxe2e")
     _run(env, "account", "add", "--appid", appid, "--secret", SECRET)
     _run(
-        env, "generate", "--appid", appid, "--days", "380", "--users", "300",
-        "--per-day", "60", "--end", "2026-01-09", "--seed", "7",
-    )  # fmt: skip
+        env,
+        "generate",
+        "--appid",
+        appid,
+        "--days",
+        "380",
+        "--users",
+        "300",
+        "--per-day",
+        "60",
+        "--end",
+        "2026-01-09",
+        "--seed",
+        "7",
+    )
     _seed_relay_calls(env["MSGCUBE_DB"], appid)
     _run(env, "rollup")
     log = work / "serve.log"
@@ -276,10 +288,20 @@ def test_a_killed_sync_resumes_and_completes(server: Server, tmp_path: Path) -> 
     db_url = f"sqlite:///{tmp_path / 'killed.db'}"
     seen = server.log_count(r"POST /datacube/")
     victim = subprocess.Popen(
-        [sys.executable, "-c", SYNC_SCRIPT, server.base_url, str(cache), db_url,
-         server.appid, SECRET],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            SYNC_SCRIPT,
+            server.base_url,
+            str(cache),
+            db_url,
+            server.appid,
+            SECRET,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = _time.monotonic() + 120
     while server.log_count(r"POST /datacube/") - seen < 150 and _time.monotonic() < deadline:
         if victim.poll() is not None:
@@ -342,9 +364,22 @@ def test_the_sync_command_mirrors_and_then_writes_nothing(server: Server, tmp_pa
     target = tmp_path / "mine.db"
     env = dict(server.env)
     env["MSGCUBE_SYNC_SECRET"] = SECRET
-    args = ["sync", "--appid", server.appid, "--base-url", server.base_url, "--db", str(target),
-            "--since", "2025-12-01", "--until", "2026-01-09", "--token-cache",
-            str(tmp_path / "tokens"), "--quiet"]  # fmt: skip
+    args = [
+        "sync",
+        "--appid",
+        server.appid,
+        "--base-url",
+        server.base_url,
+        "--db",
+        str(target),
+        "--since",
+        "2025-12-01",
+        "--until",
+        "2026-01-09",
+        "--token-cache",
+        str(tmp_path / "tokens"),
+        "--quiet",
+    ]
     first = _run(env, *args)
     assert "getupstreammsghour" in first and "[complete]" in first
     assert re.search(r"(\d+) calls, (\d+) rows written", first)
@@ -361,7 +396,8 @@ def test_the_sync_command_mirrors_and_then_writes_nothing(server: Server, tmp_pa
     env["MSGCUBE_SYNC_SECRET"] = "wrong"
     args[args.index(str(target))] = str(tmp_path / "other.db")  # something left to fetch
     args[args.index(str(tmp_path / "tokens"))] = str(tmp_path / "other-tokens")
-    bad = subprocess.run([_msgcube(), *args], env=env, capture_output=True, text=True,
-                         timeout=120, check=False)  # fmt: skip
+    bad = subprocess.run(
+        [_msgcube(), *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert bad.returncode == 1
     assert "40125" in bad.stderr and "invalid appsecret" in bad.stderr

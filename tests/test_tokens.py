@@ -107,13 +107,17 @@ async def test_token_quota_45009_then_next_day(store: Store, appid: str) -> None
         for _ in range(3):
             await get_token(api, appid, SECRET)
         for _ in range(2):
-            response = await api.get("/cgi-bin/token", params={
-                "grant_type": "client_credential", "appid": appid, "secret": SECRET})  # fmt: skip
+            response = await api.get(
+                "/cgi-bin/token",
+                params={"grant_type": "client_credential", "appid": appid, "secret": SECRET},
+            )
             assert response.json()["errcode"] == 45009
     late = shanghai(2026, 3, 10, 23, 59, 59)
     async with at(store, late, quota_token=3) as api:
-        response = await api.get("/cgi-bin/token", params={
-            "grant_type": "client_credential", "appid": appid, "secret": SECRET})  # fmt: skip
+        response = await api.get(
+            "/cgi-bin/token",
+            params={"grant_type": "client_credential", "appid": appid, "secret": SECRET},
+        )
         assert response.json()["errcode"] == 45009
     # The quota is per local day (Asia/Shanghai): midnight there resets it.
     async with at(store, shanghai(2026, 3, 11, 0, 0, 0), quota_token=3) as api:

@@ -35,9 +35,14 @@ from support.server import ServerProcess
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 APPID = "wxe2edashboard01"
 SECRET = "e2e-secret-0123456789abcdef01234"
@@ -96,8 +101,12 @@ class Watch:
 def open_page(browser: Browser, site: Site, watch: Watch, **context: Any) -> Page:
     ctx = browser.new_context(accept_downloads=True, **context)
     page = ctx.new_page()
-    page.on("console", lambda m: watch.problems.append(f"console {m.type}: {m.text}")
-            if m.type == "error" else None)  # fmt: skip
+    page.on(
+        "console",
+        lambda m: (
+            watch.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None
+        ),
+    )
     page.on("pageerror", lambda e: watch.problems.append(f"uncaught: {e}"))
     page.on("requestfailed", lambda r: watch.problems.append(f"failed: {r.url} {r.failure}"))
 
@@ -118,9 +127,14 @@ def watch() -> Iterator[Watch]:
 
 @pytest.fixture
 def page(browser: Browser, site: Site, watch: Watch) -> Iterator[Page]:
-    page = open_page(browser, site, watch, locale="zh-CN",
-                     extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"},
-                     viewport={"width": 1280, "height": 900})  # fmt: skip
+    page = open_page(
+        browser,
+        site,
+        watch,
+        locale="zh-CN",
+        extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"},
+        viewport={"width": 1280, "height": 900},
+    )
     yield page
     page.context.close()
 
@@ -252,8 +266,11 @@ def test_type_filter_range_and_period(page: Page, site: Site) -> None:
     page.get_by_label("消息类型").select_option(label="图片")
     wait_until(page, "document.getElementById('trend-chart').data[0].name.includes('图片')")
     begin = YESTERDAY - timedelta(days=29)
-    image = [r for r in truth(site.store, site.account, BY_NAME["getupstreammsg"], begin,
-                              YESTERDAY) if r["msg_type"] == 2]  # fmt: skip
+    image = [
+        r
+        for r in truth(site.store, site.account, BY_NAME["getupstreammsg"], begin, YESTERDAY)
+        if r["msg_type"] == 2
+    ]
     trace = chart_data(page, "trend-chart")[0]
     drawn = {x: y for x, y in zip(trace["x"], trace["y"], strict=True) if y}
     assert drawn == {r["ref_date"]: r["msg_user"] for r in image}
@@ -273,18 +290,34 @@ def test_type_filter_range_and_period(page: Page, site: Site) -> None:
     page.get_by_role("button", name="查询").click()
     wait_until(page, "document.getElementById('trend-chart').data[0].x.length === 9")
     wait_ready(page)
-    weeks = [r for r in truth(site.store, site.account, BY_NAME["getupstreammsgweek"],
-                              YESTERDAY - timedelta(days=70), YESTERDAY)
-             if "2026-01-05" <= r["ref_date"] <= "2026-03-08"]  # fmt: skip
+    weeks = [
+        r
+        for r in truth(
+            site.store,
+            site.account,
+            BY_NAME["getupstreammsgweek"],
+            YESTERDAY - timedelta(days=70),
+            YESTERDAY,
+        )
+        if "2026-01-05" <= r["ref_date"] <= "2026-03-08"
+    ]
     trace = chart_data(page, "trend-chart")[0]
     assert trace["x"][0] == "2026-01-05" and trace["x"][-1] == "2026-03-02"
     assert dict(zip(trace["x"], trace["y"], strict=True)) == {
         r["ref_date"]: r["msg_count"] for r in weeks if r["msg_type"] == 2
     }
     assert table_rows(page, "trend-table") == [r for r in weeks if r["msg_type"] == 2]
-    dist_weeks = [r for r in truth(site.store, site.account, BY_NAME["getupstreammsgdistweek"],
-                                   YESTERDAY - timedelta(days=70), YESTERDAY)
-                  if "2026-01-05" <= r["ref_date"] <= "2026-03-08"]  # fmt: skip
+    dist_weeks = [
+        r
+        for r in truth(
+            site.store,
+            site.account,
+            BY_NAME["getupstreammsgdistweek"],
+            YESTERDAY - timedelta(days=70),
+            YESTERDAY,
+        )
+        if "2026-01-05" <= r["ref_date"] <= "2026-03-08"
+    ]
     assert table_rows(page, "dist-table") == dist_weeks
     assert "period=week" in page.url and "begin=2026-01-05" in page.url
 
@@ -315,9 +348,16 @@ def test_csv_export_matches_the_api(page: Page, site: Site, tmp_path: Path) -> N
     assert download.suggested_filename.startswith(f"{APPID}-getupstreammsg-")
     text = Path(download.path()).read_text(encoding="utf-8").splitlines()
     assert text[0] == "ref_date,msg_type,msg_user,msg_count"
-    exported = [dict(zip(("ref_date", "msg_type", "msg_user", "msg_count"),
-                         (v if i == 0 else int(v) for i, v in enumerate(line.split(","))),
-                         strict=True)) for line in text[1:]]  # fmt: skip
+    exported = [
+        dict(
+            zip(
+                ("ref_date", "msg_type", "msg_user", "msg_count"),
+                (v if i == 0 else int(v) for i, v in enumerate(line.split(","))),
+                strict=True,
+            )
+        )
+        for line in text[1:]
+    ]
 
     # The same range from the wire-compatible API, in windows of its max span (7 days).
     api = httpx.Client(base_url=site.base_url, timeout=30)
@@ -485,16 +525,30 @@ def test_admin_switches_accounts(browser: Browser, site: Site, watch: Watch) -> 
 
 def test_phone_width_and_screenshots(browser: Browser, site: Site, watch: Watch) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    page = open_page(browser, site, watch, locale="zh-CN", viewport={"width": 1280, "height": 900},
-                     extra_http_headers={"Accept-Language": "zh-CN"})  # fmt: skip
+    page = open_page(
+        browser,
+        site,
+        watch,
+        locale="zh-CN",
+        viewport={"width": 1280, "height": 900},
+        extra_http_headers={"Accept-Language": "zh-CN"},
+    )
     sign_in(page, site)
     page.wait_for_timeout(300)  # let plotly finish its transitions
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     page.context.close()
 
-    phone = open_page(browser, site, watch, viewport={"width": 375, "height": 812},
-                      is_mobile=True, has_touch=True, device_scale_factor=2, locale="zh-CN",
-                      extra_http_headers={"Accept-Language": "zh-CN"})  # fmt: skip
+    phone = open_page(
+        browser,
+        site,
+        watch,
+        viewport={"width": 375, "height": 812},
+        is_mobile=True,
+        has_touch=True,
+        device_scale_factor=2,
+        locale="zh-CN",
+        extra_http_headers={"Accept-Language": "zh-CN"},
+    )
     sign_in(phone, site)
     overflow = phone.evaluate(
         "document.documentElement.scrollWidth - document.documentElement.clientWidth"

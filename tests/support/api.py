@@ -78,13 +78,16 @@ async def at(store: Store, now: datetime, **settings: Any) -> AsyncIterator[http
 
 def new_account(store: Store, appid: str, secret: str, *, verified: bool = True) -> Account:
     with store.write() as conn:
-        return add_account(conn, appid=appid, secret=secret, tz="Asia/Shanghai",
-                           verified=verified, now=STAMP)  # fmt: skip
+        return add_account(
+            conn, appid=appid, secret=secret, tz="Asia/Shanghai", verified=verified, now=STAMP
+        )
 
 
 async def token_response(api: httpx.AsyncClient, appid: str, secret: str) -> httpx.Response:
-    return await api.get("/cgi-bin/token", params={"grant_type": "client_credential",
-                                                   "appid": appid, "secret": secret})  # fmt: skip
+    return await api.get(
+        "/cgi-bin/token",
+        params={"grant_type": "client_credential", "appid": appid, "secret": secret},
+    )
 
 
 async def get_token(api: httpx.AsyncClient, appid: str, secret: str) -> str:
@@ -123,8 +126,9 @@ async def datacube(
         assert now is not None
         begin = end = yesterday_of(now)
     body = {"begin_date": str(begin), "end_date": str(end)}
-    response = await api.post(f"/datacube/{name}", params={"access_token": token},
-                              content=orjson.dumps(body))  # fmt: skip
+    response = await api.post(
+        f"/datacube/{name}", params={"access_token": token}, content=orjson.dumps(body)
+    )
     assert response.status_code == 200
     result: dict[str, Any] = response.json()
     return result

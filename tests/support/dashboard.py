@@ -43,8 +43,7 @@ def seed_account(
     with store.write() as conn:
         account = add_account(conn, appid=appid, secret=secret, tz="Asia/Shanghai", now=STAMP)
     if days:
-        generate_into(store, account, days=days, users=users, seed=seed, end=YESTERDAY,
-                      today=TODAY)  # fmt: skip
+        generate_into(store, account, days=days, users=users, seed=seed, end=YESTERDAY, today=TODAY)
         if relay:
             seed_calls(store, account, YESTERDAY - timedelta(days=days - 1), YESTERDAY, seed=seed)
         with store.read() as conn:

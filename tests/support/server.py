@@ -123,17 +123,28 @@ class ServerProcess:
         for attempt in range(3):  # a free port can be taken between probe and bind
             if attempt or not self.port:
                 self.port = free_port()
-            env = msgcube_env(self.db, self.now, host="127.0.0.1", port=self.port,
-                              workers=self.workers, log_level="info",
-                              access_log="all", **self.settings)  # fmt: skip
+            env = msgcube_env(
+                self.db,
+                self.now,
+                host="127.0.0.1",
+                port=self.port,
+                workers=self.workers,
+                log_level="info",
+                access_log="all",
+                **self.settings,
+            )
             self._starts += 1
             with open(self.log_path, "ab") as log:
                 log.write(f"--- start {self._starts}: now={self.now!r}\n".encode())
                 log.flush()
                 self.proc = subprocess.Popen(
-                    [MSGCUBE, "serve"], env=env, cwd=self.workdir, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True,
-                )  # fmt: skip
+                    [MSGCUBE, "serve"],
+                    env=env,
+                    cwd=self.workdir,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             try:
                 self._wait_healthy()
                 return self

@@ -148,8 +148,8 @@ def _follow_time_zone(conn: Connection, account: Account, now: datetime) -> None
     """Re-derive local days/hours in the account's (new) zone; recompute what they touch.
 
     The account row is locked ``FOR UPDATE`` first: on PostgreSQL a push batch reads the
-    zone ``FOR KEY SHARE`` (ingest/push.py), so batches that read the old zone have
-    committed before this reads the rows, and later ones see the new zone.
+    zone ``FOR KEY SHARE`` (``storage/accounts.ingest_view``), so batches that read the
+    old zone have committed before this reads the rows, and later ones see the new zone.
     """
     touched = rederive(conn, account.id, account.tz)
     if touched:

@@ -282,12 +282,14 @@ def ticket_push(
     if platform.aes_key is None:
         raise PlatformError(f"platform {platform.component_appid} has no EncodingAESKey")
     appid = platform.component_appid
-    plain = build_push_xml({
-        "AppId": appid,
-        "CreateTime": now,
-        "InfoType": "component_verify_ticket",
-        "ComponentVerifyTicket": ticket.ticket,
-    })  # fmt: skip
+    plain = build_push_xml(
+        {
+            "AppId": appid,
+            "CreateTime": now,
+            "InfoType": "component_verify_ticket",
+            "ComponentVerifyTicket": ticket.ticket,
+        }
+    )
     sealed = encrypt(AESKey(platform.aes_key), plain, appid)
     timestamp = str(now)
     params = {
@@ -319,8 +321,15 @@ def issue_component_token(conn: Connection, platform: Platform, now: int) -> Com
     """A new component token; the platform's previous ones live 5 more minutes."""
     supersede(conn, COMPONENT_ACCOUNT, "component", now + OVERLAP, platform_id=platform.id)
     token = new_token()
-    insert_token(conn, token, account_id=COMPONENT_ACCOUNT, kind="component", issued_at=now,
-                 expires_at=now + TOKEN_TTL, platform_id=platform.id)  # fmt: skip
+    insert_token(
+        conn,
+        token,
+        account_id=COMPONENT_ACCOUNT,
+        kind="component",
+        issued_at=now,
+        expires_at=now + TOKEN_TTL,
+        platform_id=platform.id,
+    )
     return ComponentGrant(token, TOKEN_TTL)
 
 
@@ -418,8 +427,15 @@ def exchange_refresh_token(
     insert_refresh_token(conn, fresh_refresh, auth.id, now)
     supersede(conn, account.id, "authorizer", now + OVERLAP, platform_id=platform.id)
     access = new_token()
-    insert_token(conn, access, account_id=account.id, kind="authorizer", issued_at=now,
-                 expires_at=now + TOKEN_TTL, platform_id=platform.id)  # fmt: skip
+    insert_token(
+        conn,
+        access,
+        account_id=account.id,
+        kind="authorizer",
+        issued_at=now,
+        expires_at=now + TOKEN_TTL,
+        platform_id=platform.id,
+    )
     return AuthorizerGrant(access, TOKEN_TTL, fresh_refresh)
 
 

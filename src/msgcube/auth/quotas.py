@@ -59,7 +59,7 @@ FLUSH_EVERY = 1.0
 """Seconds between flushes of the in-memory counts (the lifespan task's interval)."""
 _FORGET_AFTER = 600.0
 
-Key = tuple[int, str, date]
+QuotaKey = tuple[int, str, date]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +90,8 @@ class QuotaCounter:
         self._clock = clock
         self._lock = threading.Lock()  # guards the dicts; held for microseconds
         self._flush_lock = threading.Lock()  # orders database reads, flushes and clears
-        self._pending: dict[Key, int] = {}
-        self._seen: dict[Key, tuple[float, int]] = {}
+        self._pending: dict[QuotaKey, int] = {}
+        self._seen: dict[QuotaKey, tuple[float, int]] = {}
         self._limits: dict[int, tuple[float, int | None]] = {}
 
     # -- the hot path -------------------------------------------------------------------
@@ -121,7 +121,7 @@ class QuotaCounter:
         override = self._limits.get(account_id, (0.0, None))[1]
         return default if override is None else override
 
-    def _ensure(self, key: Key) -> None:
+    def _ensure(self, key: QuotaKey) -> None:
         """Re-read the database value when it is older than ``cache_seconds``.
 
         Without any value yet the read waits for a running flush; with a stale one it is
@@ -135,7 +135,7 @@ class QuotaCounter:
         elif self._clock() - seen[0] >= self.cache_seconds:
             self._refresh(key, block=False)
 
-    def _refresh(self, key: Key, *, block: bool) -> None:
+    def _refresh(self, key: QuotaKey, *, block: bool) -> None:
         if not self._flush_lock.acquire(blocking=block):
             return
         try:

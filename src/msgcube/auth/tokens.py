@@ -72,8 +72,14 @@ def issue_access_token(
         raise ApiError(45009, f"{TOKEN_API}: {daily_limit} calls a day")
     supersede(conn, account.id, TokenKind.TOKEN, now + OVERLAP)
     token = new_token()
-    insert_token(conn, token, account_id=account.id, kind=TokenKind.TOKEN, issued_at=now,
-                 expires_at=now + TOKEN_TTL)  # fmt: skip
+    insert_token(
+        conn,
+        token,
+        account_id=account.id,
+        kind=TokenKind.TOKEN,
+        issued_at=now,
+        expires_at=now + TOKEN_TTL,
+    )
     return Grant(token, TOKEN_TTL)
 
 
@@ -117,8 +123,16 @@ def _may_force(conn: Connection, account: Account, now: int) -> bool:
 def _issue_stable(conn: Connection, account: Account, now: int, key: str, *, forced: bool) -> Grant:
     nonce = secrets.token_hex(16)
     token = _stable_token(key, account, nonce)
-    insert_token(conn, token, account_id=account.id, kind=TokenKind.STABLE, issued_at=now,
-                 expires_at=now + TOKEN_TTL, forced=forced, nonce=nonce)  # fmt: skip
+    insert_token(
+        conn,
+        token,
+        account_id=account.id,
+        kind=TokenKind.STABLE,
+        issued_at=now,
+        expires_at=now + TOKEN_TTL,
+        forced=forced,
+        nonce=nonce,
+    )
     return Grant(token, TOKEN_TTL)
 
 

@@ -85,10 +85,7 @@ def settings_options(func: F, *, hidden: bool) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         flags = {s.name: kwargs.pop(s.name, None) for s in SETTINGS}
-        try:
-            kwargs["settings"] = Settings.load(flags)
-        except ConfigError as exc:
-            raise click.ClickException(str(exc)) from exc
+        kwargs["settings"] = Settings.load(flags)  # a ConfigError: the group's one edge
         return func(*args, **kwargs)
 
     return add_setting_flags(wrapper, hidden=hidden)  # type: ignore[return-value]

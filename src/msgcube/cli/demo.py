@@ -44,17 +44,27 @@ def ensure_demo(
         created = account is None
         if account is None:
             account = add_account(
-                conn, appid=DEMO_APPID, secret=demo_secret(), tz=settings.tz,
-                original_id=DEMO_ORIGINAL_ID, callback_token=DEMO_TOKEN, aes_key=DEMO_AES_KEY,
+                conn,
+                appid=DEMO_APPID,
+                secret=demo_secret(),
+                tz=settings.tz,
+                original_id=DEMO_ORIGINAL_ID,
+                callback_token=DEMO_TOKEN,
+                aes_key=DEMO_AES_KEY,
                 now=int(settings.clock().timestamp()),
-            )  # fmt: skip
+            )
     if created:
         started = time.perf_counter()
         with console.status(f"Generating {days} days of traffic from {users} users…"):
             written = generate_into(
-                store, account, days=days, users=users, seed=2015, end=today - timedelta(days=1),
+                store,
+                account,
+                days=days,
+                users=users,
+                seed=2015,
+                end=today - timedelta(days=1),
                 today=today,
-            )  # fmt: skip
+            )
         console.print(
             f"Stored {written.messages_new:,} messages and {written.events_new:,} events "
             f"in {time.perf_counter() - started:.1f}s"
@@ -74,10 +84,14 @@ def _table(title: str, ep: Endpoint, rows: list[dict[str, object]]) -> Table:
     for column in ep.fields:
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(*(
-            MSG_TYPE_NAMES_EN.get(v, str(v)) if k == "msg_type" and isinstance(v, int) else str(v)
-            for k, v in row.items()
-        ))  # fmt: skip
+        table.add_row(
+            *(
+                MSG_TYPE_NAMES_EN.get(v, str(v))
+                if k == "msg_type" and isinstance(v, int)
+                else str(v)
+                for k, v in row.items()
+            )
+        )
     return table
 
 
@@ -96,9 +110,14 @@ def show_tables(store: Store, settings: Settings, account: Account, console: Con
     for title, name, begin, end in shown:
         ep = BY_NAME[name]
         rows = served_list(
-            store, account, ep, begin.isoformat(), end.isoformat(), now,
+            store,
+            account,
+            ep,
+            begin.isoformat(),
+            end.isoformat(),
+            now,
             span_profile=settings.span_profile,
-        )  # fmt: skip
+        )
         console.print(_table(title, ep, rows))
 
 

@@ -40,9 +40,9 @@ from msgcube.cli.reference import all_tables, regenerate, settings_markdown
 from msgcube.cli.sync_cmd import sync_command
 from msgcube.domain.endpoints import BY_NAME, ENDPOINTS, Period
 from msgcube.domain.periods import local_today
-from msgcube.errors import AccountError, ApiError, ConfigError, NotFound
+from msgcube.errors import AccountError, ApiError, NotFound
+from msgcube.ingest.batch import import_followers
 from msgcube.ingest.files import ImportReport, detect_format, import_stream
-from msgcube.ingest.store import import_followers
 from msgcube.relay import shown_upstream
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
@@ -94,12 +94,9 @@ def account_add(
         aes_key=aes_key,
         verified=not unverified,
     )
-    try:
-        with opened(settings, create=True) as store, store.write() as conn:
-            now = settings.clock()
-            create_account(conn, appid, secret, tz=settings.tz, changes=changes, now=now)
-    except AccountError as exc:
-        raise click.ClickException(str(exc)) from exc
+    with opened(settings, create=True) as store, store.write() as conn:
+        now = settings.clock()
+        create_account(conn, appid, secret, tz=settings.tz, changes=changes, now=now)
     click.echo(f"{appid} {secret}")
 
 
@@ -115,13 +112,16 @@ def account_add(
 @click.option("--verified/--unverified", default=None)
 @click.option("--account-tz", default=None, help="Time zone of this account's statistics.")
 @click.option(
-    "--ip-whitelist", default=None,
+    "--ip-whitelist",
+    default=None,
     help="Addresses/networks allowed to use the account's own tokens, comma-separated; '' clears.",
-)  # fmt: skip
+)
 @click.option(
-    "--daily-quota", default=None, metavar="N|default",
+    "--daily-quota",
+    default=None,
+    metavar="N|default",
     help="Daily calls per datacube API for this account; 'default' uses quota_datacube.",
-)  # fmt: skip
+)
 @click.option(
     "--upstream",
     "upstream_url",
@@ -205,9 +205,17 @@ def import_cmd(
                 kind = detect_format(path) if fmt == "auto" else fmt
                 with open_input(path) as stream, _progress(path, stream, quiet) as tick:
                     import_stream(
-                        store, account, stream, settings.clock(), source=path, fmt=kind,
-                        rejects=rejects_file, report=report, progress=tick, sender_ids=senders,
-                    )  # fmt: skip
+                        store,
+                        account,
+                        stream,
+                        settings.clock(),
+                        source=path,
+                        fmt=kind,
+                        rejects=rejects_file,
+                        report=report,
+                        progress=tick,
+                        sender_ids=senders,
+                    )
         if report.bad_count == 0:
             rejects_path.unlink(missing_ok=True)
     for bad in report.bad:
@@ -293,9 +301,15 @@ def followers_import(appid: str, file: str, settings: Settings) -> None:
 )
 @with_settings
 def generate(
-    appid: str, days: int, users: int, seed: int, per_day: int | None, end_text: str | None,
-    out_path: str | None, settings: Settings,
-) -> None:  # fmt: skip
+    appid: str,
+    days: int,
+    users: int,
+    seed: int,
+    per_day: int | None,
+    end_text: str | None,
+    out_path: str | None,
+    settings: Settings,
+) -> None:
     """Generate realistic synthetic traffic, into the database or a JSONL file."""
     from msgcube.ingest.synthetic import generate_into, write_jsonl
 
@@ -305,15 +319,31 @@ def generate(
         else local_today(settings.clock(), settings.tz) - timedelta(days=1)
     )
     if out_path:
-        n = write_jsonl(out_path, appid=appid, days=days, users=users, seed=seed, end=end,
-                        tz=settings.tz, messages_per_day=per_day)  # fmt: skip
+        n = write_jsonl(
+            out_path,
+            appid=appid,
+            days=days,
+            users=users,
+            seed=seed,
+            end=end,
+            tz=settings.tz,
+            messages_per_day=per_day,
+        )
         click.echo(f"{n} records written to {out_path}")
         return
     with opened(settings) as store:
         account = require_account(store, appid)
         today = local_today(settings.clock(), account.tz)
-        written = generate_into(store, account, days=days, users=users, seed=seed, end=end,
-                                today=today, messages_per_day=per_day)  # fmt: skip
+        written = generate_into(
+            store,
+            account,
+            days=days,
+            users=users,
+            seed=seed,
+            end=end,
+            today=today,
+            messages_per_day=per_day,
+        )
     click.echo(
         f"{written.messages_new} messages and {written.events_new} events stored for {appid}"
     )
@@ -351,9 +381,15 @@ def stats(endpoint: str, begin: str, end: str, appid: str, settings: Settings) -
         account = require_account(store, appid)
         try:
             rows = served_list(
-                store, account, BY_NAME[endpoint], begin, end, settings.clock(),
-                span_profile=settings.span_profile, ready_at=settings.ready_time,
-            )  # fmt: skip
+                store,
+                account,
+                BY_NAME[endpoint],
+                begin,
+                end,
+                settings.clock(),
+                span_profile=settings.span_profile,
+                ready_at=settings.ready_time,
+            )
         except ApiError as exc:
             click.echo(orjson.dumps({"errcode": exc.errcode, "errmsg": exc.errmsg}), err=True)
             if exc.detail:
@@ -369,10 +405,7 @@ def show_settings(markdown: bool, **flags: Any) -> None:
     if markdown:
         click.echo(settings_markdown())
         return
-    try:
-        settings = Settings.load(flags)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+    settings = Settings.load(flags)
     click.echo(orjson.dumps(settings.public(), option=orjson.OPT_INDENT_2).decode())
 
 

@@ -13,7 +13,6 @@ import secrets
 from typing import Any
 
 import click
-from sqlalchemy import Connection
 
 from msgcube.auth.platforms import (
     DEFAULT_ACCOUNT_LIMIT,
@@ -29,10 +28,9 @@ from msgcube.auth.platforms import (
     revoke_authorization,
 )
 from msgcube.cli.common import opened, require_account, with_settings
-from msgcube.errors import NotFound, PlatformError
+from msgcube.errors import PlatformError
 from msgcube.settings import Settings
 from msgcube.storage.platforms import (
-    Platform,
     list_authorizations,
     list_platforms,
     platform_accounts,
@@ -56,13 +54,6 @@ def _line(fields: dict[str, object], *, yes_no: bool = False) -> str:
         return str(value) if value not in ("", None) else "-"
 
     return "\t".join([text(items[0][1]), *(f"{k}:{text(v)}" for k, v in items[1:])])
-
-
-def _platform(conn: Connection, component_appid: str) -> Platform:
-    try:
-        return require_platform(conn, component_appid)
-    except NotFound as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 def _now(settings: Settings) -> int:
@@ -92,12 +83,9 @@ def platform_add(
     """Register a platform. The last line printed is the component appid and secret."""
     secret = component_secret or secrets.token_hex(16)
     with opened(settings, create=True) as store, store.write() as conn:
-        try:
-            register_platform(
-                conn, component_appid=component_appid, secret=secret, now=_now(settings), **values
-            )
-        except PlatformError as exc:
-            raise click.ClickException(str(exc)) from exc
+        register_platform(
+            conn, component_appid=component_appid, secret=secret, now=_now(settings), **values
+        )
     click.echo(f"{component_appid} {secret}")
 
 
@@ -112,11 +100,8 @@ def platform_add(
 def platform_set(component_appid: str, settings: Settings, **changes: Any) -> None:
     """Change a platform's Token, EncodingAESKey, upstream, ticket URL or account limit."""
     with opened(settings) as store, store.write() as conn:
-        try:
-            platform = require_platform(conn, component_appid)
-            change_platform(conn, platform, **changes)
-        except (NotFound, PlatformError) as exc:
-            raise click.ClickException(str(exc)) from exc
+        platform = require_platform(conn, component_appid)
+        change_platform(conn, platform, **changes)
     click.echo(f"updated {component_appid}")
 
 
@@ -126,7 +111,7 @@ def platform_set(component_appid: str, settings: Settings, **changes: Any) -> No
 def platform_accounts_cmd(component_appid: str, settings: Settings) -> None:
     """List the accounts a platform feeds: created by its message URL, or authorized by hand."""
     with opened(settings) as store, store.read() as conn:
-        platform = _platform(conn, component_appid)
+        platform = require_platform(conn, component_appid)
         for row in platform_accounts(conn, platform.id):
             click.echo(_line(describe_platform_account(row), yes_no=True))
 
@@ -138,10 +123,7 @@ def platform_accounts_cmd(component_appid: str, settings: Settings) -> None:
 def platform_forget(component_appid: str, appid: str, settings: Settings) -> None:
     """Delete an account the platform's message URL created, with all its data."""
     with opened(settings) as store, store.write() as conn:
-        try:
-            remove_platform_account(conn, _platform(conn, component_appid), appid)
-        except NotFound as exc:
-            raise click.ClickException(str(exc)) from exc
+        remove_platform_account(conn, require_platform(conn, component_appid), appid)
     click.echo(f"removed {appid}")
 
 
@@ -151,7 +133,7 @@ def platform_forget(component_appid: str, appid: str, settings: Settings) -> Non
 def platform_ticket(component_appid: str, settings: Settings) -> None:
     """Print the platform's current component_verify_ticket (last line)."""
     with opened(settings) as store, store.read() as conn:
-        platform = _platform(conn, component_appid)
+        platform = require_platform(conn, component_appid)
     click.echo(current_ticket(platform, _now(settings)).ticket)
 
 
@@ -169,7 +151,7 @@ def platform_authorize(component_appid: str, appid: str, funcs: str, settings: S
     with opened(settings) as store:
         account = require_account(store, appid)
         with store.write() as conn:
-            platform = _platform(conn, component_appid)
+            platform = require_platform(conn, component_appid)
             auth, refresh = authorize_platform(conn, platform, account, func_ids, _now(settings))
     click.echo(f"{appid} authorized {component_appid} for {','.join(map(str, auth.func_ids))}")
     click.echo(refresh)
@@ -184,11 +166,8 @@ def platform_revoke(component_appid: str, appid: str, settings: Settings) -> Non
     with opened(settings) as store:
         account = require_account(store, appid)
         with store.write() as conn:
-            try:
-                platform = require_platform(conn, component_appid)
-                ended = revoke_authorization(conn, platform, account, _now(settings))
-            except NotFound as exc:
-                raise click.ClickException(str(exc)) from exc
+            platform = require_platform(conn, component_appid)
+            ended = revoke_authorization(conn, platform, account, _now(settings))
     click.echo(f"revoked {component_appid} for {appid} ({ended} live tokens ended)")
 
 

@@ -110,8 +110,13 @@ def quarantine_replay(entry_ids: tuple[int, ...], appid: str | None, settings: S
 
 
 @quarantine_group.command("prune")
-@click.option("--older-than", "days", type=click.IntRange(0), default=None,
-              help="Delete entries received more than DAYS days ago.")  # fmt: skip
+@click.option(
+    "--older-than",
+    "days",
+    type=click.IntRange(0),
+    default=None,
+    help="Delete entries received more than DAYS days ago.",
+)
 @click.option("--all", "everything", is_flag=True, help="Delete every entry (of --appid).")
 @click.option("--replayed", is_flag=True, help="Only entries already replayed.")
 @click.option("--appid", default=None, callback=_appid, help="Only this account.")
@@ -157,9 +162,17 @@ def _account_secrets(settings: Settings, appid: str) -> tuple[str, str | None]:
 @click.option("--timeout", type=click.FloatRange(0.1), default=5.0, show_default=True)
 @with_settings
 def replay_cmd(
-    file: str, url: str, appid: str, token: str | None, aes_key: str | None, mode: str,
-    concurrency: int, tries: int, timeout: float, settings: Settings,
-) -> None:  # fmt: skip
+    file: str,
+    url: str,
+    appid: str,
+    token: str | None,
+    aes_key: str | None,
+    mode: str,
+    concurrency: int,
+    tries: int,
+    timeout: float,
+    settings: Settings,
+) -> None:
     """Send a JSON Lines file of pushes (msgcube generate --out) to a callback as WeChat would.
 
     Each push is signed with the Token, encrypted in compat/safe mode, sent concurrently
@@ -182,9 +195,16 @@ def replay_cmd(
     with open_input(file) as handle:
         records = read_jsonl(handle, summary)
         asyncio.run(
-            replay(records, target, signer, concurrency=concurrency, tries=tries,
-                   timeout=timeout, summary=summary)
-        )  # fmt: skip
+            replay(
+                records,
+                target,
+                signer,
+                concurrency=concurrency,
+                tries=tries,
+                timeout=timeout,
+                summary=summary,
+            )
+        )
     click.echo(summary.text())
     if summary.failed or summary.bad_lines:
         sys.exit(1)

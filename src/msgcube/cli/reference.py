@@ -85,6 +85,13 @@ def checks_markdown() -> str:
     return "\n".join(lines)
 
 
+def errcodes_markdown() -> str:
+    """Every errcode msgcube answers, from ``errors.ERRMSG`` (WeChat's texts, verbatim)."""
+    lines = ["| errcode | errmsg |", "|---|---|"]
+    lines += [f"| {code} | `{text}` |" for code, text in sorted(ERRMSG.items()) if code]
+    return "\n".join(lines)
+
+
 def _commands(group: click.Group, prefix: str) -> Iterator[tuple[str, click.Command]]:
     for name in sorted(group.commands):
         command = group.commands[name]
@@ -134,7 +141,8 @@ GENERATORS: dict[str, Callable[[click.Group], str]] = {
     "settings": lambda _cli: settings_markdown(),
     "msg-types": lambda _cli: msg_types_markdown(),
     "checks": lambda _cli: checks_markdown(),
-    "errcodes": lambda _cli: errcode_markdown().rstrip("\n"),
+    "errcodes": lambda _cli: errcodes_markdown(),
+    "route-errcodes": lambda _cli: errcode_markdown().rstrip("\n"),
     "commands": commands_markdown,
 }
 

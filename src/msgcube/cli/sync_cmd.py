@@ -34,40 +34,83 @@ def _datasets(value: str | None) -> list[str] | None:
     names = [v.strip() for v in value.split(",") if v.strip()]
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:
-        raise click.BadParameter(f"unknown dataset(s) {', '.join(unknown)}; "
-                                 f"expected {', '.join(BY_NAME)}")  # fmt: skip
+        raise click.BadParameter(
+            f"unknown dataset(s) {', '.join(unknown)}; expected {', '.join(BY_NAME)}"
+        )
     return names
 
 
 @click.command("sync")
 @click.option("--appid", required=True)
-@click.option("--secret", envvar="MSGCUBE_SYNC_SECRET", required=True,
-              help="AppSecret (or env MSGCUBE_SYNC_SECRET: keeps it out of `ps`).")  # fmt: skip
-@click.option("--base-url", default=DEFAULT_BASE_URL, show_default=True,
-              help="WeChat, or a msgcube server.")  # fmt: skip
-@click.option("--db", "db_url", required=True,
-              help="Your database: a SQLAlchemy URL or a SQLite file path.")  # fmt: skip
-@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), default=None,
-              help="First day wanted (default: resume; 90 days back on a first run).")  # fmt: skip
-@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), default=None,
-              help="Last day wanted (default and maximum: yesterday).")  # fmt: skip
+@click.option(
+    "--secret",
+    envvar="MSGCUBE_SYNC_SECRET",
+    required=True,
+    help="AppSecret (or env MSGCUBE_SYNC_SECRET: keeps it out of `ps`).",
+)
+@click.option(
+    "--base-url", default=DEFAULT_BASE_URL, show_default=True, help="WeChat, or a msgcube server."
+)
+@click.option(
+    "--db", "db_url", required=True, help="Your database: a SQLAlchemy URL or a SQLite file path."
+)
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="First day wanted (default: resume; 90 days back on a first run).",
+)
+@click.option(
+    "--until",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Last day wanted (default and maximum: yesterday).",
+)
 @click.option("--datasets", default=None, help="Comma-separated endpoint names (default: all).")
-@click.option("--token-api", type=click.Choice(["stable_token", "token"]),
-              default="stable_token", show_default=True)  # fmt: skip
-@click.option("--token-cache", type=click.Path(file_okay=False), default=None,
-              help="Shared token cache directory (default: the user cache dir).")  # fmt: skip
-@click.option("--span-profile", type=click.Choice(SPAN_PROFILES), default=SpanProfile.CLASSIC,
-              show_default=True)  # fmt: skip
+@click.option(
+    "--token-api",
+    type=click.Choice(["stable_token", "token"]),
+    default="stable_token",
+    show_default=True,
+)
+@click.option(
+    "--token-cache",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Shared token cache directory (default: the user cache dir).",
+)
+@click.option(
+    "--span-profile",
+    type=click.Choice(SPAN_PROFILES),
+    default=SpanProfile.CLASSIC,
+    show_default=True,
+)
 @click.option("--tz", default=DEFAULT_TZ, show_default=True, help="The account's time zone.")
 @click.option("--concurrency", type=click.IntRange(1, 16), default=4, show_default=True)
-@click.option("--watch", "watch_at", default=None, metavar="HH:MM",
-              help="Keep running: sync now and then every day at this local time.")  # fmt: skip
+@click.option(
+    "--watch",
+    "watch_at",
+    default=None,
+    metavar="HH:MM",
+    help="Keep running: sync now and then every day at this local time.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def sync_command(
-    appid: str, secret: str, base_url: str, db_url: str, since: object, until: object,
-    datasets: str | None, token_api: str, token_cache: str | None, span_profile: str, tz: str,
-    concurrency: int, watch_at: str | None, quiet: bool,
-) -> None:  # fmt: skip
+    appid: str,
+    secret: str,
+    base_url: str,
+    db_url: str,
+    since: object,
+    until: object,
+    datasets: str | None,
+    token_api: str,
+    token_cache: str | None,
+    span_profile: str,
+    tz: str,
+    concurrency: int,
+    watch_at: str | None,
+    quiet: bool,
+) -> None:
     """Pull the seven datasets into your own database, incrementally (resumable)."""
     names = _datasets(datasets)
     begin = since.date() if hasattr(since, "date") else None
@@ -121,21 +164,34 @@ def sync_command(
 
 
 def _run(
-    client: Client, db_url: str, appid: str, since: date | None, until: date | None,
-    names: list[str] | None, concurrency: int, quiet: bool,
-) -> SyncReport:  # fmt: skip
+    client: Client,
+    db_url: str,
+    appid: str,
+    since: date | None,
+    until: date | None,
+    names: list[str] | None,
+    concurrency: int,
+    quiet: bool,
+) -> SyncReport:
     if quiet or not err.is_terminal:
         return sync(client, db_url, appid, since, until, names, concurrency=concurrency)
-    columns = (TextColumn("{task.description:<26}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rows]} rows"))  # fmt: skip
+    columns = (
+        TextColumn("{task.description:<26}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rows]} rows"),
+    )
     with Progress(*columns, console=err, transient=True) as bar:
         tasks: dict[str, TaskID] = {}
 
         def progress(p: SyncProgress) -> None:
             if p.dataset not in tasks:
                 tasks[p.dataset] = bar.add_task(p.dataset, total=p.windows_total, rows=0)
-            bar.update(tasks[p.dataset], completed=p.windows_done, total=p.windows_total,
-                       rows=p.rows_written)  # fmt: skip
+            bar.update(
+                tasks[p.dataset],
+                completed=p.windows_done,
+                total=p.windows_total,
+                rows=p.rows_written,
+            )
 
-        return sync(client, db_url, appid, since, until, names, progress,
-                    concurrency=concurrency)  # fmt: skip
+        return sync(client, db_url, appid, since, until, names, progress, concurrency=concurrency)

@@ -18,6 +18,7 @@ an option), 40001/42001 are retried with a fresh token a bounded number of times
 with backoff, and errors are typed (``QuotaExceeded`` names the API whose quota is gone).
 """
 
+from msgcube.client.call_plan import Row, plan_windows
 from msgcube.client.clients import AsyncClient, Client, method_name
 from msgcube.client.errors import (
     ClientError,
@@ -50,7 +51,6 @@ from msgcube.client.tokens import (
     TokenCache,
     TokenProvider,
 )
-from msgcube.client.windows import Row, plan_windows
 from msgcube.domain.windows import Window
 
 __all__ = [

@@ -7,7 +7,7 @@ table without touching this file. ``fetch(name, begin, end)`` is the generic for
 ``call`` makes exactly one request (no splitting), for callers that plan their own windows.
 
 A range is split into the fewest calls the endpoint's max span allows
-(``windows.plan_windows``), capped at yesterday in the account's time zone (the
+(``call_plan.plan_windows``), capped at yesterday in the account's time zone (the
 ``clock`` is a seam for tests), and the rows come back merged in WeChat's order.
 """
 
@@ -26,6 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from msgcube.client.call_plan import (
+    DateLike,
+    Row,
+    as_date,
+    as_endpoint,
+    plan_windows,
+    sort_rows,
+)
 from msgcube.client.errors import ClientError
 from msgcube.client.protocol import (
     DEFAULT_BASE_URL,
@@ -48,14 +56,6 @@ from msgcube.client.tokens import (
     TokenProvider,
     is_async_provider,
     token_provider,
-)
-from msgcube.client.windows import (
-    DateLike,
-    Row,
-    as_date,
-    as_endpoint,
-    plan_windows,
-    sort_rows,
 )
 from msgcube.domain.endpoints import ENDPOINTS, SPAN_PROFILES, Endpoint
 from msgcube.domain.periods import DEFAULT_TZ, local_today, zone

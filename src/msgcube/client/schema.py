@@ -35,7 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateTable
 
-from msgcube.client.windows import key_fields, measure_fields
+from msgcube.client.call_plan import key_fields, measure_fields
 from msgcube.domain.endpoints import ENDPOINTS, Endpoint
 
 TABLE_PREFIX = "wechat_"

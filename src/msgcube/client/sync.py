@@ -34,6 +34,15 @@ from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Connection, Engine, Table, and_, bindparam, select
 
+from msgcube.client.call_plan import (
+    DateLike,
+    Row,
+    as_date,
+    as_endpoint,
+    key_fields,
+    measure_fields,
+    plan_windows,
+)
 from msgcube.client.clients import Client
 from msgcube.client.errors import (
     ClientError,
@@ -44,15 +53,6 @@ from msgcube.client.errors import (
     Unauthorized,
 )
 from msgcube.client.schema import TABLES, create_schema, open_database, sync_state, upsert
-from msgcube.client.windows import (
-    DateLike,
-    Row,
-    as_date,
-    as_endpoint,
-    key_fields,
-    measure_fields,
-    plan_windows,
-)
 from msgcube.domain.endpoints import ENDPOINTS, Endpoint
 from msgcube.domain.periods import DEFAULT_TZ, local_today, period_last_day, period_start, zone
 from msgcube.domain.windows import Window
@@ -275,9 +275,10 @@ def _plan(
 
 def _load_states(conn: Connection, appid: str) -> dict[str, _State]:
     rows = conn.execute(
-        select(sync_state.c.dataset, sync_state.c.first_day, sync_state.c.last_complete_day)
-        .where(sync_state.c.appid == appid)
-    )  # fmt: skip
+        select(sync_state.c.dataset, sync_state.c.first_day, sync_state.c.last_complete_day).where(
+            sync_state.c.appid == appid
+        )
+    )
     return {row.dataset: _State(row.first_day, row.last_complete_day) for row in rows}
 
 
@@ -343,10 +344,13 @@ class _Runner:
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="msgcube-sync")
         try:
             queued = [
-                (ep, [(w, True, pool.submit(self._fetch, ep, w, True)) for w in back]
-                 + [(w, False, pool.submit(self._fetch, ep, w, False)) for w in fwd])
+                (
+                    ep,
+                    [(w, True, pool.submit(self._fetch, ep, w, True)) for w in back]
+                    + [(w, False, pool.submit(self._fetch, ep, w, False)) for w in fwd],
+                )
                 for ep, back, fwd in plans
-            ]  # fmt: skip
+            ]
             for ep, jobs in queued:
                 self._run_dataset(ep, jobs)
         except BaseException as exc:
@@ -474,11 +478,15 @@ def apply_rows(
         if window.begin <= key[0] <= window.end:
             fetched[key] = tuple(int(row[m]) for m in measures)
     changed = [
-        {"appid": appid, **dict(zip(keys, k, strict=True)), **dict(zip(measures, v, strict=True)),
-         "updated_at": now}
+        {
+            "appid": appid,
+            **dict(zip(keys, k, strict=True)),
+            **dict(zip(measures, v, strict=True)),
+            "updated_at": now,
+        }
         for k, v in fetched.items()
         if stored.get(k) != v
-    ]  # fmt: skip
+    ]
     inserted = sum(1 for k in fetched if k not in stored)
     if changed:
         update = {column: _excluded(column) for column in (*measures, "updated_at")}

@@ -125,6 +125,7 @@ def _split_words(name: str) -> list[str]:
     return parts
 
 
+# Laid out by hand: one endpoint per row reads as a table; one field per line would not.
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("getupstreammsg", Period.DAY, RowKind.SUMMARY, 7, 7,
              "获取消息发送概况数据", "Message sending overview"),

@@ -18,6 +18,9 @@ from zoneinfo import ZoneInfo
 from msgcube.domain.endpoints import Endpoint, Period
 from msgcube.errors import ApiError
 
+PeriodKey = tuple[Period, date]
+"""A rollup key: a period (day, week, month) and its start date."""
+
 DEFAULT_TZ = "Asia/Shanghai"
 DATA_FLOOR = date(2014, 12, 1)
 """WeChat keeps no data before this day; earlier dates are not an error, they are empty."""

@@ -61,6 +61,7 @@ MSG_TYPE_MIX: tuple[tuple[str, float], ...] = (
 )
 """Share of each push ``MsgType`` among messages (sums to 1): mostly text, as on real accounts."""
 
+# Laid out by hand: twelve hours per row under an hour ruler; one number a line loses the hours.
 WEEKDAY_PROFILE: tuple[float, ...] = (
     # 0    1    2    3    4    5    6    7    8    9   10   11
     2.0, 1.2, 0.7, 0.45, 0.4, 0.5, 1.0, 2.0, 3.2, 3.8, 4.0, 4.2,
@@ -69,6 +70,7 @@ WEEKDAY_PROFILE: tuple[float, ...] = (
 )  # fmt: skip
 """Relative message rate per local hour on Monday–Friday: lunch bump, evening peak."""
 
+# Laid out by hand: twelve hours per row, as WEEKDAY_PROFILE.
 WEEKEND_PROFILE: tuple[float, ...] = (
     2.8, 1.8, 1.1, 0.6, 0.45, 0.45, 0.6, 1.0, 1.8, 2.8, 3.8, 4.4,
     4.8, 4.6, 4.4, 4.4, 4.4, 4.5, 4.6, 5.0, 5.6, 6.0, 5.8, 4.4,
@@ -131,11 +133,42 @@ assert len(_TYPE_TABLE) == _TYPE_TABLE_SIZE
 _TEXT, _IMAGE, _VOICE, _VIDEO, _SHORTVIDEO, _LINK, _LOCATION = range(7)
 
 _TEXTS: tuple[str, ...] = (
-    "你好", "在吗", "谢谢", "1", "2", "好的", "客服", "人工客服", "怎么报名", "多少钱",
-    "收到", "早上好", "晚安", "哈哈哈", "？", "发货了吗", "退款", "地址在哪", "营业时间",
-    "优惠券", "怎么使用", "今天有活动吗", "已转发", "好文章", "支持", "订阅", "菜单",
-    "hello", "hi", "thanks", "ok", "help", "how much?", "where is the store?", "👍",
-)  # fmt: skip
+    "你好",
+    "在吗",
+    "谢谢",
+    "1",
+    "2",
+    "好的",
+    "客服",
+    "人工客服",
+    "怎么报名",
+    "多少钱",
+    "收到",
+    "早上好",
+    "晚安",
+    "哈哈哈",
+    "？",
+    "发货了吗",
+    "退款",
+    "地址在哪",
+    "营业时间",
+    "优惠券",
+    "怎么使用",
+    "今天有活动吗",
+    "已转发",
+    "好文章",
+    "支持",
+    "订阅",
+    "菜单",
+    "hello",
+    "hi",
+    "thanks",
+    "ok",
+    "help",
+    "how much?",
+    "where is the store?",
+    "👍",
+)
 _LINKS: tuple[tuple[str, str], ...] = (
     ("看看这篇", "https://mp.weixin.qq.com/s/Xk3b8Qe1Rz"),
     ("活动链接", "https://mp.weixin.qq.com/s/9TqL2mVw0a"),

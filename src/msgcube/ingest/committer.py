@@ -24,7 +24,7 @@ from datetime import datetime
 
 from msgcube.domain.messages import Message, Record
 from msgcube.domain.periods import local_today
-from msgcube.ingest.store import store_batch
+from msgcube.ingest.batch import write_batch
 from msgcube.storage.accounts import Account, ingest_view
 from msgcube.storage.db import Store
 from msgcube.storage.quarantine import Kept, NewEntry, QuarantineLimits, add_entries
@@ -121,7 +121,7 @@ class GroupCommitter:
                 self._lock.close()
                 self._lock = None
 
-    async def store(self, account: Account, record: Record) -> None:
+    async def commit(self, account: Account, record: Record) -> None:
         """Return once ``record`` is committed (or was already stored: a retry)."""
         await self._submit(_Job(account, record, None, self._future()))
 
@@ -211,8 +211,14 @@ class GroupCommitter:
                     account = ingest_view(conn, cached)
                     recs.sort(key=_lock_order)
                     senders = self._senders.get(account.id, len(recs))
-                    store_batch(conn, account, recs, local_today(now, account.tz), senders,
-                                received_at=int(now.timestamp()))  # fmt: skip
+                    write_batch(
+                        conn,
+                        account,
+                        recs,
+                        local_today(now, account.tz),
+                        senders,
+                        received_at=int(now.timestamp()),
+                    )
                 entries = [job.entry for job in quarantined if job.entry is not None]
                 kept = add_entries(conn, entries, self.limits, int(now.timestamp()))
         except BaseException:

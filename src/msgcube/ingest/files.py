@@ -22,7 +22,7 @@ import orjson
 from msgcube.domain.messages import Message, Record, parse_record
 from msgcube.domain.periods import local_today
 from msgcube.errors import IngestError
-from msgcube.ingest.store import store_batch
+from msgcube.ingest.batch import write_batch
 from msgcube.storage.accounts import Account
 from msgcube.storage.db import Store
 from msgcube.storage.records import SenderIds, WriteResult
@@ -124,7 +124,7 @@ def import_stream(
         if batch:
             with store.write() as conn:
                 report.written.add(
-                    store_batch(conn, account, batch, today, sender_ids, received_at=received_at)
+                    write_batch(conn, account, batch, today, sender_ids, received_at=received_at)
                 )
             batch.clear()
         if progress and seen_lines:

@@ -75,9 +75,13 @@ class RawPush:
     def quarantined(self, reason: str, now: int) -> NewEntry:
         """What to keep of this request, received at ``now``, when it cannot be stored."""
         return NewEntry(
-            appid=self.appid, received_at=now, reason=reason, query=self.query_string,
-            body=self.body, signed_by=self.signed_by,
-        )  # fmt: skip
+            appid=self.appid,
+            received_at=now,
+            reason=reason,
+            query=self.query_string,
+            body=self.body,
+            signed_by=self.signed_by,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ signature was valid but whose content could not be stored — most often because
 account's EncodingAESKey was wrong or had just been rotated. Replay runs each one through
 ``open_push`` again, with the account as it is *now*: both signatures are re-checked
 (a quarantine row is not a licence to skip them), then decryption, parsing and
-``parse_record``. What now opens is stored with ``store_batch`` — deduplicated like any
+``parse_record``. What now opens is stored with ``write_batch`` — deduplicated like any
 push, so replaying a push WeChat has meanwhile retried successfully counts it once — and
 marked ``replayed_at`` in the same transaction; what still fails keeps its row, with the
 new reason.
@@ -20,8 +20,8 @@ from datetime import datetime
 from msgcube.domain.messages import Record
 from msgcube.domain.periods import local_today
 from msgcube.errors import BadSignature, IngestError
+from msgcube.ingest.batch import write_batch
 from msgcube.ingest.gate import RawPush, open_push
-from msgcube.ingest.store import store_batch
 from msgcube.storage.accounts import Account, get_account
 from msgcube.storage.db import Store
 from msgcube.storage.quarantine import get_entries, mark_replayed, pending_ids, set_reason
@@ -88,7 +88,7 @@ def _replay_chunk(store: Store, now: datetime, ids: Sequence[int], report: Repla
             assert account is not None
             records = [record for _, record in items]
             today = local_today(now, account.tz)
-            report.written.add(store_batch(conn, account, records, today, received_at=stamp))
+            report.written.add(write_batch(conn, account, records, today, received_at=stamp))
             for entry_id, _ in items:
                 mark_replayed(conn, entry_id, stamp)
                 report.replayed.append(entry_id)

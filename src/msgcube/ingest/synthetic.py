@@ -1,7 +1,7 @@
 """Synthetic traffic into the database or a JSON Lines file (``msgcube generate``, the demo).
 
 The traffic itself comes from ``msgcube.domain.traffic`` (pure); this module only routes it
-through the same ``store_batch`` as real pushes, so generated data is deduplicated,
+through the same ``write_batch`` as real pushes, so generated data is deduplicated,
 dirty-marked and rolled up exactly like the real thing.
 """
 
@@ -15,7 +15,7 @@ import orjson
 from msgcube.domain.messages import parse_record
 from msgcube.domain.periods import zone
 from msgcube.domain.traffic import generate_traffic, initial_followers
-from msgcube.ingest.store import import_followers, store_batch
+from msgcube.ingest.batch import import_followers, write_batch
 from msgcube.storage.accounts import Account, get_account
 from msgcube.storage.db import Store
 from msgcube.storage.records import SenderIds, WriteResult
@@ -39,9 +39,15 @@ def write_jsonl(
     count = 0
     with open(path, "wb") as out:
         records = generate_traffic(
-            appid=appid, original_id=original_id or f"gh_{appid[-12:]}", days=days, users=users,
-            seed=seed, end=end, tz=tz, messages_per_day=messages_per_day,
-        )  # fmt: skip
+            appid=appid,
+            original_id=original_id or f"gh_{appid[-12:]}",
+            days=days,
+            users=users,
+            seed=seed,
+            end=end,
+            tz=tz,
+            messages_per_day=messages_per_day,
+        )
         while chunk := list(islice(records, BATCH)):
             out.write(b"\n".join(orjson.dumps(r) for r in chunk) + b"\n")
             count += len(chunk)
@@ -67,14 +73,19 @@ def generate_into(
     stamp = int(datetime.combine(today, time(), zone(account.tz)).timestamp())
     senders = SenderIds(account.id)
     records = generate_traffic(
-        appid=account.appid, original_id=account.original_id or f"gh_{account.appid[-12:]}",
-        days=days, users=users, seed=seed, end=end, tz=account.tz,
+        appid=account.appid,
+        original_id=account.original_id or f"gh_{account.appid[-12:]}",
+        days=days,
+        users=users,
+        seed=seed,
+        end=end,
+        tz=account.tz,
         messages_per_day=messages_per_day,
-    )  # fmt: skip
+    )
     while chunk := list(islice(records, BATCH)):
         parsed = [parse_record(r) for r in chunk]
         with store.write() as conn:
-            total.add(store_batch(conn, account, parsed, today, senders, received_at=stamp))
+            total.add(write_batch(conn, account, parsed, today, senders, received_at=stamp))
     if with_followers:
         base = initial_followers(appid=account.appid, users=users, days=days, seed=seed)
         with store.write() as conn:

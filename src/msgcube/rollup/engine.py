@@ -32,6 +32,7 @@ from sqlalchemy import (
 from msgcube.domain.endpoints import Period
 from msgcube.domain.messages import COUNTED_TYPES
 from msgcube.domain.periods import (
+    PeriodKey,
     month_start,
     period_end_timestamp,
     period_last_day,
@@ -39,7 +40,7 @@ from msgcube.domain.periods import (
     week_start,
 )
 from msgcube.rollup.interface import compute_interface_days
-from msgcube.rollup.plan import Key, expected_keys, needed_for, pending
+from msgcube.rollup.plan import expected_keys, needed_for, pending
 from msgcube.storage.accounts import Account
 from msgcube.storage.db import Store
 from msgcube.storage.rollup_state import mark_done, read_states
@@ -63,8 +64,8 @@ class RefreshReport:
 
 
 def pending_keys(
-    conn: Connection, account: Account, today: date, within: Iterable[Key] | None = None
-) -> list[Key]:
+    conn: Connection, account: Account, today: date, within: Iterable[PeriodKey] | None = None
+) -> list[PeriodKey]:
     """Closed periods of ``account`` that need computing (optionally only among ``within``).
 
     Weeks and months read user-day rows, so pending days inside a requested week or month
@@ -84,7 +85,7 @@ def refresh(
     store: Store,
     account: Account,
     today: date,
-    within: Iterable[Key] | None = None,
+    within: Iterable[PeriodKey] | None = None,
     *,
     chunk: int = 31,
     computed_at: int | None = None,
@@ -130,10 +131,14 @@ def _compute(
         # A week or month reads user_day rows: any of its days made dirty since the day
         # rollups ran (a push landing between them) is recomputed first, in this same
         # transaction — otherwise the week would be marked done from stale user_day rows.
-        inside = {(Period.DAY, d) for s in starts
-                  for d in periods_touching(Period.DAY, s, period_last_day(period, s))}  # fmt: skip
-        stale = sorted(d for (p, d), (dirty, done) in states.items()
-                       if (p, d) in inside and dirty > done)  # fmt: skip
+        inside = {
+            (Period.DAY, d)
+            for s in starts
+            for d in periods_touching(Period.DAY, s, period_last_day(period, s))
+        }
+        stale = sorted(
+            d for (p, d), (dirty, done) in states.items() if (p, d) in inside and dirty > done
+        )
         if stale:
             _compute_days(conn, account, stale)
             seqs.update({(Period.DAY, d): states[(Period.DAY, d)][0] for d in stale})
@@ -178,11 +183,22 @@ def _compute_days(conn: Connection, account: Account, days: Sequence[date]) -> N
         )
         conn.execute(
             insert(user_day).from_select(
-                ["account_id", "day", "user_id", "week", "month", "c1", "c2", "c3", "c4", "c6",
-                 "total"],
+                [
+                    "account_id",
+                    "day",
+                    "user_id",
+                    "week",
+                    "month",
+                    "c1",
+                    "c2",
+                    "c3",
+                    "c4",
+                    "c6",
+                    "total",
+                ],
                 src,
             )
-        )  # fmt: skip
+        )
     hourly = conn.execute(
         select(
             messages.c.day,
@@ -240,8 +256,11 @@ def _write_aggregates(
     if not starts:
         return
     a = account.id
-    label = {Period.DAY: user_day.c.day, Period.WEEK: user_day.c.week,
-             Period.MONTH: user_day.c.month}[period]  # fmt: skip
+    label = {
+        Period.DAY: user_day.c.day,
+        Period.WEEK: user_day.c.week,
+        Period.MONTH: user_day.c.month,
+    }[period]
     first, last = min(starts), max(period_last_day(period, s) for s in starts)
     type_cols = [user_day.c[_TYPE_COLUMN[t]] for t in COUNTED_TYPES]
     where = (user_day.c.account_id == a, user_day.c.day.between(first, last), label.in_(starts))
@@ -278,23 +297,40 @@ def _write_aggregates(
             users, count = values[2 * i], values[2 * i + 1]
             if count:
                 summary_rows.append(
-                    {"account_id": a, "period": period.value, "ref_date": ref, "ref_hour": 0,
-                     "msg_type": t, "msg_user": users, "msg_count": count}
-                )  # fmt: skip
+                    {
+                        "account_id": a,
+                        "period": period.value,
+                        "ref_date": ref,
+                        "ref_hour": 0,
+                        "msg_type": t,
+                        "msg_user": users,
+                        "msg_count": count,
+                    }
+                )
         for interval, users in zip((1, 2, 3), values[-3:], strict=True):
             if users:
                 dist_rows.append(
-                    {"account_id": a, "period": period.value, "ref_date": ref,
-                     "count_interval": interval, "msg_user": users}
-                )  # fmt: skip
+                    {
+                        "account_id": a,
+                        "period": period.value,
+                        "ref_date": ref,
+                        "count_interval": interval,
+                        "msg_user": users,
+                    }
+                )
     if account.follower_base:
         for s in starts:
             silent = _silent_followers(conn, account, period, s)
             if silent:
                 dist_rows.append(
-                    {"account_id": a, "period": period.value, "ref_date": s,
-                     "count_interval": 0, "msg_user": silent}
-                )  # fmt: skip
+                    {
+                        "account_id": a,
+                        "period": period.value,
+                        "ref_date": s,
+                        "count_interval": 0,
+                        "msg_user": silent,
+                    }
+                )
     if summary_rows:
         conn.execute(insert(stat_summary), summary_rows)
     if dist_rows:

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, select
 
 from msgcube.domain.endpoints import Endpoint, Period, RowKind
 from msgcube.domain.periods import (
+    PeriodKey,
     check_range,
     local_today,
     parse_date,
@@ -28,7 +29,6 @@ from msgcube.domain.periods import (
 from msgcube.errors import ApiError
 from msgcube.rollup.engine import pending_keys, refresh
 from msgcube.rollup.interface import read_interface_rows
-from msgcube.rollup.plan import Key
 from msgcube.storage.accounts import Account
 from msgcube.storage.db import Store
 from msgcube.storage.schema import stat_dist, stat_summary
@@ -77,7 +77,7 @@ def serve_rows(
         if not leave_out_not_ready:
             raise ApiError(61503, f"yesterday's data is served after {ready_at:%H:%M}")
         labels = labels[:-1]
-    keys: set[Key] = {(period, s) for s in labels}
+    keys: set[PeriodKey] = {(period, s) for s in labels}
     if keys:
         with store.read() as conn:
             stale = pending_keys(conn, account, today, keys)
@@ -121,10 +121,13 @@ def read_rows(conn: Connection, account_id: int, ep: Endpoint, labels: list[date
             .order_by(t.c.ref_date, t.c.count_interval)
         )
         return [
-            {"ref_date": r.ref_date.isoformat(), "count_interval": r.count_interval,
-             "msg_user": r.msg_user}
+            {
+                "ref_date": r.ref_date.isoformat(),
+                "count_interval": r.count_interval,
+                "msg_user": r.msg_user,
+            }
             for r in conn.execute(stmt)
-        ]  # fmt: skip
+        ]
     s = stat_summary
     stmt = (
         select(s.c.ref_date, s.c.ref_hour, s.c.msg_type, s.c.msg_user, s.c.msg_count)
@@ -134,12 +137,21 @@ def read_rows(conn: Connection, account_id: int, ep: Endpoint, labels: list[date
     )
     if ep.period is Period.HOUR:
         return [
-            {"ref_date": r.ref_date.isoformat(), "ref_hour": r.ref_hour, "msg_type": r.msg_type,
-             "msg_user": r.msg_user, "msg_count": r.msg_count}
+            {
+                "ref_date": r.ref_date.isoformat(),
+                "ref_hour": r.ref_hour,
+                "msg_type": r.msg_type,
+                "msg_user": r.msg_user,
+                "msg_count": r.msg_count,
+            }
             for r in conn.execute(stmt)
-        ]  # fmt: skip
+        ]
     return [
-        {"ref_date": r.ref_date.isoformat(), "msg_type": r.msg_type, "msg_user": r.msg_user,
-         "msg_count": r.msg_count}
+        {
+            "ref_date": r.ref_date.isoformat(),
+            "msg_type": r.msg_type,
+            "msg_user": r.msg_user,
+            "msg_count": r.msg_count,
+        }
         for r in conn.execute(stmt)
-    ]  # fmt: skip
+    ]

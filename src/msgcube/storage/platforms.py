@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, select, update
@@ -45,21 +45,12 @@ class Platform:
     account_limit: int = 10_000
 
 
+_PLATFORM_FIELDS = tuple(f.name for f in fields(Platform))
+
+
 def _platform(row: Any) -> Platform:
-    return Platform(
-        id=row.id,
-        component_appid=row.component_appid,
-        ticket_url=row.ticket_url,
-        created_at=row.created_at,
-        pushed_slot=row.pushed_slot,
-        secret_hash=row.secret_hash,
-        push_token=row.push_token,
-        aes_key=row.aes_key,
-        ticket_key=row.ticket_key,
-        prev_aes_key=row.prev_aes_key,
-        upstream_url=row.upstream_url,
-        account_limit=row.account_limit,
-    )
+    """The row as a ``Platform``: its fields are named as the table's columns."""
+    return Platform(**{name: getattr(row, name) for name in _PLATFORM_FIELDS})
 
 
 def insert_platform(conn: Connection, **values: Any) -> Platform:

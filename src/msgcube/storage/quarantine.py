@@ -156,10 +156,13 @@ def add_entry(conn: Connection, entry: NewEntry) -> int:
     """Insert one quarantined push, unconditionally; returns its id."""
     result = conn.execute(
         quarantine.insert().values(
-            appid=entry.appid, received_at=entry.received_at, reason=entry.reason[:2000],
-            query=entry.query, body=entry.body,
+            appid=entry.appid,
+            received_at=entry.received_at,
+            reason=entry.reason[:2000],
+            query=entry.query,
+            body=entry.body,
         )
-    )  # fmt: skip
+    )
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
@@ -193,11 +196,17 @@ def list_entries(
         stmt = stmt.limit(limit)
     return [
         QuarantineEntry(
-            id=r.id, appid=r.appid, received_at=r.received_at, reason=r.reason, query=r.query,
-            body=b"", body_size=int(r.body_size or 0), replayed_at=r.replayed_at,
+            id=r.id,
+            appid=r.appid,
+            received_at=r.received_at,
+            reason=r.reason,
+            query=r.query,
+            body=b"",
+            body_size=int(r.body_size or 0),
+            replayed_at=r.replayed_at,
         )
         for r in conn.execute(stmt)
-    ]  # fmt: skip
+    ]
 
 
 def get_entries(conn: Connection, ids: Sequence[int]) -> list[QuarantineEntry]:
@@ -234,6 +243,12 @@ def set_reason(conn: Connection, entry_id: int, reason: str) -> None:
 def _full(r: Any) -> QuarantineEntry:
     body = bytes(r.body)
     return QuarantineEntry(
-        id=r.id, appid=r.appid, received_at=r.received_at, reason=r.reason, query=r.query,
-        body=body, body_size=len(body), replayed_at=r.replayed_at,
-    )  # fmt: skip
+        id=r.id,
+        appid=r.appid,
+        received_at=r.received_at,
+        reason=r.reason,
+        query=r.query,
+        body=body,
+        body_size=len(body),
+        replayed_at=r.replayed_at,
+    )

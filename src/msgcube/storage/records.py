@@ -169,10 +169,19 @@ def _insert_sqlite(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
     and this insert, and every fresh row is inserted.
     """
     params = [
-        (r["account_id"], r["msg_id"], r["user_id"], r["create_time"], r["msg_type_name"],
-         r["msg_type"], r["day"].isoformat(), r["hour"], r["received_at"])
+        (
+            r["account_id"],
+            r["msg_id"],
+            r["user_id"],
+            r["create_time"],
+            r["msg_type_name"],
+            r["msg_type"],
+            r["day"].isoformat(),
+            r["hour"],
+            r["received_at"],
+        )
         for r in rows
-    ]  # fmt: skip
+    ]
     stored = conn.exec_driver_sql(_SQLITE_INSERT, params).rowcount
     if stored != len(rows):  # pragma: no cover - would mean the lock did not hold
         raise RuntimeError(f"expected to store {len(rows)} messages, stored {stored}")
@@ -190,8 +199,14 @@ def write_events(
     inserted = 0
     for e in unique.values():
         day, _ = local_day_hour(e.create_time, tz)
-        row = {"account_id": account_id, "openid": e.openid, "create_time": e.create_time,
-               "event": e.event, "day": day, "received_at": received_at}  # fmt: skip
+        row = {
+            "account_id": account_id,
+            "openid": e.openid,
+            "create_time": e.create_time,
+            "event": e.event,
+            "day": day,
+            "received_at": received_at,
+        }
         # One statement per event: events are rare, and RETURNING tells which were new
         # (rowcount is not reliable for INSERT … ON CONFLICT across drivers).
         stmt = insert_ignore(conn, events, keys).returning(events.c.id)

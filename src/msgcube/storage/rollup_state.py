@@ -14,14 +14,12 @@ from datetime import date
 from sqlalchemy import Connection, select, update
 
 from msgcube.domain.endpoints import Period
-from msgcube.domain.periods import has_ended
+from msgcube.domain.periods import PeriodKey, has_ended
 from msgcube.storage.dialect import upsert
 from msgcube.storage.schema import accounts, rollup_state
 
-Key = tuple[Period, date]
 
-
-def mark_dirty(conn: Connection, account_id: int, keys: Iterable[Key], today: date) -> int:
+def mark_dirty(conn: Connection, account_id: int, keys: Iterable[PeriodKey], today: date) -> int:
     """Bump the dirty sequence of each key; returns how many keys were marked.
 
     When a period that has already ended becomes dirty, the account's ``stats_gen`` moves
@@ -52,7 +50,7 @@ def mark_dirty(conn: Connection, account_id: int, keys: Iterable[Key], today: da
 
 def read_states(
     conn: Connection, account_id: int, periods: Iterable[Period] | None = None
-) -> dict[Key, tuple[int, int]]:
+) -> dict[PeriodKey, tuple[int, int]]:
     """(period, start) → (dirty_seq, done_seq) for one account."""
     stmt = select(
         rollup_state.c.period,
@@ -66,7 +64,7 @@ def read_states(
 
 
 def mark_done(
-    conn: Connection, account_id: int, done: dict[Key, int], computed_at: int | None
+    conn: Connection, account_id: int, done: dict[PeriodKey, int], computed_at: int | None
 ) -> None:
     """Record that each period was computed from data up to its dirty sequence ``seq``.
 

@@ -68,7 +68,7 @@ from msgcube.storage.accounts import Account, get_account, list_accounts
 from msgcube.storage.platforms import list_authorizations, list_platforms, platform_accounts
 from msgcube.storage.usage import daily_limit_override
 from msgcube.web.context import AppContext
-from msgcube.web.handlers import read_body
+from msgcube.web.request_checks import read_body
 
 AdminHandler = Callable[[Request, AppContext], Awaitable[Response]]
 
@@ -100,9 +100,11 @@ def admin_endpoint(handler: AdminHandler) -> Callable[[Request], Awaitable[Respo
             return Response(b"Not Found", status_code=404, media_type="text/plain")
         if not _authorized(request, ctx.settings.admin_token):
             return Response(
-                orjson.dumps({"error": "admin token required"}), status_code=401,
-                media_type="application/json", headers={"WWW-Authenticate": "Bearer"},
-            )  # fmt: skip
+                orjson.dumps({"error": "admin token required"}),
+                status_code=401,
+                media_type="application/json",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         for name, value in request.path_params.items():
             if not is_appid(value):  # no such account; PostgreSQL could not even ask
                 raise NotFound(f"unknown {name} {value[:64]!r}")
@@ -289,18 +291,23 @@ async def platform_ticket(request: Request, ctx: AppContext) -> Response:
     with ctx.store.read() as conn:
         platform = require_platform(conn, request.path_params["component_appid"])
     now = ctx.now_ts()
-    return _json({"component_appid": platform.component_appid,
-                  **current_ticket(platform, now).body(now)})  # fmt: skip
+    return _json(
+        {"component_appid": platform.component_appid, **current_ticket(platform, now).body(now)}
+    )
 
 
 async def authorizations_list(request: Request, ctx: AppContext) -> Response:
     with ctx.store.read() as conn:
         rows = [
-            {"component_appid": r["component_appid"], "authorizer_appid": r["appid"],
-             "func_info": [int(f) for f in r["func_ids"].split(",") if f],
-             "authorized_at": r["authorized_at"], "revoked_at": r["revoked_at"]}
+            {
+                "component_appid": r["component_appid"],
+                "authorizer_appid": r["appid"],
+                "func_info": [int(f) for f in r["func_ids"].split(",") if f],
+                "authorized_at": r["authorized_at"],
+                "revoked_at": r["revoked_at"],
+            }
             for r in list_authorizations(conn)
-        ]  # fmt: skip
+        ]
     return _json({"authorizations": rows})
 
 
@@ -321,10 +328,14 @@ async def authorizations_create(request: Request, ctx: AppContext) -> Response:
             raise NotFound(f"unknown appid {appid}")
         auth, refresh = authorize_platform(conn, platform, account, func_ids, ctx.now_ts())
     return _json(
-        {"component_appid": component_appid, "authorizer_appid": appid,
-         "func_info": func_info(auth.func_ids), "authorizer_refresh_token": refresh},
+        {
+            "component_appid": component_appid,
+            "authorizer_appid": appid,
+            "func_info": func_info(auth.func_ids),
+            "authorizer_refresh_token": refresh,
+        },
         201,
-    )  # fmt: skip
+    )
 
 
 async def authorizations_revoke(request: Request, ctx: AppContext) -> Response:
@@ -336,8 +347,14 @@ async def authorizations_revoke(request: Request, ctx: AppContext) -> Response:
         if account is None:
             raise NotFound(f"unknown appid {appid}")
         ended = revoke_authorization(conn, platform, account, ctx.now_ts())
-    return _json({"component_appid": component_appid, "authorizer_appid": appid,
-                  "revoked": True, "tokens_ended": ended})  # fmt: skip
+    return _json(
+        {
+            "component_appid": component_appid,
+            "authorizer_appid": appid,
+            "revoked": True,
+            "tokens_ended": ended,
+        }
+    )
 
 
 def _route(path: str, methods: dict[str, AdminHandler]) -> Route:

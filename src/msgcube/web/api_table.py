@@ -18,8 +18,8 @@ from starlette.routing import Route
 from msgcube.domain.endpoints import ENDPOINTS, Endpoint, Period, RowKind
 from msgcube.domain.messages import COUNT_INTERVALS, COUNTED_TYPES
 from msgcube.errors import ERRMSG
-from msgcube.web import cgibin, component, datacube, quota_api
-from msgcube.web.handlers import ALL_METHODS, Handler, endpoint
+from msgcube.web import cgibin, datacube, platform_api, quota_api
+from msgcube.web.request_checks import ALL_METHODS, Handler, endpoint
 
 Schema = dict[str, Any]
 
@@ -169,7 +169,7 @@ def _component() -> list[ApiRoute]:
             method="POST",
             name="api_component_token",
             summary="获取令牌: verify ticket + secret → component_access_token (7200 s)",
-            handler=component.api_component_token,
+            handler=platform_api.api_component_token,
             errcodes=(43002, 44002, 47001, 41002, 41004, 61011, 40125, 61006, 61005),
             success=obj(
                 ["component_access_token", "expires_in"],
@@ -182,7 +182,7 @@ def _component() -> list[ApiRoute]:
             method="POST",
             name="api_authorizer_token",
             summary="获取/刷新接口调用令牌: refresh token → authorizer token + a new refresh token",
-            handler=component.api_authorizer_token,
+            handler=platform_api.api_authorizer_token,
             errcodes=(*TOKEN_PREAMBLE, 61014, 44002, 47001, 41002, 61011, 61003, 61023),
             success=obj(
                 ["authorizer_access_token", "expires_in", "authorizer_refresh_token"],

@@ -28,7 +28,6 @@ from msgcube.web import (
     api_table,
     boundary,
     callback,
-    component,
     dashboard,
     platform_callback,
 )
@@ -38,6 +37,7 @@ from msgcube.web.context import AppContext
 from msgcube.web.envelope import JSONBody
 from msgcube.web.openapi import openapi_document
 from msgcube.web.quota_flusher import quota_flusher
+from msgcube.web.ticket_pusher import ticket_pusher
 
 
 async def health(request: Request) -> Response:
@@ -63,7 +63,7 @@ def create_app(settings: Settings, store: Store, *, background: bool = False) ->
             if not background:
                 yield
                 return
-            async with rollup_loop(ctx), component.ticket_pusher(ctx):
+            async with rollup_loop(ctx), ticket_pusher(ctx):
                 yield
 
     routes = [

@@ -35,11 +35,17 @@ def rollup_once(ctx: AppContext) -> int:
     total = 0
     now = ctx.now()
     for account in accounts:
-        report = refresh(ctx.store, account, local_today(now, account.tz), chunk=7,
-                         computed_at=int(now.timestamp()))  # fmt: skip
+        report = refresh(
+            ctx.store,
+            account,
+            local_today(now, account.tz),
+            chunk=7,
+            computed_at=int(now.timestamp()),
+        )
         if report.total:
-            log.info("rolled up %s: %d periods in %.2fs", account.appid, report.total,
-                     report.seconds)  # fmt: skip
+            log.info(
+                "rolled up %s: %d periods in %.2fs", account.appid, report.total, report.seconds
+            )
         total += report.total
     return total
 

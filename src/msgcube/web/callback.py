@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -46,14 +48,14 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from msgcube.domain.identifiers import is_appid
-from msgcube.errors import BadSignature, BodyTooLarge, IngestError
+from msgcube.errors import BadSignature, BodyTooLarge, IngestError, PushRefused
 from msgcube.ingest.committer import GroupCommitter
 from msgcube.ingest.gate import RawPush, VerifiedPush, check_request_signature, open_body
 from msgcube.relay import Relay, RelayAnswer, RelayRecorder
 from msgcube.storage.accounts import Account, get_account
 from msgcube.storage.quarantine import Kept, QuarantineLimits
 from msgcube.web.context import AppContext
-from msgcube.web.handlers import read_body
+from msgcube.web.request_checks import read_body
 
 log = logging.getLogger("msgcube.callback")
 
@@ -93,8 +95,13 @@ class CallbackService:
             await self.committer.stop()
             s = self.committer.stats
             if s.items:
-                log.info("group commit: %d pushes in %d transactions (largest %d, %d failed)",
-                         s.items, s.batches, s.largest, s.failed_batches)  # fmt: skip
+                log.info(
+                    "group commit: %d pushes in %d transactions (largest %d, %d failed)",
+                    s.items,
+                    s.batches,
+                    s.largest,
+                    s.failed_batches,
+                )
 
     async def account(self, appid: str) -> Account | None:
         """The account, from a cache refreshed in the background once a second.
@@ -138,46 +145,66 @@ class CallbackService:
             return get_account(conn, appid)
 
 
-def _refuse(request: Request, status: int, reason: str) -> Response:
+def refuse(request: Request, status: int, reason: str) -> Response:
     request.state.detail = reason  # the access log line says why; the query is never logged
     return PlainTextResponse(reason, status_code=status)
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def refusing(endpoint: Endpoint) -> Endpoint:
+    """The push URLs' refusals answered in one place: a bad signature or a push msgcube
+    will not take 403, an oversized body 413 (plain text, as WeChat expects)."""
+
+    @functools.wraps(endpoint)
+    async def call(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except (BadSignature, PushRefused) as exc:
+            return refuse(request, 403, exc.reason)
+        except BodyTooLarge:
+            return refuse(request, 413, "request body too large")
+
+    return call
+
+
+def signed_query(request: Request, appid: str, gate: Account) -> RawPush:
+    """The request with its query checked against ``gate``'s Token (``BadSignature``)."""
+    raw = RawPush(appid, request.scope.get("query_string", b"").decode("latin-1"), b"")
+    check_request_signature(gate, raw.query)
+    return raw
+
+
+def echo(raw: RawPush) -> Response:
+    """The answer to WeChat's URL check (a signed GET): its ``echostr``."""
+    return PlainTextResponse(
+        raw.query.get("echostr", ""), headers={"X-Content-Type-Options": "nosniff"}
+    )
+
+
+@refusing
 async def callback(request: Request) -> Response:
     received = time.perf_counter()
     service: CallbackService = request.app.state.callback
     appid = request.path_params["appid"]
     account = await service.account(appid) if is_appid(appid) else None
     if account is None:
-        return _refuse(request, 404, "unknown appid")
-    query_string = request.scope.get("query_string", b"").decode("latin-1")
-    raw = RawPush(appid, query_string, b"")
-    query = raw.query
-    try:
-        check_request_signature(account, query)
-    except BadSignature as exc:
-        return _refuse(request, 403, exc.reason)
+        return refuse(request, 404, "unknown appid")
+    raw = signed_query(request, appid, account)
     if request.method in ("GET", "HEAD"):
-        return PlainTextResponse(
-            query.get("echostr", ""), headers={"X-Content-Type-Options": "nosniff"}
-        )
-    try:
-        body = await read_body(request)
-    except BodyTooLarge:
-        return _refuse(request, 413, "request body too large")
-    raw = RawPush(appid, query_string, body)
+        return echo(raw)
+    raw = replace(raw, body=await read_body(request))
     try:
         push = await _open(service, account, raw)
-    except BadSignature as exc:
-        return _refuse(request, 403, exc.reason)
     except IngestError as exc:
         return await quarantine_response(request, service, raw, exc.reason)
     if account.upstream_url:
         return relay_response(request, await _relay(service, request, account, push, received))
     try:
-        await service.committer.store(account, push.record)
+        await service.committer.commit(account, push.record)
     except Exception:
-        return _refuse(request, 500, "could not store")
+        return refuse(request, 500, "could not store")
     return PlainTextResponse("success")
 
 
@@ -188,13 +215,13 @@ async def quarantine_response(
     try:
         kept = await service.committer.quarantine(raw.quarantined(reason, service.ctx.now_ts()))
     except Exception:
-        return _refuse(request, 500, "could not store")
+        return refuse(request, 500, "could not store")
     if kept is Kept.FULL:
         log.warning("quarantine of %s is full: a signed push was refused (%r)", raw.appid, reason)
-        return _refuse(request, 503, f"quarantine full, not kept: {reason}")
+        return refuse(request, 503, f"quarantine full, not kept: {reason}")
     if kept is Kept.DUPLICATE:
-        return _refuse(request, 400, f"already quarantined: {reason}")
-    return _refuse(request, 400, f"quarantined: {reason}")
+        return refuse(request, 400, f"already quarantined: {reason}")
+    return refuse(request, 400, f"quarantined: {reason}")
 
 
 async def _relay(
@@ -213,7 +240,7 @@ async def _relay(
         request.scope["query_string"],
         request.headers.get("content-type"),
         push.raw.body,
-        service.committer.store(account, push.record),
+        service.committer.commit(account, push.record),
         received=received,
     )
 

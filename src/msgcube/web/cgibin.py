@@ -17,7 +17,7 @@ from msgcube.storage.accounts import Account, get_account, secret_matches
 from msgcube.storage.platforms import get_platform
 from msgcube.web.context import AppContext
 from msgcube.web.envelope import ok_response
-from msgcube.web.handlers import client_ip, json_object
+from msgcube.web.request_checks import client_ip, json_object
 
 
 def _account(

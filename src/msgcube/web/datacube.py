@@ -21,8 +21,8 @@ from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import Account
 from msgcube.web.context import AppContext
 from msgcube.web.envelope import JSONBody
-from msgcube.web.handlers import ACCOUNT_KINDS, Handler, json_object, require_token
 from msgcube.web.quota_flusher import counter_of
+from msgcube.web.request_checks import ACCOUNT_KINDS, Handler, json_object, require_token
 
 
 def authorize(
@@ -59,9 +59,16 @@ def handler(ep: Endpoint) -> Handler:
         if isinstance(hit, tuple) and hit[0] == account.stats_gen:
             return JSONBody(hit[1])
         rows = await run_in_threadpool(
-            served_list, ctx.store, account, ep, begin, end, now,
-            span_profile=ctx.settings.span_profile, ready_at=ctx.settings.ready_time,
-        )  # fmt: skip
+            served_list,
+            ctx.store,
+            account,
+            ep,
+            begin,
+            end,
+            now,
+            span_profile=ctx.settings.span_profile,
+            ready_at=ctx.settings.ready_time,
+        )
         payload = orjson.dumps({"list": rows})
         ctx.answers.put(key, (account.stats_gen, payload))
         return JSONBody(payload)

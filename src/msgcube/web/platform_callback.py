@@ -40,6 +40,7 @@ Decisions:
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -49,12 +50,20 @@ from starlette.routing import Route
 from msgcube.auth.platforms import admitted_account, create_platform_account, upstream_for
 from msgcube.domain.identifiers import is_appid
 from msgcube.domain.messages import Record, parse_record
-from msgcube.errors import BadSignature, BodyTooLarge, IngestError, PushRefused
-from msgcube.ingest.gate import RawPush, check_request_signature, open_fields
+from msgcube.errors import IngestError
+from msgcube.ingest.gate import RawPush, open_fields
 from msgcube.storage.accounts import Account
 from msgcube.storage.platforms import Platform, get_platform
-from msgcube.web.callback import CallbackService, quarantine_response, relay_response
-from msgcube.web.handlers import read_body
+from msgcube.web.callback import (
+    CallbackService,
+    echo,
+    quarantine_response,
+    refuse,
+    refusing,
+    relay_response,
+    signed_query,
+)
+from msgcube.web.request_checks import read_body
 from msgcube.wechat import parse_push_xml
 
 CACHE_TTL = 1.0
@@ -134,11 +143,7 @@ class PlatformCallbackService:
             )
 
 
-def _refuse(request: Request, status: int, reason: str) -> Response:
-    request.state.detail = reason  # the access log line says why; the query is never logged
-    return PlainTextResponse(reason, status_code=status)
-
-
+@refusing
 async def platform_callback(request: Request) -> Response:
     received = time.perf_counter()
     service: PlatformCallbackService = request.app.state.platform_callback
@@ -146,43 +151,29 @@ async def platform_callback(request: Request) -> Response:
     appid = request.path_params["appid"]
     platform = await service.platform(component_appid) if is_appid(component_appid) else None
     if platform is None:
-        return _refuse(request, 404, "unknown platform")
-    query_string = request.scope.get("query_string", b"").decode("latin-1")
-    query = RawPush(appid, query_string, b"").query
-    try:
-        check_request_signature(gate_view(platform), query)
-    except BadSignature as exc:
-        return _refuse(request, 403, exc.reason)
+        return refuse(request, 404, "unknown platform")
+    raw = signed_query(request, appid, gate_view(platform))
     if request.method in ("GET", "HEAD"):
-        return PlainTextResponse(
-            query.get("echostr", ""), headers={"X-Content-Type-Options": "nosniff"}
-        )
-    if (query.get("encrypt_type") or "").strip().lower() != "aes":
-        return _refuse(request, 403, "a platform's pushes must be encrypted (encrypt_type=aes)")
+        return echo(raw)
+    if (raw.query.get("encrypt_type") or "").strip().lower() != "aes":
+        return refuse(request, 403, "a platform's pushes must be encrypted (encrypt_type=aes)")
     if platform.aes_key is None:
-        return _refuse(request, 403, "the platform has no EncodingAESKey (msgcube platform set)")
-    try:
-        body = await read_body(request)
-    except BodyTooLarge:
-        return _refuse(request, 413, "request body too large")
-    raw = RawPush(appid, query_string, body)
+        return refuse(request, 403, "the platform has no EncodingAESKey (msgcube platform set)")
+    body = await read_body(request)
+    raw = replace(raw, body=body)
     try:
         platform, fields = await _open(service, platform, raw)
         if not set(parse_push_xml(body)) <= ENVELOPE_FIELDS:
-            return _refuse(request, 403, "compatible mode is not accepted on a platform URL")
+            return refuse(request, 403, "compatible mode is not accepted on a platform URL")
         to_user = fields.get("ToUserName", "")
         if not to_user and fields.get("AppId") == platform.component_appid:
             return PlainTextResponse("success")  # WeChat's notice to the platform
         record = _record(fields)
         account = await service.account(platform, appid, to_user)
-    except BadSignature as exc:
-        return _refuse(request, 403, exc.reason)
-    except PushRefused as exc:
-        return _refuse(request, 403, exc.reason)
     except IngestError as exc:  # XmlError and DecryptError are IngestErrors too
         reason = f"platform {component_appid}: {exc.reason}"
         return await quarantine_response(request, service.callbacks, raw, reason)
-    storing = service.callbacks.committer.store(account, record)
+    storing = service.callbacks.committer.commit(account, record)
     if platform.upstream_url:
         answer = await service.callbacks.relay.relay(
             account,
@@ -198,7 +189,7 @@ async def platform_callback(request: Request) -> Response:
     try:
         await storing
     except Exception:
-        return _refuse(request, 500, "could not store")
+        return refuse(request, 500, "could not store")
     return PlainTextResponse("success")
 
 

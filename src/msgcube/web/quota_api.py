@@ -22,8 +22,8 @@ from msgcube.storage.platforms import get_platform_by_id
 from msgcube.storage.usage import usage_of
 from msgcube.web.context import AppContext
 from msgcube.web.envelope import ok_response
-from msgcube.web.handlers import ANY_KIND, json_object, require_token
 from msgcube.web.quota_flusher import counter_of
+from msgcube.web.request_checks import ANY_KIND, json_object, require_token
 
 OK = {"errcode": 0, "errmsg": "ok"}
 

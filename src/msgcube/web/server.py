@@ -8,6 +8,7 @@ handling off: only msgcube's ``trusted_proxies`` decides whose ``X-Forwarded-For
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
@@ -41,22 +42,21 @@ def app_from_env() -> Starlette:
 
 def serve(settings: Settings) -> None:
     configure_logging(settings.log_level)
-    common = {
-        "host": settings.host,
-        "port": settings.port,
-        "access_log": False,  # msgcube logs each request itself, with its rid
-        "log_level": settings.log_level,
-        "timeout_keep_alive": 30,
+    run = functools.partial(
+        uvicorn.run,
+        host=settings.host,
+        port=settings.port,
+        access_log=False,  # msgcube logs each request itself, with its rid
+        log_level=settings.log_level,
+        timeout_keep_alive=30,
         # uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1 and rewrite the
-        # client address before msgcube sees it; ``trusted_proxies`` (web/handlers.py
+        # client address before msgcube sees it; ``trusted_proxies`` (web/request_checks.py
         # ``client_ip``) is the only place that decides which proxies are believed.
-        "proxy_headers": False,
-        "forwarded_allow_ips": "",
-    }
+        proxy_headers=False,
+        forwarded_allow_ips="",
+    )
     if settings.workers > 1:
         export_settings(settings)
-        uvicorn.run("msgcube.web.server:app_from_env", factory=True, workers=settings.workers,
-                    **common)  # type: ignore[arg-type]  # fmt: skip
+        run("msgcube.web.server:app_from_env", factory=True, workers=settings.workers)
         return
-    app = create_app(settings, open_store(settings.db_url), background=True)
-    uvicorn.run(app, **common)  # type: ignore[arg-type]
+    run(create_app(settings, open_store(settings.db_url), background=True))

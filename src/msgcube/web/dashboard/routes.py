@@ -52,7 +52,7 @@ from msgcube.web.dashboard.session import (
     same_origin,
     write_cookie,
 )
-from msgcube.web.handlers import read_body
+from msgcube.web.request_checks import read_body
 
 PREFIX = "/dashboard"
 PERIODS: tuple[str, ...] = ("day", "week", "month")
@@ -140,9 +140,10 @@ def _visitor(request: Request) -> Visitor:
 
 def _html(request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
     return HTMLResponse(
-        _env.get_template(template).render(**values), status_code=status,
+        _env.get_template(template).render(**values),
+        status_code=status,
         headers=SECURITY_HEADERS,
-    )  # fmt: skip
+    )
 
 
 def _redirect(url: str) -> RedirectResponse:
@@ -151,9 +152,11 @@ def _redirect(url: str) -> RedirectResponse:
 
 def _json(content: Any, status: int = 200) -> Response:
     return Response(
-        orjson.dumps(content), status_code=status, media_type="application/json",
+        orjson.dumps(content),
+        status_code=status,
+        media_type="application/json",
         headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
-    )  # fmt: skip
+    )
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -207,9 +210,14 @@ def _login(
     request: Request, visitor: Visitor, *, error: str = "", status: int = 200, appid: str = ""
 ) -> Response:
     response = _html(
-        request, "login.html", status, **_common(request, visitor), error=error, appid=appid,
+        request,
+        "login.html",
+        status,
+        **_common(request, visitor),
+        error=error,
+        appid=appid,
         admin_enabled=bool(_ctx(request).settings.admin_token),
-    )  # fmt: skip
+    )
     write_cookie(request, response, _codec(request), visitor.session)
     return response
 
@@ -221,9 +229,12 @@ def _forbidden(request: Request, visitor: Visitor) -> Response:
     answering it with a fresh one would sign the victim out.
     """
     return _html(
-        request, "message.html", 403, **_common(request, visitor),
+        request,
+        "message.html",
+        403,
+        **_common(request, visitor),
         message=text(visitor.session.lang or LANGS[0])["session_expired"],
-    )  # fmt: skip
+    )
 
 
 class CsrfRefused(RequestRefused):
@@ -277,9 +288,10 @@ async def login_submit(request: Request) -> Response:
         if account is None or not secret_ok:
             return _login(request, visitor, error=t["bad_login"], status=401, appid=appid)
         session = visitor.session.signed_in_as(
-            appid=account.appid, admin=False, fingerprint=codec.fingerprint(
-                "account", account_credential(account)),
-        )  # fmt: skip
+            appid=account.appid,
+            admin=False,
+            fingerprint=codec.fingerprint("account", account_credential(account)),
+        )
     response = _redirect(PREFIX)
     write_cookie(request, response, codec, session)
     return response
@@ -301,9 +313,12 @@ async def switch_account(request: Request) -> Response:
         return _redirect(f"{PREFIX}/login")
     if not visitor.session.admin:
         return _html(
-            request, "message.html", 403, **_common(request, visitor),
+            request,
+            "message.html",
+            403,
+            **_common(request, visitor),
             message=text(visitor.session.lang or LANGS[0])["forbidden"],
-        )  # fmt: skip
+        )
     wanted = form.get("appid", "")
     if not any(a.appid == wanted for a in visitor.accounts):
         return _redirect(PREFIX)
@@ -327,9 +342,12 @@ async def switch_language(request: Request) -> Response:
 def _query(request: Request, account: Account) -> data.Query:
     ctx = _ctx(request)
     return data.Query(
-        store=ctx.store, account=account, now=ctx.now(),
-        span_profile=ctx.settings.span_profile, ready_at=ctx.settings.ready_time,
-    )  # fmt: skip
+        store=ctx.store,
+        account=account,
+        now=ctx.now(),
+        span_profile=ctx.settings.span_profile,
+        ready_at=ctx.settings.ready_time,
+    )
 
 
 def _date_param(value: str | None) -> date | None:
@@ -354,8 +372,14 @@ def _filters(params: Mapping[str, str], yesterday: date) -> dict[str, Any]:
     hour_day = _date_param(params.get("day"))
     if hour_day is None or hour_day > yesterday or hour_day < DATA_FLOOR:
         hour_day = yesterday
-    return {"period": period, "msg_type": msg_type, "metric": metric,
-            "begin": begin, "end": end, "day": hour_day}  # fmt: skip
+    return {
+        "period": period,
+        "msg_type": msg_type,
+        "metric": metric,
+        "begin": begin,
+        "end": end,
+        "day": hour_day,
+    }
 
 
 def _format_number(value: float | None, metric: str) -> str:
@@ -383,21 +407,49 @@ def _key_cards(kn: data.KeyNumbers, t: Mapping[str, str]) -> list[dict[str, Any]
         changes = []
         for against, _days in data.COMPARISONS:
             label, css = _format_change(kn.change(metric, against))
-            changes.append({"name": t[f"vs_{against}"], "long": t[f"vs_{against}_long"],
-                            "text": label, "css": css})  # fmt: skip
-        cards.append({
-            "metric": metric, "label": t[metric], "value": value,
-            "text": _format_number(value, metric), "changes": changes,
-        })  # fmt: skip
+            changes.append(
+                {
+                    "name": t[f"vs_{against}"],
+                    "long": t[f"vs_{against}_long"],
+                    "text": label,
+                    "css": css,
+                }
+            )
+        cards.append(
+            {
+                "metric": metric,
+                "label": t[metric],
+                "value": value,
+                "text": _format_number(value, metric),
+                "changes": changes,
+            }
+        )
     return cards
 
 
 def _client_config(q: data.Query, lang: str) -> dict[str, Any]:
     """What the script needs: its words, the codes' labels, endpoint names, dates."""
     t = text(lang)
-    keys = ("msg_user", "msg_count", "per_user", "ref_date", "msg_type", "hour", "count_interval",
-            "no_data", "error", "loading", "all_types", "err_61500", "err_61501",
-            "err_61503", "not_ready", "period_day", "period_week", "period_month")  # fmt: skip
+    keys = (
+        "msg_user",
+        "msg_count",
+        "per_user",
+        "ref_date",
+        "msg_type",
+        "hour",
+        "count_interval",
+        "no_data",
+        "error",
+        "loading",
+        "all_types",
+        "err_61500",
+        "err_61501",
+        "err_61503",
+        "not_ready",
+        "period_day",
+        "period_week",
+        "period_month",
+    )
     return {
         "lang": lang,
         "text": {k: t[k] for k in keys},
@@ -506,10 +558,14 @@ async def export_csv(request: Request) -> Response:
     suffix = f"-type{msg_type}" if msg_type is not None else ""
     filename = f"{account.appid}-{ep.name}-{params['begin']}-{params['end']}{suffix}.csv"
     return Response(
-        data.csv_text(ep, rows).encode("utf-8"), media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"',
-                 "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
-    )  # fmt: skip
+        data.csv_text(ep, rows).encode("utf-8"),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 # --------------------------------------------------------------------------- assets

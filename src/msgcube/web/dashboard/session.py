@@ -70,9 +70,12 @@ class Session:
     def signed_in_as(self, *, appid: str | None, admin: bool, fingerprint: str) -> Session:
         """A new session (new CSRF token) for a successful sign-in: no fixation."""
         return Session(
-            csrf=secrets.token_urlsafe(24), lang=self.lang, appid=appid, admin=admin,
+            csrf=secrets.token_urlsafe(24),
+            lang=self.lang,
+            appid=appid,
+            admin=admin,
             fingerprint=fingerprint,
-        )  # fmt: skip
+        )
 
     def with_(self, **changes: Any) -> Session:
         return replace(self, **changes)
@@ -88,8 +91,13 @@ class SessionCodec:
         )
 
     def dumps(self, session: Session) -> str:
-        payload = {"c": session.csrf, "l": session.lang, "a": session.appid,
-                   "x": session.admin, "f": session.fingerprint}  # fmt: skip
+        payload = {
+            "c": session.csrf,
+            "l": session.lang,
+            "a": session.appid,
+            "x": session.admin,
+            "f": session.fingerprint,
+        }
         return str(self._serializer.dumps(payload))
 
     def loads(self, value: str | None) -> Session | None:
@@ -146,9 +154,14 @@ def read_cookie(request: Request, codec: SessionCodec) -> Session | None:
 
 def write_cookie(request: Request, response: Response, codec: SessionCodec, s: Session) -> None:
     response.set_cookie(
-        COOKIE, codec.dumps(s), max_age=MAX_AGE, path=COOKIE_PATH, httponly=True,
-        samesite="lax", secure=request.url.scheme == "https",
-    )  # fmt: skip
+        COOKIE,
+        codec.dumps(s),
+        max_age=MAX_AGE,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
 
 
 def same_origin(request: Request) -> bool:

@@ -1,4 +1,4 @@
-"""Glue shared by the WeChat-style handlers: the body limit, the JSON body, the caller.
+"""What every WeChat-style handler checks first: the body limit, the JSON body, the caller.
 
 Handlers raise (``ApiError``, ``BodyTooLarge``, ...) and ``web/boundary.py`` answers;
 ``require_token`` is the token preamble every token-taking API runs first (method,

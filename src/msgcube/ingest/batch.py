@@ -25,7 +25,7 @@ from msgcube.storage.records import (
 from msgcube.storage.rollup_state import mark_dirty
 
 
-def store_batch(
+def write_batch(
     conn: Connection,
     account: Account,
     records: Sequence[Record],
