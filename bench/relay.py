@@ -41,6 +41,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from harness import MSGCUBE
 from push import (
     APPID,
     BENCH,
@@ -51,7 +52,6 @@ from push import (
     Pushes,
     clean_env,
     free_port,
-    msgcube_bin,
     run_load,
     start,
     stop,
@@ -167,7 +167,7 @@ def measure(args: argparse.Namespace, port: int, u_port: int, env: dict[str, str
 
 
 def msgcube(*args: str, env: dict[str, str]) -> None:
-    subprocess.run([msgcube_bin(), *args], env=env, check=True, capture_output=True)
+    subprocess.run([MSGCUBE, *args], env=env, check=True, capture_output=True)
 
 
 def relay_calls(db: str) -> tuple[int, int]:
@@ -227,7 +227,7 @@ def main() -> int:
     checks: list[str] = []
     try:
         serve_env = env | {"MSGCUBE_PORT": str(port), "MSGCUBE_WORKERS": "1"}
-        server = start([msgcube_bin(), "serve"], serve_env, log, port)
+        server = start([MSGCUBE, "serve"], serve_env, log, port)
         try:
             pairs = measure(args, port, u_port, env)
         finally:
