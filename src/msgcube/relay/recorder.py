@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 
 from msgcube.storage.db import Store
 from msgcube.storage.relay_calls import RelayCall, record_relay_calls
@@ -28,8 +29,16 @@ log = logging.getLogger("msgcube.relay")
 class RelayRecorder:
     """Batches ``RelayCall`` rows and writes them every ``interval`` seconds."""
 
-    def __init__(self, store: Store, *, interval: float = 1.0, limit: int = 200_000) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        interval: float = 1.0,
+        limit: int = 200_000,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.store = store
+        self.clock = clock
         self.interval = interval
         self.limit = limit
         self.dropped = 0
@@ -58,7 +67,9 @@ class RelayRecorder:
 
     def _write(self, batch: list[RelayCall]) -> None:
         with self.store.write() as conn:
-            record_relay_calls(conn, batch)
+            # With the time of writing, only calls whose day has already ended void the
+            # account's cached answers; without it every flush would void them all.
+            record_relay_calls(conn, batch, now=int(self.clock().timestamp()))
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

@@ -78,7 +78,7 @@ class CallbackService:
         self.relay = Relay(
             timeout=s.relay_timeout,
             concurrency=s.relay_concurrency,
-            recorder=RelayRecorder(ctx.store),
+            recorder=RelayRecorder(ctx.store, clock=ctx.now),
             clock=ctx.now,
         )
         self._accounts: dict[str, tuple[float, Account | None]] = {}
