@@ -22,14 +22,18 @@
 5. prints the figures and appends rows to ``bench/RESULTS.md`` (``## Relay``).
 
 The load generator (``push.drive``, an exact asyncio client) shares the machine's cores
-with both servers; the 1-minute load average before the run is recorded. Never part of
-the test suite.
+with both servers. To starve msgcube as little as possible it makes each slice's pushes
+(``--prepare``) before the slice starts and then only writes bytes; msgcube's share of a
+core during each relayed slice is printed: a concurrency at which it nears 100% measures
+queueing behind one busy worker, not what a push costs. The 1-minute load average
+before the run is recorded. Never part of the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import shutil
 import subprocess
@@ -115,6 +119,7 @@ class Pair:
     relayed: list[float] = field(default_factory=list)
     relayed_ok: int = 0
     bad: int = 0
+    cpu: list[float] = field(default_factory=list)  # msgcube's share of a core, per slice
 
     def pct(self, which: str, q: float) -> float:
         lat = sorted(getattr(self, which))
@@ -124,7 +129,39 @@ class Pair:
         return self.pct("relayed", q) - self.pct("direct", q)
 
 
-def measure(args: argparse.Namespace, port: int, u_port: int, env: dict[str, str]) -> list[Pair]:
+class Prepared:
+    """``count`` pushes made before the slice starts, so that the load generator only
+    writes bytes and leaves the cores to the servers; more are made as needed."""
+
+    def __init__(self, pushes: Pushes, count: int) -> None:
+        self.pushes = pushes
+        self.ready = collections.deque(pushes() for _ in range(count))
+
+    def __call__(self) -> bytes:
+        return self.ready.popleft() if self.ready else self.pushes()
+
+
+class Cpu:
+    """The share of one core msgcube's process used from now until ``share()``."""
+
+    def __init__(self, server: subprocess.Popen[bytes]) -> None:
+        import psutil
+
+        self.proc = psutil.Process(server.pid)
+        self.cpu, self.wall = sum(self.proc.cpu_times()[:2]), time.perf_counter()
+
+    def share(self) -> float:
+        used = sum(self.proc.cpu_times()[:2]) - self.cpu
+        return used / (time.perf_counter() - self.wall)
+
+
+def measure(
+    args: argparse.Namespace,
+    server: subprocess.Popen[bytes],
+    port: int,
+    u_port: int,
+    env: dict[str, str],
+) -> list[Pair]:
     pairs: list[Pair] = []
     next_id = 10**12
     for think in args.think_ms:
@@ -143,11 +180,16 @@ def measure(args: argparse.Namespace, port: int, u_port: int, env: dict[str, str
             pair = Pair(think, concurrency)
             for _ in range(args.rounds):
                 for target, target_path in ((u_port, path), (port, "")):
-                    pushes = Pushes("safe", target, next_id, path=target_path)
+                    pushes = Prepared(
+                        Pushes("safe", target, next_id, path=target_path), args.prepare
+                    )
                     next_id += 10**9
+                    cpu = Cpu(server)
                     load: Load = run_load(
                         target, pushes, concurrency, args.seconds, args.warmup, expect=REPLY
                     )
+                    if target == port:
+                        pair.cpu.append(cpu.share())
                     pair.bad += sum(load.bad.values())
                     if target == port:
                         pair.relayed += load.latencies
@@ -156,7 +198,8 @@ def measure(args: argparse.Namespace, port: int, u_port: int, env: dict[str, str
                         pair.direct += load.latencies
             pairs.append(pair)
             print(
-                f"think {think} ms, c={concurrency}: upstream p50 {pair.pct('direct', 0.5):.2f} "
+                f"think {think} ms, c={concurrency} (msgcube at {max(pair.cpu):.0%} of a core): "
+                f"upstream p50 {pair.pct('direct', 0.5):.2f} "
                 f"/ p99 {pair.pct('direct', 0.99):.2f} ms; through msgcube p50 "
                 f"{pair.pct('relayed', 0.5):.2f} / p99 {pair.pct('relayed', 0.99):.2f} ms; "
                 f"added p50 {pair.added(0.5):+.2f} ms, p99 {pair.added(0.99):+.2f} ms; "
@@ -204,6 +247,7 @@ def main() -> int:
         "--think-ms", type=_ints, default=[0, 20], help="comma-separated upstream think times in ms"
     )
     parser.add_argument("--db-dir", default="", help="directory of the SQLite file")
+    parser.add_argument("--prepare", type=int, default=20_000, help="pushes made before each slice")
     parser.add_argument("--no-record", action="store_true", help="do not touch RESULTS.md")
     args = parser.parse_args()
 
@@ -229,7 +273,7 @@ def main() -> int:
         serve_env = env | {"MSGCUBE_PORT": str(port), "MSGCUBE_WORKERS": "1"}
         server = start([MSGCUBE, "serve"], serve_env, log, port)
         try:
-            pairs = measure(args, port, u_port, env)
+            pairs = measure(args, server, port, u_port, env)
         finally:
             stop(server)  # SIGTERM: the recorder writes its last timings
         answered = sum(p.relayed_ok for p in pairs)

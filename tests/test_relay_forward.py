@@ -1,12 +1,25 @@
-"""``Relay.forward`` against a real server on loopback: what goes out, what comes back."""
+"""``Relay.forward`` against a real server on loopback: what goes out, what comes back,
+and how its HTTP/1.1 pool (``relay/http11.py``) keeps, replaces and secures connections."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import datetime
+import ipaddress
+import ssl
+from pathlib import Path
 from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from msgcube.relay import Relay
 from msgcube.relay.forward import MAX_ANSWER
+from msgcube.relay.http11 import Http11Pool, Origin
 from support.server import free_port
 from support.upstream import serving
 
@@ -68,6 +81,159 @@ def test_nothing_listening_is_a_failure_not_an_exception() -> None:
             url = f"http://127.0.0.1:{free_port()}/wx"
             outcome = await relay.forward(url, "POST", b"a=1", None, b"")
         assert outcome.failed and outcome.status == 0
-        assert outcome.reason.startswith("upstream unreachable (ConnectError")
+        assert outcome.reason.startswith("upstream unreachable (ConnectionRefusedError")
 
     asyncio.run(go())
+
+
+def peer_app(peers: list[tuple[int, dict[bytes, bytes]]]) -> Any:
+    """Notes each request's client port and headers. /close answers ``Connection: close``,
+    /chunked answers in three chunks (no Content-Length), anything else ``ok``."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        more = True
+        while more:
+            more = (await receive()).get("more_body", False)
+        peers.append((scope["client"][1], dict(scope["headers"])))
+        headers = [(b"content-type", b"text/plain")]
+        if scope["path"] == "/close":
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if scope["path"] == "/chunked":
+            for part in (b"<xml>", b"<a/>", b"</xml>"):
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["path"] == "/chunked" else b"ok"}
+        )
+
+    return app
+
+
+def test_connections_are_kept_alive_and_replaced_once_the_upstream_closes_them() -> None:
+    peers: list[tuple[int, dict[bytes, bytes]]] = []
+
+    async def go(base: str) -> list[str]:
+        relay = Relay(timeout=5)
+        async with relay.running():
+            bodies = [(await relay.forward(base + "/wx", "POST", b"", None, b"x")).body]
+            bodies += [(await relay.forward(base + "/wx", "POST", b"", None, b"x")).body]
+            await asyncio.sleep(1.6)  # the upstream closes the idle connection after 1 s
+            late = await relay.forward(base + "/wx", "POST", b"", None, b"x")
+            assert (late.failed, late.body) == (False, b"ok")
+            closing = await relay.forward(base + "/close", "POST", b"", None, b"")
+            after = await relay.forward(base + "/chunked", "POST", b"", None, b"")
+        assert (closing.failed, after.failed, after.body) == (False, False, b"<xml><a/></xml>")
+        return [b.decode() for b in bodies]
+
+    with serving(peer_app(peers), keep_alive=1) as base:
+        assert asyncio.run(go(base)) == ["ok", "ok"]
+    ports = [port for port, _ in peers]
+    assert ports[0] == ports[1]  # kept alive
+    assert ports[2] != ports[1]  # the closed one was replaced, and the push went through
+    assert ports[3] == ports[2]  # reused until the answer said Connection: close
+    assert ports[4] != ports[3]
+    headers = peers[0][1]
+    assert headers[b"host"] == base.removeprefix("http://").encode()
+    assert headers[b"content-length"] == b"1" and b"content-type" not in headers
+
+
+def test_a_password_in_the_upstream_url_is_sent_as_basic_credentials() -> None:
+    peers: list[tuple[int, dict[bytes, bytes]]] = []
+
+    async def go(url: str) -> None:
+        relay = Relay(timeout=5)
+        async with relay.running():
+            assert not (await relay.forward(url, "POST", b"a=1", "text/xml", b"<xml/>")).failed
+
+    with serving(peer_app(peers)) as base:
+        asyncio.run(go(base.replace("http://", "http://bot:p%40ss@") + "/wx"))
+    assert peers[0][1][b"authorization"] == b"Basic " + base64.b64encode(b"bot:p@ss")
+
+
+def self_signed(tmp: Path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 signed by itself, and its key (PEM files)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "msgcube test upstream")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp / "cert.pem", tmp / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_file), str(key_file)
+
+
+def test_https_upstreams_are_verified(tmp_path: Path) -> None:
+    peers: list[tuple[int, dict[bytes, bytes]]] = []
+    cert, key = self_signed(tmp_path)
+
+    async def go(base: str) -> None:
+        relay = Relay(timeout=5)  # certifi's CA bundle: a self-signed certificate is refused
+        async with relay.running():
+            refused = await relay.forward(base + "/wx", "POST", b"", None, b"")
+        assert refused.failed and "CERTIFICATE_VERIFY_FAILED" in refused.reason
+        trusting = Http11Pool(tls=ssl.create_default_context(cafile=cert))
+        try:
+            origin = Origin.of(base + "/wx?acct=1")
+            headers = [(b"host", origin.host_header), (b"content-length", b"0")]
+            for _ in range(2):
+                answer = await trusting.request(
+                    origin, b"POST", origin.target, headers, b"", max_body=10
+                )
+                assert (answer.status, answer.body) == (200, b"ok")
+        finally:
+            trusting.close()
+
+    with serving(peer_app(peers), tls=(cert, key)) as base:
+        assert base.startswith("https://")
+        asyncio.run(go(base))
+    assert len(peers) == 2 and peers[0][0] == peers[1][0]  # over one kept-alive TLS connection
+
+
+@pytest.mark.parametrize("size", [MAX_ANSWER, MAX_ANSWER + 1])
+def test_the_answer_cap_is_exact(size: int) -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(size // 65536):
+            await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
+        await send({"type": "http.response.body", "body": b"x" * (size % 65536)})
+
+    async def go(base: str) -> None:
+        relay = Relay(timeout=5)
+        async with relay.running():
+            first = await relay.forward(base + "/wx", "POST", b"", None, b"")
+            second = await relay.forward(base + "/wx", "POST", b"", None, b"")
+        for outcome in (first, second):
+            if size <= MAX_ANSWER:
+                assert (outcome.failed, len(outcome.body)) == (False, size)
+            else:
+                assert (outcome.failed, outcome.reason) == (
+                    True,
+                    f"upstream answer over {MAX_ANSWER} bytes",
+                )
+
+    with serving(app) as base:
+        asyncio.run(go(base))

@@ -7,6 +7,7 @@
     ├── IngestError              a push or an import line that cannot be accepted (a reason)
     ├── BadSignature             a callback request that does not prove knowledge of the Token
     ├── PushRefused              an authentic push msgcube will not store (403)
+    ├── UpstreamFailed           an upstream answer the relay cannot pass on (502)
     ├── ConfigError              a setting that cannot be used
     ├── AccountError(ValueError)  an account change that cannot be made (a bad value)
     │   └── AccountExists        the appid is registered already
@@ -161,3 +162,8 @@ class PushRefused(MsgcubeError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class UpstreamFailed(MsgcubeError):
+    """An upstream's answer the relay cannot pass on (cut short, too large): WeChat gets the
+    relay's failure answer (502) instead, and retries."""

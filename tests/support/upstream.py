@@ -151,10 +151,24 @@ def _listening_socket(port: int = 0) -> socket.socket:
 
 
 @contextlib.contextmanager
-def serving(app: Any, port: int = 0) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a thread; yields its base URL (``http://127.0.0.1:P``)."""
+def serving(
+    app: Any, port: int = 0, *, keep_alive: int = 5, tls: tuple[str, str] | None = None
+) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a thread; yields its base URL (``http://127.0.0.1:P``).
+
+    ``keep_alive``: seconds an idle connection is kept; ``tls``: (certificate file, key
+    file) to serve https instead.
+    """
     sock = _listening_socket(port)
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        timeout_keep_alive=keep_alive,
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -163,7 +177,7 @@ def serving(app: Any, port: int = 0) -> Iterator[str]:
             if not thread.is_alive():
                 raise RuntimeError("the upstream did not start")
             threading.Event().wait(0.01)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
         thread.join(10)

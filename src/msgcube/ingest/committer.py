@@ -6,8 +6,9 @@ thread, then resolves every future at once — or fails them all, so each is ans
 and WeChat retries. While one commit is on disk the next batch accumulates by itself;
 the writer only lingers a millisecond before taking it, so that the requests answered by
 the previous commit can come back and share the next fsync instead of leaving it to a
-handful. On SQLite, the committers of several worker processes take turns through a
-``flock`` rather than SQLite's sleeping busy handler.
+handful (not after a commit of one push: nobody else is coming back). On SQLite, the
+committers of several worker processes take turns through a ``flock`` rather than
+SQLite's sleeping busy handler.
 """
 
 from __future__ import annotations
@@ -150,17 +151,18 @@ class GroupCommitter:
         assert self._queue is not None
         assert self._executor is not None
         queue, loop = self._queue, asyncio.get_running_loop()
-        stop = False
+        stop, shared = False, False
         while not stop:
             first = await queue.get()
             if first is _STOP:
                 break
-            if self.linger:
+            if self.linger and shared:
                 # Right after a commit the queue is nearly empty: the answers are only now
                 # going out and the next requests are on their way. Waiting a millisecond
                 # lets them join this batch instead of paying a whole commit for a handful
                 # (bench/push.py, 2 workers on 2 cores: no linger ~3.7k pushes/s, 1 ms
-                # ~5.8k, 3 ms ~4.8k).
+                # ~5.8k, 3 ms ~4.8k). Only after a shared commit: a lone push (the last
+                # batch held one) would wait for company that is not coming.
                 await asyncio.sleep(self.linger)
             batch: list[_Job] = [first]  # type: ignore[list-item]
             while len(batch) < self.max_batch and not queue.empty():
@@ -181,6 +183,7 @@ class GroupCommitter:
                 for job in batch:
                     if not job.future.done():
                         job.future.set_result(outcomes.get(id(job)))
+            shared = len(batch) > 1
             self.stats.batches += 1
             self.stats.items += len(batch)
             self.stats.largest = max(self.stats.largest, len(batch))

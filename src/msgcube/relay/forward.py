@@ -25,10 +25,11 @@ upstream signed, so the two ends stay in each other's keys.
 ``Relay.forward`` is the HTTP half alone. It sends the original method, the raw query
 string (``signature``, ``timestamp``, ``nonce``, ``openid``, ``encrypt_type``,
 ``msg_signature``, unchanged) appended to the upstream URL, the Content-Type and the
-exact body bytes over one pooled HTTP/1.1 keep-alive client per worker process. It
-never retries (WeChat does), never follows redirects, ignores proxy environment
-variables, caps concurrent calls per upstream origin (``relay_concurrency``: beyond it
-a push waits, within its time budget) and never raises: every failure is an outcome.
+exact body bytes over one pool of HTTP/1.1 keep-alive connections per worker process
+(``http11``: h11 on asyncio, a fraction of httpx's cost per call). It never retries
+(WeChat does), never follows redirects, uses no proxy, caps concurrent calls per
+upstream origin (``relay_concurrency``: beyond it a push waits, within its time budget)
+and never raises: every failure is an outcome.
 """
 
 from __future__ import annotations
@@ -38,15 +39,16 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
-import httpx
+import h11
 
 from msgcube.domain.periods import local_day_hour
+from msgcube.errors import UpstreamFailed
+from msgcube.relay.http11 import Answer, Http11Pool, Origin
 from msgcube.relay.recorder import RelayRecorder
-from msgcube.relay.upstream import shown_upstream, upstream_target
+from msgcube.relay.upstream import escaped_query, shown_upstream
 from msgcube.storage.accounts import Account
 from msgcube.storage.relay_calls import RelayCall
 
@@ -95,9 +97,9 @@ class RelayAnswer:
 
 
 class Relay:
-    """The relay of one worker process: a pooled HTTP client, the per-upstream bounds and
-    the recorder of timings. ``running()`` owns the client's lifetime (the app lifespan);
-    a call before it starts the client on first use."""
+    """The relay of one worker process: a pool of upstream connections, the per-upstream
+    bounds and the recorder of timings. ``running()`` owns the pool's lifetime (the app
+    lifespan); a call before it opens connections all the same."""
 
     def __init__(
         self,
@@ -111,42 +113,34 @@ class Relay:
         self.concurrency = max(1, concurrency)
         self.recorder = recorder
         self.clock = clock
-        self._client: httpx.AsyncClient | None = None
-        self._bounds: dict[tuple[str, str, int | None], asyncio.Semaphore] = {}
+        self._pool = Http11Pool()
+        self._origins: dict[str, Origin] = {}
+        self._bounds: dict[tuple[str, str, int], asyncio.Semaphore] = {}
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Open the client (and run the recorder) for the app's lifetime; close both after."""
+        """Run the recorder for the app's lifetime; close both it and the connections after."""
         recording = self.recorder.running() if self.recorder else contextlib.nullcontext()
         async with recording:
-            # Made now, not by the first push: building the client (its TLS context
-            # above all) takes long enough to eat into that push's relay_timeout.
-            self._http()
+            # Made now, not by the first push to an https upstream: loading the CA bundle
+            # takes long enough to eat into that push's relay_timeout.
+            self._pool.tls()
             try:
                 yield
             finally:
-                if self._client is not None:
-                    await self._client.aclose()
-                    self._client = None
+                self._pool.close()
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                http1=True,
-                http2=False,
-                trust_env=False,  # only configured proxies are believed: none here
-                follow_redirects=False,
-                timeout=httpx.Timeout(60.0),  # a backstop: relay_timeout bounds each call
-                limits=httpx.Limits(
-                    max_connections=None, max_keepalive_connections=1000, keepalive_expiry=60
-                ),
-                headers={"accept-encoding": "identity", "user-agent": "msgcube-relay"},
-            )
-        return self._client
+    def _origin(self, url: str) -> Origin:
+        """``url`` parsed, once per URL (a platform's upstream differs per appid)."""
+        origin = self._origins.get(url)
+        if origin is None:
+            if len(self._origins) > 10_000:  # bounded, like the account cache
+                self._origins.clear()
+            origin = self._origins[url] = Origin.of(url)
+        return origin
 
-    def _bound(self, url: str) -> asyncio.Semaphore:
-        parts = urlsplit(url)
-        key = (parts.scheme, parts.hostname or "", parts.port)
+    def _bound(self, origin: Origin) -> asyncio.Semaphore:
+        key = (origin.scheme, origin.host, origin.port)
         bound = self._bounds.get(key)
         if bound is None:
             bound = self._bounds[key] = asyncio.Semaphore(self.concurrency)
@@ -174,32 +168,36 @@ class Relay:
             cost = round((time.perf_counter() - started) * 1000)
             return RelayOutcome(status, ctype, data, cost, bool(reason), reason)
 
-        # Header text is latin-1 as received: its exact bytes go on, whatever they are.
-        headers = [(b"content-type", content_type.encode("latin-1"))] if content_type else []
-        url = upstream_target(upstream_url, query_string)
         remaining = self.timeout - (time.perf_counter() - started)
-        status, ctype = 0, None
         try:
-            async with asyncio.timeout(max(remaining, 0.0)), self._bound(upstream_url):
-                request = self._http().build_request(method, url, content=body, headers=headers)
-                response = await self._http().send(request, stream=True)
-                try:
-                    status, ctype = response.status_code, _content_type(response)
-                    data = await _read_capped(response)
-                finally:
-                    await response.aclose()
+            async with asyncio.timeout(max(remaining, 0.0)):
+                origin = self._origin(upstream_url)
+                async with self._bound(origin):
+                    answer = await self._pool.request(
+                        origin,
+                        method.encode("ascii"),
+                        _target(origin, query_string),
+                        _headers(origin, content_type, body),
+                        body,
+                        max_body=MAX_ANSWER,
+                    )
         except TimeoutError:
-            return outcome(status, ctype, b"", TIMED_OUT)
-        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
-            return outcome(status, ctype, b"", f"upstream unreachable ({_describe(exc)})")
-        except Exception as exc:  # e.g. a header httpx cannot encode: still only a failure
+            timed_out = outcome(0, None, b"", TIMED_OUT)
+            # The event loop's timers may fire a fraction of a millisecond early (uvloop
+            # counts whole milliseconds): a call that timed out took the whole budget.
+            return replace(timed_out, cost_ms=max(timed_out.cost_ms, round(self.timeout * 1000)))
+        except UpstreamFailed as exc:
+            return outcome(0, None, b"", str(exc))
+        except (OSError, h11.ProtocolError) as exc:
+            return outcome(0, None, b"", f"upstream unreachable ({_describe(exc)})")
+        except Exception as exc:  # e.g. a header h11 refuses: still only a failure
             log.exception("relaying to %s failed", shown_upstream(upstream_url))
-            return outcome(status, ctype, b"", f"relay error ({_describe(exc)})")
-        if data is None:
-            return outcome(status, ctype, b"", f"upstream answer over {MAX_ANSWER} bytes")
-        if not 200 <= status < 300:
-            return outcome(status, ctype, data, f"upstream answered {status}")
-        return outcome(status, ctype, data, "")
+            return outcome(0, None, b"", f"relay error ({_describe(exc)})")
+        ctype = _content_type(answer)
+        if not 200 <= answer.status < 300:
+            reason = f"upstream answered {answer.status}"
+            return outcome(answer.status, ctype, answer.body, reason)
+        return outcome(answer.status, ctype, answer.body, "")
 
     async def relay(
         self,
@@ -239,24 +237,33 @@ class Relay:
         return RelayAnswer(outcome.status, outcome.content_type, outcome.body)
 
 
-def _content_type(response: httpx.Response) -> str | None:
+def _target(origin: Origin, query_string: bytes) -> bytes:
+    """The request target: the upstream URL's path and query, then WeChat's query."""
+    query = escaped_query(query_string).encode("ascii")
+    if not query:
+        return origin.target
+    return origin.target + (b"&" if b"?" in origin.target else b"?") + query
+
+
+def _headers(origin: Origin, content_type: str | None, body: bytes) -> list[tuple[bytes, bytes]]:
+    headers = [
+        (b"host", origin.host_header),
+        (b"user-agent", b"msgcube-relay"),
+        (b"accept-encoding", b"identity"),
+        (b"content-length", str(len(body)).encode("ascii")),
+    ]
+    if content_type:
+        # Header text is latin-1 as received: its exact bytes go on, whatever they are.
+        headers.append((b"content-type", content_type.encode("latin-1")))
+    if origin.authorization:
+        headers.append((b"authorization", origin.authorization))
+    return headers
+
+
+def _content_type(answer: Answer) -> str | None:
     """The answer's Content-Type as latin-1 text of its exact bytes (Starlette sends it so)."""
-    for name, value in response.headers.raw:
-        if name.lower() == b"content-type":
-            return value.decode("latin-1")
-    return None
-
-
-async def _read_capped(response: httpx.Response) -> bytes | None:
-    """The whole answer body, or ``None`` once it exceeds ``MAX_ANSWER``."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > MAX_ANSWER:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+    value = answer.header(b"content-type")
+    return None if value is None else value.decode("latin-1")
 
 
 def _describe(exc: BaseException) -> str:

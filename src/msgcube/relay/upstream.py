@@ -48,13 +48,15 @@ def shown_upstream(url: str | None) -> str | None:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
-def upstream_target(upstream_url: str, query_string: bytes) -> str:
-    """The URL to call: the upstream URL with WeChat's raw query string appended.
+def escaped_query(query_string: bytes) -> str:
+    """WeChat's raw query string as sent on: byte for byte, except bytes that cannot
+    appear in a request line (never seen in WeChat's ASCII parameters), percent-encoded."""
+    return "".join(chr(b) if 0x21 <= b <= 0x7E else f"%{b:02X}" for b in query_string)
 
-    The query is kept byte for byte; only bytes that cannot appear in a request line
-    (never seen in WeChat's ASCII parameters) are percent-encoded.
-    """
-    query = "".join(chr(b) if 0x21 <= b <= 0x7E else f"%{b:02X}" for b in query_string)
+
+def upstream_target(upstream_url: str, query_string: bytes) -> str:
+    """The URL to call: the upstream URL with WeChat's raw query string appended."""
+    query = escaped_query(query_string)
     if not query:
         return upstream_url
     return upstream_url + ("&" if "?" in upstream_url else "?") + query
