@@ -8,9 +8,12 @@ never printed.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+
+_REQUEST_LINE_SAFE = re.compile(rb"[\x21-\x7e]*")
 
 
 def check_upstream_url(url: str) -> str:
@@ -51,6 +54,8 @@ def shown_upstream(url: str | None) -> str | None:
 def escaped_query(query_string: bytes) -> str:
     """WeChat's raw query string as sent on: byte for byte, except bytes that cannot
     appear in a request line (never seen in WeChat's ASCII parameters), percent-encoded."""
+    if _REQUEST_LINE_SAFE.fullmatch(query_string):  # every push: skip the byte loop
+        return query_string.decode("ascii")
     return "".join(chr(b) if 0x21 <= b <= 0x7E else f"%{b:02X}" for b in query_string)
 
 
