@@ -1,4 +1,5 @@
-"""``first_param`` reads a query string exactly as Starlette's ``query_params`` does.
+"""``parse_query`` and ``first_param`` read a query string exactly as ``parse_qsl`` and
+Starlette's ``query_params`` do.
 
 The API reads its token with a split of its own when the query string needs no
 unquoting; any difference from Starlette's reading (which the rest of the app uses)
@@ -7,10 +8,13 @@ could make two parts of one request disagree about which token was sent.
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 from hypothesis import given
 from hypothesis import strategies as st
 from starlette.requests import Request
 
+from msgcube.ingest.gate import parse_query
 from msgcube.web.request_checks import first_param
 
 NAMES = ("component_access_token", "access_token")
@@ -42,3 +46,8 @@ def test_examples() -> None:
     assert first_param(request_for(b"access_token=a%2Bb"), NAMES) == "a+b"
     assert first_param(request_for(b"access_token"), NAMES) is None
     assert first_param(request_for(b""), NAMES) is None
+
+
+@given(st.lists(PIECES, max_size=12).map("".join))
+def test_parse_query_matches_parse_qsl(query: str) -> None:
+    assert parse_query(query) == dict(parse_qsl(query, keep_blank_values=True))
