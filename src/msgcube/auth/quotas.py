@@ -13,6 +13,10 @@ The check ("may this call go ahead?") uses
             and bumped by what this process itself flushed since)
          + (this process's calls not flushed yet)
 
+The limit itself (the setting, or the account's own ``--daily-quota``) is not cached
+here: each call passes the one read with its token, which is exact on every call
+(``auth/caller_cache``), so a new limit holds from the next call in every worker.
+
 Over-admission window: another worker's calls reach this worker's view only once that
 worker has flushed them (≤ 1 s) *and* this worker has re-read the row (≤ 1 s), so with
 N workers at most the calls the other N−1 admit in about two seconds can pass beyond
