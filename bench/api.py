@@ -109,12 +109,18 @@ def wrk(
     return harness.load_of(fields)
 
 
-def measure(url: str, body: str, args: argparse.Namespace, workdir: Path) -> Load:
-    """A warm-up run, then the measured one."""
+def measure(
+    url: str, body: str, args: argparse.Namespace, workdir: Path, server: subprocess.Popen[bytes]
+) -> Load:
+    """A warm-up run, then the measured one; prints the server's CPU time per request."""
     options = {"connections": args.connections, "threads": args.threads, "workdir": workdir}
     if args.warmup:
         wrk(url, body, seconds=args.warmup, **options)
-    return wrk(url, body, seconds=args.duration, **options)
+    cpu = harness.session_cpu_seconds(server)
+    load = wrk(url, body, seconds=args.duration, **options)
+    cpu = harness.session_cpu_seconds(server) - cpu
+    print(f"  {url.split('?')[0]}: server CPU {cpu / load.requests * 1e6:.0f} µs/request")
+    return load
 
 
 def answers(base: str, token: str, today: date) -> dict[str, str]:
@@ -145,7 +151,7 @@ def run(args: argparse.Namespace, workdir: Path) -> list[tuple[Case, Load, Load]
     )
     ceiling_cmd = harness.ceiling_command(ceiling_port, args.workers)
     results: list[tuple[Case, Load, Load]] = []
-    with harness.running([harness.MSGCUBE, "serve"], serve_env, log, port):
+    with harness.running([harness.MSGCUBE, "serve"], serve_env, log, port) as server:
         credentials = {
             "grant_type": "client_credential",
             "appid": DEMO_APPID,
@@ -159,11 +165,11 @@ def run(args: argparse.Namespace, workdir: Path) -> list[tuple[Case, Load, Load]
         bodies_file = workdir / "bodies.json"
         bodies_file.write_text(json.dumps(answers(base, token, today)))
         ceiling_env = harness.clean_env(CEILING_BODIES=str(bodies_file))
-        with harness.running(ceiling_cmd, ceiling_env, log, ceiling_port):
+        with harness.running(ceiling_cmd, ceiling_env, log, ceiling_port) as ceiling_server:
             for case in cases(today):
                 path = f"/datacube/{case.name}?access_token={token}"
-                mine = measure(base + path, case.body(), args, workdir)
-                ceil = measure(ceiling + path, case.body(), args, workdir)
+                mine = measure(base + path, case.body(), args, workdir, server)
+                ceil = measure(ceiling + path, case.body(), args, workdir, ceiling_server)
                 results.append((case, mine, ceil))
                 print_row(case, mine, ceil)
         # The token still answers rows: nothing in the run was a quota or token error.

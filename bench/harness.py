@@ -90,12 +90,29 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def running(cmd: Sequence[str], env: dict[str, str], log: Path, port: int) -> Iterator[None]:
+def running(
+    cmd: Sequence[str], env: dict[str, str], log: Path, port: int
+) -> Iterator[subprocess.Popen[bytes]]:
     proc = start(cmd, env, log, port)
     try:
-        yield
+        yield proc
     finally:
         stop(proc)
+
+
+def session_cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
+    """CPU time (user + system) used so far by the processes of ``proc``'s session (a
+    server and its workers, see ``start``): per request, a measure that other work on a
+    shared machine does not move the way it moves requests per second."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended
+        if int(fields[3]) == proc.pid:  # fields[3] is the session id after ")"
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def ceiling_command(port: int, workers: int) -> list[str]:

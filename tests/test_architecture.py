@@ -48,7 +48,7 @@ PURE_ALLOWED = (
     "unicodedata",
     "zoneinfo",
     "cryptography",
-    "defusedxml",
+    "xml.parsers.expat",
     "xml.etree.ElementTree",
     "os",
     "msgcube.domain",

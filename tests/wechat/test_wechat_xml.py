@@ -315,3 +315,115 @@ def test_build_then_parse_round_trips(fields: dict[str, str | int]) -> None:
         for name, value in fields.items()
     }
     assert parse_push_xml(build_push_xml(fields)) == expected
+
+
+# --- the expat reader against ElementTree ------------------------------------------------
+
+
+def element_tree_fields(body: bytes) -> dict[str, str] | str:
+    """What the reader must return, worked out with ``xml.etree`` over documents without a
+    DTD (the reader's refusals of DTDs are tested above): the fields, or the refusal."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "not UTF-8"
+    except ET.ParseError:
+        return "malformed XML"
+    if root.tag != "xml":
+        return "root is not <xml>"
+    fields: dict[str, str] = {}
+    for child in root:
+        if child.tag in fields:
+            return "duplicate field"
+        text = child.text or ""
+        fields[child.tag] = "" if not text.strip(" \t\r\n") else text
+    return fields
+
+
+def reader_fields(body: bytes) -> dict[str, str] | str:
+    try:
+        return parse_push_xml(body)
+    except XmlError as exc:
+        return exc.reason
+
+
+PIECES = st.sampled_from(
+    [
+        "<xml>",
+        "</xml>",
+        "<A>",
+        "</A>",
+        "<B x='1'>",
+        "</B>",
+        "<C/>",
+        "<n:D xmlns:n='urn:x'>",
+        "</n:D>",
+        "<xml xmlns='urn:y'>",
+        "<e:E>",
+        "</e:E>",
+        "text",
+        " \n\t",
+        "<![CDATA[c]]>",
+        "<![CDATA[<&]]>",
+        "&amp;&lt;&#13;&#x4e2d;",
+        "&bad;",
+        "<!-- note -->",
+        "<?pi data?>",
+        "中文",
+        "<",
+        "&",
+        "\x00",
+        "]]>",
+    ]
+)
+DOCUMENTS = st.one_of(
+    st.lists(PIECES, max_size=14).map("".join),
+    st.lists(PIECES, max_size=10).map(lambda p: "<xml>" + "".join(p) + "</xml>"),
+    st.lists(
+        st.sampled_from(["<A>", "</A>", "<B>x", "</B>", "t", "<![CDATA[ ]]>"]), max_size=8
+    ).map(lambda p: "<xml><A>" + "".join(p) + "</A><F>1</F></xml>"),
+)
+
+
+@given(DOCUMENTS)
+def test_the_reader_reads_what_element_tree_reads(document: str) -> None:
+    body = document.encode("utf-8")
+    assert reader_fields(body) == element_tree_fields(body)
+
+
+def test_nested_children_keep_only_their_own_leading_text() -> None:
+    body = b"<xml><A>lead<B>inner</B>tail</A><C><![CDATA[x]]></C></xml>"
+    assert parse_push_xml(body) == {"A": "lead", "C": "x"}
+
+
+def test_namespaced_names_are_spelled_like_element_tree() -> None:
+    assert reason_of(b"<xml xmlns='urn:y'><A>1</A></xml>") == "root is not <xml>"
+    assert parse_push_xml(b"<xml><n:D xmlns:n='urn:x'>1</n:D></xml>") == {"{urn:x}D": "1"}
+
+
+def test_an_entity_declaration_is_refused_even_before_it_is_used() -> None:
+    body = b'<!DOCTYPE xml [<!ENTITY a "b">]><xml><A>1</A></xml>'
+    assert reason_of(body) == "DTD not allowed"
+
+
+def test_an_internal_subset_with_only_an_external_reference_is_refused() -> None:
+    body = b'<!DOCTYPE xml PUBLIC "-//x//EN" "http://127.0.0.1:1/x.dtd"><xml><A>1</A></xml>'
+    assert reason_of(body) == "DTD not allowed"
+
+
+def test_documents_above_the_cap_are_not_parsed() -> None:
+    from msgcube.wechat.xml import MAX_XML_BYTES
+
+    body = b"<xml><A>" + b"a" * MAX_XML_BYTES + b"</A></xml>"
+    with pytest.raises(XmlError, match="too large") as info:
+        parse_push_xml(body)
+    assert info.value.reason == "too large"
+    padding = MAX_XML_BYTES - len(b"<xml><A></A></xml>")
+    assert parse_push_xml(b"<xml><A>" + b"a" * padding + b"</A></xml>") == {"A": "a" * padding}
+
+
+def test_deep_nesting_is_read_without_recursion() -> None:
+    body = b"<xml><A>t" + b"<B>" * 50_000 + b"</B>" * 50_000 + b"</A></xml>"
+    assert parse_push_xml(body) == {"A": "t"}

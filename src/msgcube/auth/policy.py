@@ -20,6 +20,7 @@ header, so it is never believed from an untrusted peer.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from functools import lru_cache
 
 from sqlalchemy import Connection
@@ -28,7 +29,7 @@ from msgcube.auth.platforms import COMPONENT_ACCOUNT, DATACUBE_FUNC
 from msgcube.errors import ApiError
 from msgcube.settings import Network, parse_networks
 from msgcube.storage.accounts import Account, get_account_by_id
-from msgcube.storage.platforms import get_authorization
+from msgcube.storage.platforms import Authorization
 from msgcube.storage.tokens import TokenKind, TokenRow
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -116,7 +117,7 @@ def token_account(conn: Connection, row: TokenRow) -> Account:
 
 
 def acting_account(row: TokenRow, account: Account | None) -> Account:
-    """As ``token_account``, with the account already read (see check_token_and_account)."""
+    """As ``token_account``, with the account already read (see check_token_checks)."""
     if row.kind == "component" or row.account_id == COMPONENT_ACCOUNT:
         raise ApiError(48001, "a component_access_token cannot call account APIs")
     if account is None:
@@ -125,10 +126,17 @@ def acting_account(row: TokenRow, account: Account | None) -> Account:
 
 
 def check_datacube_access(
-    conn: Connection, row: TokenRow, account: Account, policy: str, func_id: int = DATACUBE_FUNC
+    grant_of: Callable[[int], Authorization | None],
+    row: TokenRow,
+    account: Account,
+    policy: str,
+    func_id: int = DATACUBE_FUNC,
 ) -> None:
     """48001 (unverified, or own token under ``third_party_only``) and 61007 (an authorizer
-    token without the endpoint's permission set: 1 for messages, 3 for interface analysis)."""
+    token without the endpoint's permission set: 1 for messages, 3 for interface analysis).
+
+    ``grant_of(platform_id)`` is the platform's authorization of ``account`` as it stands
+    now (``CallerCache.grant``)."""
     if not account.verified:
         raise ApiError(48001, "the account is not verified")
     if row.kind in OWN_KINDS:
@@ -137,7 +145,7 @@ def check_datacube_access(
         return
     if row.kind != TokenKind.AUTHORIZER or row.platform_id is None:
         raise ApiError(48001, f"a {row.kind} token cannot call datacube")
-    auth = get_authorization(conn, row.platform_id, account.id)
+    auth = grant_of(row.platform_id)
     if auth is None or not auth.active:
         raise ApiError(40001, "the authorization was revoked")
     if func_id not in auth.func_ids:

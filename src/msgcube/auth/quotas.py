@@ -13,6 +13,10 @@ The check ("may this call go ahead?") uses
             and bumped by what this process itself flushed since)
          + (this process's calls not flushed yet)
 
+The limit itself (the setting, or the account's own ``--daily-quota``) is not cached
+here: each call passes the one read with its token, which is exact on every call
+(``auth/caller_cache``), so a new limit holds from the next call in every worker.
+
 Over-admission window: another worker's calls reach this worker's view only once that
 worker has flushed them (≤ 1 s) *and* this worker has re-read the row (≤ 1 s), so with
 N workers at most the calls the other N−1 admit in about two seconds can pass beyond
@@ -46,7 +50,6 @@ from msgcube.storage.usage import (
     add_usage_deltas,
     clear_usage,
     count_clears_since,
-    daily_limit_override,
     lock_account,
     record_clear,
     usage_of,
@@ -92,16 +95,18 @@ class QuotaCounter:
         self._flush_lock = threading.Lock()  # orders database reads, flushes and clears
         self._pending: dict[QuotaKey, int] = {}
         self._seen: dict[QuotaKey, tuple[float, int]] = {}
-        self._limits: dict[int, tuple[float, int | None]] = {}
 
     # -- the hot path -------------------------------------------------------------------
 
-    def admit(self, account_id: int, api: str, day: date, default_limit: int) -> int:
-        """Count one call, or raise 45009 when the day's calls are used up; returns ``used``."""
+    def admit(self, account_id: int, api: str, day: date, limit: int) -> int:
+        """Count one call, or raise 45009 when the day's calls are used up; returns ``used``.
+
+        ``limit`` is the account's daily limit as the caller read it with its token (its
+        own override or the setting; exact on every call, see ``auth/caller_cache``).
+        """
         key = (account_id, api, day)
         self._ensure(key)
         with self._lock:
-            limit = self._limit(account_id, default_limit)
             pending = self._pending.get(key, 0)
             used = self._seen.get(key, (0.0, 0))[1] + pending
             if used >= limit:
@@ -109,17 +114,13 @@ class QuotaCounter:
             self._pending[key] = pending + 1
         return used + 1
 
-    def status(self, account_id: int, api: str, day: date, default_limit: int) -> QuotaStatus:
+    def status(self, account_id: int, api: str, day: date, limit: int) -> QuotaStatus:
         """What ``/cgi-bin/openapi/quota/get`` reports for this account and API today."""
         key = (account_id, api, day)
         self._ensure(key)
         with self._lock:
             used = self._seen.get(key, (0.0, 0))[1] + self._pending.get(key, 0)
-            return QuotaStatus(self._limit(account_id, default_limit), used)
-
-    def _limit(self, account_id: int, default: int) -> int:
-        override = self._limits.get(account_id, (0.0, None))[1]
-        return default if override is None else override
+            return QuotaStatus(limit, used)
 
     def _ensure(self, key: QuotaKey) -> None:
         """Re-read the database value when it is older than ``cache_seconds``.
@@ -129,8 +130,7 @@ class QuotaCounter:
         """
         with self._lock:
             seen = self._seen.get(key)
-            known_limit = key[0] in self._limits
-        if seen is None or not known_limit:
+        if seen is None:
             self._refresh(key, block=True)
         elif self._clock() - seen[0] >= self.cache_seconds:
             self._refresh(key, block=False)
@@ -142,11 +142,8 @@ class QuotaCounter:
             account_id, api, day = key
             with self.store.read() as conn:
                 used = usage_of(conn, account_id, api, day)
-                override = daily_limit_override(conn, account_id)
-            now = self._clock()
             with self._lock:
-                self._seen[key] = (now, used)
-                self._limits[account_id] = (now, override)
+                self._seen[key] = (self._clock(), used)
         finally:
             self._flush_lock.release()
 
@@ -182,8 +179,6 @@ class QuotaCounter:
         for key in [k for k, (t, _) in self._seen.items() if t < horizon]:
             if key not in self._pending:
                 del self._seen[key]
-        for account_id in [a for a, (t, _) in self._limits.items() if t < horizon]:
-            del self._limits[account_id]
 
     def pending(self) -> int:
         with self._lock:

@@ -24,16 +24,17 @@ from datetime import date, datetime
 
 from sqlalchemy import Connection
 
+from msgcube.auth.caller_cache import CallerCache
 from msgcube.domain.periods import zone
 from msgcube.errors import ApiError
 from msgcube.storage.accounts import Account
 from msgcube.storage.server_secrets import server_secret
 from msgcube.storage.tokens import (
+    TokenChecks,
     TokenKind,
     TokenRow,
     count_forced_since,
     find_token,
-    find_token_and_account,
     insert_token,
     last_forced_at,
     latest_token,
@@ -143,14 +144,15 @@ def check_token(conn: Connection, token: str, now: int) -> TokenRow:
     return _usable(find_token(conn, token), now)
 
 
-def check_token_and_account(
-    conn: Connection, token: str, now: int
-) -> tuple[TokenRow, Account | None]:
-    """``check_token`` plus the token's account, read in the same statement (hot path)."""
+def check_token_checks(cache: CallerCache, conn: Connection, token: str, now: int) -> TokenChecks:
+    """``check_token`` plus the token's account and quota override (the API's hot path,
+    through the generation-checked ``CallerCache``)."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
         raise ApiError(40001, "malformed access_token")
-    found = find_token_and_account(conn, token)
-    return _usable(found[0] if found else None, now), (found[1] if found else None)
+    found = cache.checks(conn, token)
+    _usable(found.token if found else None, now)
+    assert found is not None  # _usable refused a missing token
+    return found
 
 
 def _usable(row: TokenRow | None, now: int) -> TokenRow:

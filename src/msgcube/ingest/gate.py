@@ -45,9 +45,19 @@ def parse_query(query_string: str) -> dict[str, str]:
     """The query parameters, last occurrence winning, blanks kept.
 
     The server and the quarantine replay both read the stored raw query string through
-    this one function, so they can never disagree about which ``nonce`` was signed.
+    this one function, so they can never disagree about which ``nonce`` was signed. It
+    reads exactly what ``parse_qsl(keep_blank_values=True)`` reads (and Starlette's
+    ``query_params``); without ``%`` or ``+`` nothing needs unquoting, and a plain split
+    does the same at a fraction of the cost (every push and API call comes here).
     """
-    return dict(parse_qsl(query_string, keep_blank_values=True))
+    if "%" in query_string or "+" in query_string:
+        return dict(parse_qsl(query_string, keep_blank_values=True))
+    pairs: dict[str, str] = {}
+    for part in query_string.split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            pairs[name] = value
+    return pairs
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +71,18 @@ class RawPush:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "query", parse_query(self.query_string))
+
+    def with_body(self, body: bytes) -> RawPush:
+        """This request with its body read (the query, already parsed, is kept)."""
+        copy = object.__new__(RawPush)
+        for name, value in (
+            ("appid", self.appid),
+            ("query_string", self.query_string),
+            ("body", body),
+            ("query", self.query),
+        ):
+            object.__setattr__(copy, name, value)
+        return copy
 
     @property
     def encrypted(self) -> bool:

@@ -73,6 +73,10 @@ accounts = Table(
     # The third-party platform whose message URL created this account (NULL: added by
     # the operator). See web/platform_callback.py.
     Column("created_by_platform", Integer, nullable=True),
+    # Moved by database triggers (migration 0010) on any change to the account's row, its
+    # tokens, grants or quota override: the API's per-process cache of those checks is
+    # valid while it stands still (auth/caller_cache.py).
+    Column("auth_gen", Integer, nullable=False, server_default="0"),
 )
 
 senders = Table(

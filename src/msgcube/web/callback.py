@@ -40,7 +40,6 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -194,7 +193,7 @@ async def callback(request: Request) -> Response:
     raw = signed_query(request, appid, account)
     if request.method in ("GET", "HEAD"):
         return echo(raw)
-    raw = replace(raw, body=await read_body(request))
+    raw = raw.with_body(await read_body(request))
     try:
         push = await _open(service, account, raw)
     except IngestError as exc:

@@ -7,6 +7,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from msgcube.auth.caller_cache import CallerCache
 from msgcube.settings import Settings
 from msgcube.storage.db import Store
 
@@ -39,6 +40,7 @@ class AppContext:
     settings: Settings
     store: Store
     answers: LRU = field(default_factory=lambda: LRU(4096))
+    callers: CallerCache = field(default_factory=CallerCache)
 
     def now(self) -> datetime:
         return self.settings.clock()

@@ -19,6 +19,7 @@ from msgcube.domain.endpoints import Endpoint
 from msgcube.domain.periods import local_today, parse_range_body
 from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import Account
+from msgcube.storage.platforms import Authorization
 from msgcube.web.context import AppContext
 from msgcube.web.envelope import JSONBody
 from msgcube.web.quota_flusher import counter_of
@@ -40,9 +41,15 @@ def authorize(
     account = caller.account
     assert account is not None  # an account kind
     policy = ctx.settings.access_policy
-    check_datacube_access(ctx.store.hot_reader(), caller.token, account, policy, func_id)
+    conn = ctx.store.hot_reader()
+
+    def grant_of(platform_id: int) -> Authorization | None:
+        return ctx.callers.grant(conn, platform_id, caller.checks)
+
+    check_datacube_access(grant_of, caller.token, account, policy, func_id)
     today = local_today(now, account.tz)
-    limit = ctx.settings.quota_datacube
+    override = caller.checks.quota_limit
+    limit = ctx.settings.quota_datacube if override is None else override
     counter_of(request).admit(account.id, request.scope["path"], today, limit)
     return account, today
 

@@ -21,7 +21,8 @@ JSON_TYPE = "application/json; encoding=utf-8"
 
 
 def new_rid() -> str:
-    return f"{int(time.time()) & 0xFFFFFFFF:08x}-{os.urandom(4).hex()}-{os.urandom(4).hex()}"
+    random = os.urandom(8).hex()
+    return f"{int(time.time()) & 0xFFFFFFFF:08x}-{random[:8]}-{random[8:]}"
 
 
 class JSONBody(Response):

@@ -56,7 +56,8 @@ async def clear_quota(request: Request, ctx: AppContext) -> Response:
 
 
 async def quota_get(request: Request, ctx: AppContext) -> Response:
-    account = require_token(request, ctx, kinds=ANY_KIND, wrong_kind=48001).account
+    caller = require_token(request, ctx, kinds=ANY_KIND, wrong_kind=48001)
+    account = caller.account
     if account is None:
         raise ApiError(76022, "a component token has no account quota")
     cgi_path = (await json_object(request)).get("cgi_path")
@@ -68,7 +69,9 @@ async def quota_get(request: Request, ctx: AppContext) -> Response:
         raise ApiError(76022, "/sns/ paths have no quota here")
     day = local_today(ctx.now(), account.tz)
     if cgi_path in DATACUBE_APIS:
-        status = counter_of(request).status(account.id, cgi_path, day, ctx.settings.quota_datacube)
+        override = caller.checks.quota_limit
+        limit = ctx.settings.quota_datacube if override is None else override
+        status = counter_of(request).status(account.id, cgi_path, day, limit)
     elif cgi_path == TOKEN_API:
         with ctx.store.read() as conn:
             used = usage_of(conn, account.id, TOKEN_API, day)

@@ -16,10 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from msgcube.auth.policy import OWN_KINDS, acting_account, check_whitelist, client_address
-from msgcube.auth.tokens import check_token_and_account
+from msgcube.auth.tokens import check_token_checks
 from msgcube.errors import ApiError, BodyTooLarge
+from msgcube.ingest.gate import parse_query
 from msgcube.storage.accounts import Account
-from msgcube.storage.tokens import TokenRow
+from msgcube.storage.tokens import TokenChecks, TokenRow
 from msgcube.web.context import AppContext
 
 MAX_BODY = 64 * 1024
@@ -84,13 +85,23 @@ def client_ip(request: Request, ctx: AppContext) -> str | None:
     return client_address(peer, forwarded, ctx.settings.trusted_proxies)
 
 
+def first_param(request: Request, names: tuple[str, ...]) -> str | None:
+    """The first of ``names`` with a non-empty value in the query string, read as
+    Starlette's ``request.query_params`` reads it (``ingest/gate.parse_query``: the same
+    pairs, without building a multi-dict on every API call)."""
+    query = parse_query(request.scope["query_string"].decode("latin-1"))
+    return next((v for v in map(query.get, names) if v), None)
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who called with a valid token: the token and the account it acts for (None for a
-    component token)."""
+    """Who called with a valid token: the token, the account it acts for (None for a
+    component token) and what was read with them (``checks``: the account's quota
+    override and the generation they are exact under)."""
 
     token: TokenRow
     account: Account | None
+    checks: TokenChecks
 
 
 def require_token(
@@ -107,21 +118,23 @@ def require_token(
     42001 for an unknown, superseded or expired one, ``wrong_kind`` when its kind is not
     in ``kinds``, 40001 for a deleted account, then 40164 when the account's own token
     comes from outside its IP whitelist. The read runs on the event loop's thread over
-    the store's held autocommit connection (one statement: token and account).
+    the store's held autocommit connection: the token's checks as cached by this process
+    (``auth/caller_cache``), confirmed by one read of the account's generation.
     """
     if request.method != "POST":
         raise ApiError(43002)
-    token = next((v for v in map(request.query_params.get, params) if v), None)
+    token = first_param(request, params)
     if not token:
         raise ApiError(41001)
     conn = ctx.store.hot_reader()
-    row, found = check_token_and_account(conn, token, ctx.now_ts())
+    checks = check_token_checks(ctx.callers, conn, token, ctx.now_ts())
+    row = checks.token
     if row.kind not in kinds:
         raise ApiError(wrong_kind, f"a {row.kind} token cannot call {request.url.path}")
     if row.kind in COMPONENT_KINDS:
-        return Caller(row, None)
-    account = acting_account(row, found)
+        return Caller(row, None, checks)
+    account = acting_account(row, checks.account)
     if account.ip_whitelist and row.kind in OWN_KINDS:
         # Only worked out when there is a whitelist: accounts without one pay nothing.
         check_whitelist(account, row, client_ip(request, ctx))
-    return Caller(row, account)
+    return Caller(row, account, checks)
