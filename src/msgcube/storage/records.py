@@ -13,14 +13,22 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, delete, select, update
 
-from msgcube.domain.messages import FOLLOW_EVENTS, Event, Message
-from msgcube.domain.periods import local_day_hour
+from msgcube.domain.messages import FOLLOW_EVENTS, MSG_TYPE_CODES, Event, Message
+from msgcube.domain.periods import QUARTER, local_day_hour
 from msgcube.storage.dialect import insert_ignore
 from msgcube.storage.schema import accounts, events, followers, messages, senders
 
 _CHUNK = 500  # bound on bound parameters per IN (...) list
+
+
+_SQLITE_SENDER_INSERT = "INSERT OR IGNORE INTO senders (account_id, openid) VALUES (?, ?)"
+_SQLITE_SENDER_IDS = (
+    "SELECT s.openid, s.id FROM json_each(?2) j CROSS JOIN senders s ON s.openid = j.value"
+    " WHERE s.account_id = ?1"
+)
 
 
 class SenderIds:
@@ -36,6 +44,14 @@ class SenderIds:
 
     def resolve(self, conn: Connection, openids: Iterable[str]) -> dict[str, int]:
         missing = sorted({o for o in openids if o not in self._ids})
+        if missing and conn.dialect.name == "sqlite":
+            # Straight to the driver, two statements whatever the count: a first import
+            # meets tens of thousands of new senders.
+            a = self.account_id
+            conn.exec_driver_sql(_SQLITE_SENDER_INSERT, [(a, o) for o in missing])
+            found = conn.exec_driver_sql(_SQLITE_SENDER_IDS, (a, orjson.dumps(missing).decode()))
+            self._ids.update((openid, sender_id) for openid, sender_id in found)
+            return self._ids
         for i in range(0, len(missing), _CHUNK):
             chunk = missing[i : i + _CHUNK]
             conn.execute(
@@ -106,9 +122,11 @@ def write_messages(
     sender_ids: SenderIds,
     received_at: int,
 ) -> WriteResult:
-    result = WriteResult()
     if not batch:
-        return result
+        return WriteResult()
+    if conn.dialect.name == "sqlite":
+        return _write_messages_sqlite(conn, account_id, tz, batch, sender_ids, received_at)
+    result = WriteResult()
     unique: dict[int, Message] = {}
     for m in batch:
         unique.setdefault(stored_msg_id(m.msg_id), m)
@@ -137,13 +155,10 @@ def write_messages(
             }
         )
         days[stored_msg_id(m.msg_id)] = (day, code is not None)
-    if conn.dialect.name == "sqlite":
-        inserted = _insert_sqlite(conn, rows)
-    else:
-        stmt = insert_ignore(conn, messages, ["account_id", "msg_id"]).returning(messages.c.msg_id)
-        # RETURNING names exactly the rows this call stored: a concurrent writer may have
-        # stored some of them between the existence check above and this insert.
-        inserted = list(conn.execute(stmt, rows).scalars())
+    stmt = insert_ignore(conn, messages, ["account_id", "msg_id"]).returning(messages.c.msg_id)
+    # RETURNING names exactly the rows this call stored: a concurrent writer may have
+    # stored some of them between the existence check above and this insert.
+    inserted = list(conn.execute(stmt, rows).scalars())
     for msg_id in inserted:
         day, counted = days[msg_id]
         result.all_days.add(day)
@@ -158,42 +173,83 @@ _SQLITE_INSERT = (
     "INSERT OR IGNORE INTO messages (account_id, msg_id, user_id, create_time, msg_type_name,"
     " msg_type, day, hour, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_SIGNED = 2**63
 
 
-def _insert_sqlite(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
-    """The bulk-import hot path on SQLite, straight to the driver.
+def _write_messages_sqlite(
+    conn: Connection,
+    account_id: int,
+    tz: str,
+    batch: Sequence[Message],
+    sender_ids: SenderIds,
+    received_at: int,
+) -> WriteResult:
+    """The bulk-import hot path on SQLite: one ``INSERT OR IGNORE`` per (day, counted) group.
 
-    SQLAlchemy's per-row parameter processing costs more than SQLite's insert itself.
-    Exactness does not depend on RETURNING here: the write transaction began with
-    ``BEGIN IMMEDIATE``, so no other writer can store a row between the existence check
-    and this insert, and every fresh row is inserted.
+    No existence check and no RETURNING: the rows of one local day and one kind (counted
+    or not) go in one ``executemany``, whose rowcount is how many of them were new. That is
+    exactly what dirty-marking needs (a day is dirty when its group stored a row), and it
+    is exact because the write transaction began with ``BEGIN IMMEDIATE``: no other writer
+    runs in between. Straight to the driver: SQLAlchemy's per-row parameter processing
+    costs more than SQLite's insert itself.
     """
-    params = [
-        (
-            r["account_id"],
-            r["msg_id"],
-            r["user_id"],
-            r["create_time"],
-            r["msg_type_name"],
-            r["msg_type"],
-            r["day"].isoformat(),
-            r["hour"],
-            r["received_at"],
+    result = WriteResult()
+    unique: dict[int, Message] = {}
+    for m in batch:
+        mid = m.msg_id
+        if mid >= _SIGNED:
+            mid -= 2**64  # stored_msg_id, inlined on the hot path
+        if mid not in unique:
+            unique[mid] = m
+    ids = sender_ids.resolve(conn, {m.openid for m in unique.values()})
+    groups: dict[tuple[date, bool], list[tuple[object, ...]]] = {}
+    # Local day and hour per UTC quarter-hour (exact: see local_day_hour), looked up here
+    # without a call per message.
+    slots: dict[int, tuple[date, str, int]] = {}
+    codes = MSG_TYPE_CODES
+    for mid, m in unique.items():
+        create_time = m.create_time
+        slot = slots.get(create_time // QUARTER)
+        if slot is None:
+            day, hour = local_day_hour(create_time, tz)
+            slot = slots[create_time // QUARTER] = (day, day.isoformat(), hour)
+        code = codes.get(m.msg_type_name)
+        key = (slot[0], code is not None)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = []
+        group.append(
+            (
+                account_id,
+                mid,
+                ids[m.openid],
+                create_time,
+                m.msg_type_name,
+                code,
+                slot[1],
+                slot[2],
+                received_at,
+            )
         )
-        for r in rows
-    ]
-    stored = conn.exec_driver_sql(_SQLITE_INSERT, params).rowcount
-    if stored != len(rows):  # pragma: no cover - would mean the lock did not hold
-        raise RuntimeError(f"expected to store {len(rows)} messages, stored {stored}")
-    return [r["msg_id"] for r in rows]
+    for (day, counted), rows in groups.items():
+        stored = conn.exec_driver_sql(_SQLITE_INSERT, rows).rowcount
+        if stored:
+            result.messages_new += stored
+            result.all_days.add(day)
+            if counted:
+                result.counted_days.add(day)
+    result.messages_duplicate = len(batch) - result.messages_new
+    return result
 
 
 def write_events(
     conn: Connection, account_id: int, tz: str, batch: Sequence[Event], received_at: int
 ) -> WriteResult:
-    result = WriteResult()
     if not batch:
-        return result
+        return WriteResult()
+    if conn.dialect.name == "sqlite":
+        return _write_events_sqlite(conn, account_id, tz, batch, received_at)
+    result = WriteResult()
     keys = ["account_id", "openid", "create_time", "event"]
     unique = {(e.openid, e.create_time, e.event): e for e in reversed(batch)}
     inserted = 0
@@ -218,6 +274,34 @@ def write_events(
                 result.follow_days.add(day)
     result.events_new = inserted
     result.events_duplicate = len(batch) - inserted
+    return result
+
+
+_SQLITE_EVENT_INSERT = (
+    "INSERT OR IGNORE INTO events (account_id, openid, create_time, event, day, received_at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def _write_events_sqlite(
+    conn: Connection, account_id: int, tz: str, batch: Sequence[Event], received_at: int
+) -> WriteResult:
+    """Events on SQLite: one ``INSERT OR IGNORE`` per (day, follow or not), as messages."""
+    result = WriteResult()
+    unique = {(e.openid, e.create_time, e.event): e for e in reversed(batch)}
+    groups: dict[tuple[date, bool], list[tuple[object, ...]]] = {}
+    for e in unique.values():
+        day, _ = local_day_hour(e.create_time, tz)
+        row = (account_id, e.openid, e.create_time, e.event, day.isoformat(), received_at)
+        groups.setdefault((day, e.event in FOLLOW_EVENTS), []).append(row)
+    for (day, follow), rows in groups.items():
+        stored = conn.exec_driver_sql(_SQLITE_EVENT_INSERT, rows).rowcount
+        if stored:
+            result.events_new += stored
+            result.all_days.add(day)
+            if follow:
+                result.follow_days.add(day)
+    result.events_duplicate = len(batch) - result.events_new
     return result
 
 
