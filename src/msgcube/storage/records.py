@@ -16,10 +16,10 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, delete, select, update
 
-from msgcube.domain.messages import FOLLOW_EVENTS, MSG_TYPE_CODES, Event, Message
-from msgcube.domain.periods import QUARTER, local_day_hour
-from msgcube.storage.dialect import insert_ignore
-from msgcube.storage.schema import accounts, events, followers, messages, senders
+from msgcube.domain.messages import COUNTED_TYPES, FOLLOW_EVENTS, MSG_TYPE_CODES, Event, Message
+from msgcube.domain.periods import QUARTER, local_day_hour, month_start, week_start
+from msgcube.storage.dialect import insert_ignore, upsert
+from msgcube.storage.schema import accounts, events, followers, messages, senders, user_day
 
 _CHUNK = 500  # bound on bound parameters per IN (...) list
 
@@ -164,9 +164,48 @@ def write_messages(
         result.all_days.add(day)
         if counted:
             result.counted_days.add(day)
+    stored = set(inserted)
+    add_user_days(conn, account_id, (r for r in rows if r["msg_id"] in stored))
     result.messages_new = len(inserted)
     result.messages_duplicate += len(rows) - len(inserted)
     return result
+
+
+_COUNT_COLUMNS = ("c1", "c2", "c3", "c4", "c6", "total")
+
+
+def add_user_days(conn: Connection, account_id: int, rows: Iterable[dict[str, Any]]) -> None:
+    """Add newly stored messages (``messages`` rows) to their senders' user-day rows."""
+    slot = {t: i for i, t in enumerate(COUNTED_TYPES)}
+    counts: dict[tuple[date, int], list[int]] = {}
+    for r in rows:
+        if r["msg_type"] is None:
+            continue
+        per_user = counts.setdefault((r["day"], r["user_id"]), [0] * len(_COUNT_COLUMNS))
+        per_user[slot[r["msg_type"]]] += 1
+        per_user[-1] += 1
+    if not counts:
+        return
+    stmt = upsert(
+        conn,
+        user_day,
+        ["account_id", "day", "user_id"],
+        {c: (lambda ex, c=c: user_day.c[c] + ex[c]) for c in _COUNT_COLUMNS},
+    )
+    conn.execute(
+        stmt,
+        [
+            {
+                "account_id": account_id,
+                "day": day,
+                "user_id": user_id,
+                "week": week_start(day),
+                "month": month_start(day),
+                **dict(zip(_COUNT_COLUMNS, values, strict=True)),
+            }
+            for (day, user_id), values in counts.items()
+        ],
+    )
 
 
 _SQLITE_INSERT = (
@@ -194,6 +233,9 @@ def _write_messages_sqlite(
     costs more than SQLite's insert itself.
     """
     result = WriteResult()
+    # Rowids are handed out as max + 1 and the write lock is held: every row this call
+    # stores has an id above this one, every older row an id at most this one.
+    last_id = conn.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM messages").scalar_one()
     unique: dict[int, Message] = {}
     for m in batch:
         mid = m.msg_id
@@ -238,8 +280,26 @@ def _write_messages_sqlite(
             result.all_days.add(day)
             if counted:
                 result.counted_days.add(day)
+    if result.counted_days:
+        conn.exec_driver_sql(_SQLITE_USER_DAY, (account_id, last_id))
     result.messages_duplicate = len(batch) - result.messages_new
     return result
+
+
+# The batch's new counted messages added to their senders' user-day rows; week and month
+# are the Monday and the first of the day's month (``week_start``/``month_start``).
+_SQLITE_USER_DAY = """
+INSERT INTO user_day (account_id, day, user_id, week, month, c1, c2, c3, c4, c6, total)
+SELECT account_id, day, user_id, date(day, '-6 days', 'weekday 1'), date(day, 'start of month'),
+       SUM(msg_type = 1), SUM(msg_type = 2), SUM(msg_type = 3), SUM(msg_type = 4),
+       SUM(msg_type = 6), COUNT(*)
+FROM messages
+WHERE account_id = ?1 AND id > ?2 AND msg_type IS NOT NULL
+GROUP BY account_id, day, user_id
+ON CONFLICT (account_id, day, user_id) DO UPDATE SET
+  c1 = c1 + excluded.c1, c2 = c2 + excluded.c2, c3 = c3 + excluded.c3,
+  c4 = c4 + excluded.c4, c6 = c6 + excluded.c6, total = total + excluded.total
+"""
 
 
 def write_events(

@@ -4,8 +4,10 @@ Layers (DESIGN.md "The statistics, layered"):
 
 1. ``messages`` — one row per message, deduplicated on (account, MsgId), with the local
    ``day`` and ``hour`` computed once at ingest so rollups are plain GROUP BYs;
-2. ``user_day`` — per closed day and sender, messages per msg_type: far smaller than
-   ``messages``, and the only input of weekly and monthly statistics;
+2. ``user_day`` — per day and sender, messages per msg_type, kept current at ingest (each
+   batch adds its new messages in the same transaction): far smaller than ``messages``,
+   the input of daily, weekly and monthly statistics, so a rollup never regroups messages
+   by sender;
 3. ``stat_summary`` / ``stat_dist`` — the finished rows the API reads by index;
 4. ``rollup_state`` — per period, a dirty sequence and the sequence last computed.
 
@@ -98,8 +100,9 @@ messages = Table(
     Column("hour", SmallInteger, nullable=False),
     Column("received_at", BigInteger, nullable=False),
     UniqueConstraint("account_id", "msg_id"),
-    # Covering index of every rollup that reads messages, in GROUP BY order.
-    Index(None, "account_id", "day", "user_id", "msg_type", "hour"),
+    # Covering index of the hourly rollup, in its GROUP BY order: each hour's distinct
+    # senders per type arrive sorted, so COUNT(DISTINCT) is a stream, not a sort.
+    Index(None, "account_id", "day", "hour", "msg_type", "user_id"),
 )
 
 events = Table(
