@@ -4,7 +4,7 @@ Per closed day: hourly summary rows (one pass over that day's messages through t
 hour-ordered covering index) and the interface-analysis rows from the relay's timings
 (``rollup/interface.py``). From user-day rows, which ingest keeps current in the same
 transaction as the messages: the daily summary and distribution; per week and month,
-the same from the user-day rows of their days — never from raw messages. Every
+the same from user-period rows (also kept at ingest) — never from raw messages. Every
 statistic is one portable SQL definition (GROUP BY, COUNT DISTINCT, CASE) so SQLite and
 PostgreSQL compute the same thing the same way.
 """
@@ -42,7 +42,7 @@ from msgcube.rollup.plan import expected_keys, needed_for, pending
 from msgcube.storage.accounts import Account
 from msgcube.storage.db import Store
 from msgcube.storage.rollup_state import mark_done, read_states
-from msgcube.storage.schema import messages, stat_dist, stat_summary, user_day
+from msgcube.storage.schema import messages, stat_dist, stat_summary, user_day, user_period
 
 _TYPE_COLUMN = {1: "c1", 2: "c2", 3: "c3", 4: "c4", 6: "c6"}
 
@@ -217,30 +217,35 @@ def _compute_periods(
 def _write_aggregates(
     conn: Connection, account: Account, period: Period, starts: Sequence[date]
 ) -> None:
-    """Summary and distribution rows of each period, from its user-day rows."""
+    """Summary and distribution rows of each period, from its per-sender rows.
+
+    Days read ``user_day``, weeks and months ``user_period``: one row per (period, sender)
+    already, so each period is a plain scan of its rows in key order, no regrouping.
+    """
     if not starts:
         return
     a = account.id
-    label = {
-        Period.DAY: user_day.c.day,
-        Period.WEEK: user_day.c.week,
-        Period.MONTH: user_day.c.month,
-    }[period]
-    first, last = min(starts), max(period_last_day(period, s) for s in starts)
-    type_cols = [user_day.c[_TYPE_COLUMN[t]] for t in COUNTED_TYPES]
-    where = (user_day.c.account_id == a, user_day.c.day.between(first, last), label.in_(starts))
     if period is Period.DAY:
-        # user_day already holds one row per (day, sender): no regrouping needed.
-        per_user = select(label.label("p"), *type_cols, user_day.c.total).where(*where).subquery()
-    else:
+        first, last = min(starts), max(starts)
+        cols = [user_day.c[_TYPE_COLUMN[t]] for t in COUNTED_TYPES]
         per_user = (
-            select(
-                label.label("p"),
-                *[func.sum(c).label(c.name) for c in type_cols],
-                func.sum(user_day.c.total).label("total"),
+            select(user_day.c.day.label("p"), *cols, user_day.c.total)
+            .where(
+                user_day.c.account_id == a,
+                user_day.c.day.between(first, last),
+                user_day.c.day.in_(starts),
             )
-            .where(*where)
-            .group_by(label, user_day.c.user_id)
+            .subquery()
+        )
+    else:
+        cols = [user_period.c[_TYPE_COLUMN[t]] for t in COUNTED_TYPES]
+        per_user = (
+            select(user_period.c.start.label("p"), *cols, user_period.c.total)
+            .where(
+                user_period.c.account_id == a,
+                user_period.c.period == period.value,
+                user_period.c.start.in_(starts),
+            )
             .subquery()
         )
     total = per_user.c.total

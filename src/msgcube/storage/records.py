@@ -14,12 +14,20 @@ from datetime import date
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, case, delete, func, insert, literal, select, update
 
 from msgcube.domain.messages import COUNTED_TYPES, FOLLOW_EVENTS, MSG_TYPE_CODES, Event, Message
 from msgcube.domain.periods import QUARTER, local_day_hour, month_start, week_start
 from msgcube.storage.dialect import insert_ignore, upsert
-from msgcube.storage.schema import accounts, events, followers, messages, senders, user_day
+from msgcube.storage.schema import (
+    accounts,
+    events,
+    followers,
+    messages,
+    senders,
+    user_day,
+    user_period,
+)
 
 _CHUNK = 500  # bound on bound parameters per IN (...) list
 
@@ -175,25 +183,27 @@ _COUNT_COLUMNS = ("c1", "c2", "c3", "c4", "c6", "total")
 
 
 def add_user_days(conn: Connection, account_id: int, rows: Iterable[dict[str, Any]]) -> None:
-    """Add newly stored messages (``messages`` rows) to their senders' user-day rows."""
+    """Add newly stored messages (``messages`` rows) to their senders' user-day and
+    user-period rows (the portable path; SQLite's bulk path is ``_SQLITE_USER_LAYERS``)."""
     slot = {t: i for i, t in enumerate(COUNTED_TYPES)}
-    counts: dict[tuple[date, int], list[int]] = {}
+    days: dict[tuple[date, int], list[int]] = {}
     for r in rows:
         if r["msg_type"] is None:
             continue
-        per_user = counts.setdefault((r["day"], r["user_id"]), [0] * len(_COUNT_COLUMNS))
+        per_user = days.setdefault((r["day"], r["user_id"]), [0] * len(_COUNT_COLUMNS))
         per_user[slot[r["msg_type"]]] += 1
         per_user[-1] += 1
-    if not counts:
+    if not days:
         return
-    stmt = upsert(
-        conn,
-        user_day,
-        ["account_id", "day", "user_id"],
-        {c: (lambda ex, c=c: user_day.c[c] + ex[c]) for c in _COUNT_COLUMNS},
-    )
+    periods: dict[tuple[str, date, int], list[int]] = {}
+    for (day, user_id), values in days.items():
+        for period, start in (("week", week_start(day)), ("month", month_start(day))):
+            total = periods.setdefault((period, start, user_id), [0] * len(_COUNT_COLUMNS))
+            for i, v in enumerate(values):
+                total[i] += v
+    add_day = {c: (lambda ex, c=c: user_day.c[c] + ex[c]) for c in _COUNT_COLUMNS}
     conn.execute(
-        stmt,
+        upsert(conn, user_day, ["account_id", "day", "user_id"], add_day),
         [
             {
                 "account_id": account_id,
@@ -203,9 +213,67 @@ def add_user_days(conn: Connection, account_id: int, rows: Iterable[dict[str, An
                 "month": month_start(day),
                 **dict(zip(_COUNT_COLUMNS, values, strict=True)),
             }
-            for (day, user_id), values in counts.items()
+            for (day, user_id), values in days.items()
         ],
     )
+    add_period = {c: (lambda ex, c=c: user_period.c[c] + ex[c]) for c in _COUNT_COLUMNS}
+    conn.execute(
+        upsert(conn, user_period, ["account_id", "period", "start", "user_id"], add_period),
+        [
+            {
+                "account_id": account_id,
+                "period": period,
+                "start": start,
+                "user_id": user_id,
+                **dict(zip(_COUNT_COLUMNS, values, strict=True)),
+            }
+            for (period, start, user_id), values in periods.items()
+        ],
+    )
+
+
+def rebuild_user_layers(conn: Connection, account_id: int) -> None:
+    """Build the account's user-day and user-period rows again from its messages.
+
+    Ingest keeps them current; only a change of every stored day (a new time zone) needs
+    this.
+    """
+    for table in (user_day, user_period):
+        conn.execute(delete(table).where(table.c.account_id == account_id))
+    counted = (messages.c.account_id == account_id, messages.c.msg_type.is_not(None))
+    days = conn.execute(select(messages.c.day).where(*counted).distinct()).scalars().all()
+    per_type = [func.sum(case((messages.c.msg_type == t, 1), else_=0)) for t in COUNTED_TYPES]
+    for d in days:
+        src = (
+            select(
+                literal(account_id),
+                literal(d),
+                messages.c.user_id,
+                literal(week_start(d)),
+                literal(month_start(d)),
+                *per_type,
+                func.count(),
+            )
+            .where(*counted, messages.c.day == d)
+            .group_by(messages.c.user_id)
+        )
+        names = ["account_id", "day", "user_id", "week", "month", *_COUNT_COLUMNS]
+        conn.execute(insert(user_day).from_select(names, src))
+    for period in ("week", "month"):
+        label = user_day.c[period]
+        src = (
+            select(
+                user_day.c.account_id,
+                literal(period),
+                label,
+                user_day.c.user_id,
+                *[func.sum(user_day.c[c]) for c in _COUNT_COLUMNS],
+            )
+            .where(user_day.c.account_id == account_id)
+            .group_by(user_day.c.account_id, label, user_day.c.user_id)
+        )
+        names = ["account_id", "period", "start", "user_id", *_COUNT_COLUMNS]
+        conn.execute(insert(user_period).from_select(names, src))
 
 
 _SQLITE_INSERT = (
@@ -281,25 +349,38 @@ def _write_messages_sqlite(
             if counted:
                 result.counted_days.add(day)
     if result.counted_days:
-        conn.exec_driver_sql(_SQLITE_USER_DAY, (account_id, last_id))
+        for statement in _SQLITE_USER_LAYERS:
+            conn.exec_driver_sql(statement, (account_id, last_id))
     result.messages_duplicate = len(batch) - result.messages_new
     return result
 
 
-# The batch's new counted messages added to their senders' user-day rows; week and month
-# are the Monday and the first of the day's month (``week_start``/``month_start``).
-_SQLITE_USER_DAY = """
-INSERT INTO user_day (account_id, day, user_id, week, month, c1, c2, c3, c4, c6, total)
-SELECT account_id, day, user_id, date(day, '-6 days', 'weekday 1'), date(day, 'start of month'),
+# The batch's new counted messages added to their senders' user-day rows and user-period
+# rows; a week starts on Monday and a month on its first (``week_start``/``month_start``).
+_SQLITE_COUNTS = """
        SUM(msg_type = 1), SUM(msg_type = 2), SUM(msg_type = 3), SUM(msg_type = 4),
        SUM(msg_type = 6), COUNT(*)
 FROM messages
 WHERE account_id = ?1 AND id > ?2 AND msg_type IS NOT NULL
-GROUP BY account_id, day, user_id
-ON CONFLICT (account_id, day, user_id) DO UPDATE SET
+"""
+_SQLITE_ADD = """
   c1 = c1 + excluded.c1, c2 = c2 + excluded.c2, c3 = c3 + excluded.c3,
   c4 = c4 + excluded.c4, c6 = c6 + excluded.c6, total = total + excluded.total
 """
+_SQLITE_WEEK, _SQLITE_MONTH = "date(day, '-6 days', 'weekday 1')", "date(day, 'start of month')"
+_SQLITE_USER_LAYERS = (
+    "INSERT INTO user_day (account_id, day, user_id, week, month, c1, c2, c3, c4, c6, total)"
+    f" SELECT account_id, day, user_id, {_SQLITE_WEEK}, {_SQLITE_MONTH}, {_SQLITE_COUNTS}"
+    " GROUP BY account_id, day, user_id"
+    f" ON CONFLICT (account_id, day, user_id) DO UPDATE SET {_SQLITE_ADD}",
+    *(
+        "INSERT INTO user_period (account_id, period, start, user_id, c1, c2, c3, c4, c6, total)"
+        f" SELECT account_id, '{period}', {start} AS start, user_id, {_SQLITE_COUNTS}"
+        " GROUP BY account_id, start, user_id"
+        f" ON CONFLICT (account_id, period, start, user_id) DO UPDATE SET {_SQLITE_ADD}"
+        for period, start in (("week", _SQLITE_WEEK), ("month", _SQLITE_MONTH))
+    ),
+)
 
 
 def write_events(

@@ -6,8 +6,8 @@ Layers (DESIGN.md "The statistics, layered"):
    ``day`` and ``hour`` computed once at ingest so rollups are plain GROUP BYs;
 2. ``user_day`` — per day and sender, messages per msg_type, kept current at ingest (each
    batch adds its new messages in the same transaction): far smaller than ``messages``,
-   the input of daily, weekly and monthly statistics, so a rollup never regroups messages
-   by sender;
+   the input of daily statistics; ``user_period`` the same per week and month (also kept
+   at ingest), so a rollup never regroups messages or user-day rows by sender;
 3. ``stat_summary`` / ``stat_dist`` — the finished rows the API reads by index;
 4. ``rollup_state`` — per period, a dirty sequence and the sequence last computed.
 
@@ -141,6 +141,22 @@ user_day = Table(
     Column("c6", Integer, nullable=False),
     Column("total", Integer, nullable=False),
     PrimaryKeyConstraint("account_id", "day", "user_id"),
+)
+
+user_period = Table(
+    "user_period",
+    metadata,
+    Column("account_id", Integer, nullable=False),
+    Column("period", String(8), nullable=False),  # week | month
+    Column("start", Date, nullable=False),
+    Column("user_id", BigInteger, nullable=False),
+    Column("c1", Integer, nullable=False),
+    Column("c2", Integer, nullable=False),
+    Column("c3", Integer, nullable=False),
+    Column("c4", Integer, nullable=False),
+    Column("c6", Integer, nullable=False),
+    Column("total", Integer, nullable=False),
+    PrimaryKeyConstraint("account_id", "period", "start", "user_id"),
 )
 
 stat_summary = Table(
