@@ -281,6 +281,9 @@ _SQLITE_INSERT = (
     " msg_type, day, hour, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SIGNED = 2**63
+# A messages row as inserted: account_id, msg_id, user_id, create_time, msg_type_name,
+# msg_type, day, hour, received_at.
+_Row = tuple[int, int, int, int, str, int | None, str, int, int]
 
 
 def _write_messages_sqlite(
@@ -312,7 +315,7 @@ def _write_messages_sqlite(
         if mid not in unique:
             unique[mid] = m
     ids = sender_ids.resolve(conn, {m.openid for m in unique.values()})
-    groups: dict[tuple[date, bool], list[tuple[object, ...]]] = {}
+    groups: dict[tuple[date, bool], list[_Row]] = {}
     # Local day and hour per UTC quarter-hour (exact: see local_day_hour), looked up here
     # without a call per message.
     slots: dict[int, tuple[date, str, int]] = {}
@@ -341,6 +344,7 @@ def _write_messages_sqlite(
                 received_at,
             )
         )
+    partly_new = False
     for (day, counted), rows in groups.items():
         stored = conn.exec_driver_sql(_SQLITE_INSERT, rows).rowcount
         if stored:
@@ -348,11 +352,63 @@ def _write_messages_sqlite(
             result.all_days.add(day)
             if counted:
                 result.counted_days.add(day)
-    if result.counted_days:
+                partly_new = partly_new or stored != len(rows)
+    if partly_new:
+        # Some rows of a group were already stored: which ones is known to the table
+        # only (the new ones have ids above ``last_id``), so SQL adds them up.
         for statement in _SQLITE_USER_LAYERS:
             conn.exec_driver_sql(statement, (account_id, last_id))
+    elif result.counted_days:
+        # The common case: every counted group was new entirely — add up its rows here.
+        column: dict[int | None, int] = {t: i for i, t in enumerate(COUNTED_TYPES)}
+        days: dict[tuple[date, int], list[int]] = {}
+        for (day, counted), rows in groups.items():
+            if counted and day in result.counted_days:
+                for row in rows:
+                    per_user = days.get((day, row[2]))
+                    if per_user is None:
+                        per_user = days[(day, row[2])] = [0] * len(_COUNT_COLUMNS)
+                    per_user[column[row[5]]] += 1
+                    per_user[-1] += 1
+        _add_counts_sqlite(conn, account_id, days)
     result.messages_duplicate = len(batch) - result.messages_new
     return result
+
+
+_SQLITE_UPSERT_DAY = (
+    "INSERT INTO user_day (account_id, day, user_id, week, month, c1, c2, c3, c4, c6, total)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (account_id, day, user_id) DO UPDATE SET"
+)
+_SQLITE_UPSERT_PERIOD = (
+    "INSERT INTO user_period (account_id, period, start, user_id, c1, c2, c3, c4, c6, total)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (account_id, period, start, user_id) DO UPDATE SET"
+)
+
+
+def _add_counts_sqlite(
+    conn: Connection, account_id: int, days: dict[tuple[date, int], list[int]]
+) -> None:
+    """Upsert per-(day, sender) counts into user_day and their sums into user_period."""
+    labels = {d: (d.isoformat(), week_start(d), month_start(d)) for d, _ in days}
+    periods: dict[tuple[str, date, int], list[int]] = {}
+    day_rows = []
+    for (day, user_id), values in days.items():
+        iso, week, month = labels[day]
+        day_rows.append((account_id, iso, user_id, week.isoformat(), month.isoformat(), *values))
+        for key in (("week", week, user_id), ("month", month, user_id)):
+            total = periods.get(key)
+            if total is None:
+                periods[key] = list(values)
+            else:
+                for i, v in enumerate(values):
+                    total[i] += v
+    conn.exec_driver_sql(_SQLITE_UPSERT_DAY + _SQLITE_ADD, day_rows)
+    conn.exec_driver_sql(
+        _SQLITE_UPSERT_PERIOD + _SQLITE_ADD,
+        [(account_id, p, s.isoformat(), u, *v) for (p, s, u), v in periods.items()],
+    )
 
 
 # The batch's new counted messages added to their senders' user-day rows and user-period
@@ -360,9 +416,10 @@ def _write_messages_sqlite(
 _SQLITE_COUNTS = """
        SUM(msg_type = 1), SUM(msg_type = 2), SUM(msg_type = 3), SUM(msg_type = 4),
        SUM(msg_type = 6), COUNT(*)
-FROM messages
-WHERE account_id = ?1 AND id > ?2 AND msg_type IS NOT NULL
+FROM messages NOT INDEXED
+WHERE id > ?2 AND account_id = ?1 AND msg_type IS NOT NULL
 """
+# NOT INDEXED: by rowid, the new rows only (an index of the account would be every row).
 _SQLITE_ADD = """
   c1 = c1 + excluded.c1, c2 = c2 + excluded.c2, c3 = c3 + excluded.c3,
   c4 = c4 + excluded.c4, c6 = c6 + excluded.c6, total = total + excluded.total
