@@ -391,12 +391,15 @@ def _add_counts_sqlite(
     conn: Connection, account_id: int, days: dict[tuple[date, int], list[int]]
 ) -> None:
     """Upsert per-(day, sender) counts into user_day and their sums into user_period."""
-    labels = {d: (d.isoformat(), week_start(d), month_start(d)) for d, _ in days}
-    periods: dict[tuple[str, date, int], list[int]] = {}
+    labels = {
+        d: (d.isoformat(), week_start(d).isoformat(), month_start(d).isoformat())
+        for d in {d for d, _ in days}
+    }
+    periods: dict[tuple[str, str, int], list[int]] = {}
     day_rows = []
     for (day, user_id), values in days.items():
         iso, week, month = labels[day]
-        day_rows.append((account_id, iso, user_id, week.isoformat(), month.isoformat(), *values))
+        day_rows.append((account_id, iso, user_id, week, month, *values))
         for key in (("week", week, user_id), ("month", month, user_id)):
             total = periods.get(key)
             if total is None:
@@ -407,7 +410,7 @@ def _add_counts_sqlite(
     conn.exec_driver_sql(_SQLITE_UPSERT_DAY + _SQLITE_ADD, day_rows)
     conn.exec_driver_sql(
         _SQLITE_UPSERT_PERIOD + _SQLITE_ADD,
-        [(account_id, p, s.isoformat(), u, *v) for (p, s, u), v in periods.items()],
+        [(account_id, p, s, u, *v) for (p, s, u), v in periods.items()],
     )
 
 
