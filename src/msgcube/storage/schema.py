@@ -126,6 +126,12 @@ followers = Table(
     PrimaryKeyConstraint("account_id", "openid"),
 )
 
+
+def _sender_counts() -> list[Column[int]]:
+    """Messages per counted msg_type (c1 text … c6 link) and in all, of one sender."""
+    return [Column(n, Integer, nullable=False) for n in ("c1", "c2", "c3", "c4", "c6", "total")]
+
+
 user_day = Table(
     "user_day",
     metadata,
@@ -134,12 +140,7 @@ user_day = Table(
     Column("user_id", BigInteger, nullable=False),
     Column("week", Date, nullable=False),
     Column("month", Date, nullable=False),
-    Column("c1", Integer, nullable=False),
-    Column("c2", Integer, nullable=False),
-    Column("c3", Integer, nullable=False),
-    Column("c4", Integer, nullable=False),
-    Column("c6", Integer, nullable=False),
-    Column("total", Integer, nullable=False),
+    *_sender_counts(),
     PrimaryKeyConstraint("account_id", "day", "user_id"),
 )
 
@@ -150,12 +151,7 @@ user_period = Table(
     Column("period", String(8), nullable=False),  # week | month
     Column("start", Date, nullable=False),
     Column("user_id", BigInteger, nullable=False),
-    Column("c1", Integer, nullable=False),
-    Column("c2", Integer, nullable=False),
-    Column("c3", Integer, nullable=False),
-    Column("c4", Integer, nullable=False),
-    Column("c6", Integer, nullable=False),
-    Column("total", Integer, nullable=False),
+    *_sender_counts(),
     PrimaryKeyConstraint("account_id", "period", "start", "user_id"),
 )
 
