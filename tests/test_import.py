@@ -157,3 +157,39 @@ def test_followers_import_gives_count_interval_zero(env: dict[str, str], tmp_pat
         {"ref_date": "2026-03-04", "count_interval": 0, "msg_user": 2},
         {"ref_date": "2026-03-04", "count_interval": 1, "msg_user": 1},
     ]
+
+
+def test_progress_bar_on_a_terminal_shows_the_rate(env: dict[str, str], tmp_path: Path) -> None:
+    """stderr a real terminal (a pty): the bar shows lines and msg/s; the summary is intact."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    appid = add(env)
+    src = tmp_path / "p.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(push(i)) + b"\n" for i in range(1, 2001)))
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "msgcube.cli", "import", "--appid", appid, str(src)],
+        env=os.environ | env | {"TERM": "xterm-256color", "COLUMNS": "160"},
+        stdout=subprocess.PIPE,
+        stderr=follower,
+    )
+    os.close(follower)
+    out, _ = proc.communicate(timeout=120)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    assert proc.returncode == 0
+    assert b"2000 new messages" in out
+    assert b"2,000 lines" in shown and b"msg/s" in shown, shown[-500:]
+    code, _, err = run(env, "import", "--appid", appid, str(src))  # not a terminal: quiet
+    assert code == 0 and "msg/s" not in err

@@ -35,3 +35,54 @@ def test_migrate_is_idempotent_and_keeps_data(tmp_path: Path) -> None:
         assert conn.execute(text("SELECT openid FROM followers")).scalars().all() == ["o"]
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0010"
     store.dispose()
+
+
+def test_0009_builds_user_layers_from_stored_messages(tmp_path: Path) -> None:
+    """user_day and user_period are kept at ingest from 0009 on: the migration builds
+    them from the messages already stored, every day (open or closed) included."""
+    from alembic import command
+
+    from msgcube.storage.db import _alembic_config
+
+    store = open_store(f"sqlite:///{tmp_path / 'old.db'}", migrate_schema=False)
+    with store.engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0007")
+        rows = [  # (msg_id, user_id, day, msg_type): Sun 2026-03-01 and Mon 2026-03-02
+            (1, 7, "2026-03-01", 1),
+            (2, 7, "2026-03-01", 2),
+            (3, 7, "2026-03-02", 1),
+            (4, 8, "2026-03-02", 6),
+            (5, 8, "2026-03-02", None),
+        ]
+        for msg_id, user_id, day, msg_type in rows:
+            conn.execute(
+                text(
+                    "INSERT INTO messages (account_id, msg_id, user_id, create_time,"
+                    " msg_type_name, msg_type, day, hour, received_at)"
+                    " VALUES (1, :m, :u, 1772000000, 'x', :t, :d, 3, 0)"
+                ),
+                {"m": msg_id, "u": user_id, "t": msg_type, "d": day},
+            )
+    migrate(store)
+    with store.read() as conn:
+        days = conn.execute(
+            text("SELECT day, user_id, week, month, c1, c2, c6, total FROM user_day ORDER BY 1, 2")
+        ).all()
+        periods = conn.execute(
+            text(
+                "SELECT period, start, user_id, c1, c2, c6, total FROM user_period ORDER BY 1, 2, 3"
+            )
+        ).all()
+    store.dispose()
+    assert [tuple(r) for r in days] == [
+        ("2026-03-01", 7, "2026-02-23", "2026-03-01", 1, 1, 0, 2),
+        ("2026-03-02", 7, "2026-03-02", "2026-03-01", 1, 0, 0, 1),
+        ("2026-03-02", 8, "2026-03-02", "2026-03-01", 0, 0, 1, 1),
+    ]
+    assert [tuple(r) for r in periods] == [
+        ("month", "2026-03-01", 7, 2, 1, 0, 3),
+        ("month", "2026-03-01", 8, 0, 0, 1, 1),
+        ("week", "2026-02-23", 7, 1, 1, 0, 2),
+        ("week", "2026-03-02", 7, 1, 0, 0, 1),
+        ("week", "2026-03-02", 8, 0, 0, 1, 1),
+    ]

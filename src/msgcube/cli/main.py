@@ -252,18 +252,21 @@ def _progress(name: str, stream: IO[bytes], quiet: bool) -> Iterator[Callable[[i
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.fields[lines]} lines"),
+        TextColumn("{task.fields[lines]:,} lines"),
+        TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task(name, total=total, lines=0)
+        task = bar.add_task(name, total=total, lines=0, rate="")
         lines = 0
 
         def tick(n: int) -> None:
             nonlocal lines
             lines += n
             position = stream.tell() if total else None
-            bar.update(task, completed=position, lines=lines)
+            elapsed = bar.tasks[task].elapsed  # rich's own clock: display only
+            rate = f"{lines / elapsed:,.0f} msg/s" if elapsed else ""
+            bar.update(task, completed=position, lines=lines, rate=rate)
 
         yield tick
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from msgcube.domain.identifiers import (
     CREATE_TIME_MAX,
@@ -23,6 +23,7 @@ from msgcube.domain.identifiers import (
     integer_field,
     text_field,
 )
+from msgcube.errors import IngestError
 
 MSG_TYPE_CODES: dict[str, int] = {
     "text": 1,
@@ -57,9 +58,12 @@ def count_interval(messages: int) -> int:
     return 3
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """An ordinary message. ``msg_type`` is ``None`` for types that are not counted."""
+class Message(NamedTuple):
+    """An ordinary message. ``msg_type`` is ``None`` for types that are not counted.
+
+    A named tuple rather than a dataclass: the bulk import builds millions of them, and a
+    tuple is built several times faster than a frozen dataclass (both are immutable).
+    """
 
     msg_id: int
     openid: str
@@ -109,3 +113,39 @@ def parse_record(fields: Mapping[str, Any]) -> Record:
         return Event(openid=openid, create_time=create_time, event=event)
     msg_id = integer_field(fields.get("MsgId"), "MsgId", MSG_ID_MIN, MSG_ID_MAX)
     return Message(msg_id=msg_id, openid=openid, create_time=create_time, msg_type_name=msg_type)
+
+
+_NEW_MESSAGE = tuple.__new__
+
+
+def fast_message(fields: Mapping[str, Any], valid_openids: set[str]) -> Message | None:
+    """The common case of ``parse_record``, checked in a few type tests; else ``None``.
+
+    A line of a bulk import is nearly always a counted message with exactly typed fields.
+    Only such a line is accepted here — with the same result ``parse_record`` gives it —
+    and anything unusual (an event, a string number, padding, a bad value) returns
+    ``None`` so that ``parse_record`` decides and gives its reason. ``valid_openids``
+    remembers openids already checked for control characters (the caller owns it).
+    """
+    msg_type = fields.get("MsgType")
+    create_time = fields.get("CreateTime")
+    msg_id = fields.get("MsgId")
+    openid = fields.get("FromUserName")
+    if (
+        msg_type not in MSG_TYPE_CODES
+        or type(create_time) is not int
+        or type(msg_id) is not int
+        or not CREATE_TIME_MIN <= create_time <= CREATE_TIME_MAX
+        or not MSG_ID_MIN <= msg_id <= MSG_ID_MAX
+    ):
+        return None
+    if openid not in valid_openids:
+        if not isinstance(openid, str) or not openid:
+            return None
+        try:
+            text_field(openid, "FromUserName", OPENID_MAX)
+        except IngestError:
+            return None
+        if len(valid_openids) < 1_000_000:  # bounded: a file of unique senders stays flat
+            valid_openids.add(openid)
+    return _NEW_MESSAGE(Message, (msg_id, openid, create_time, msg_type))

@@ -50,7 +50,7 @@ def check_tz(name: str) -> str:
 
 def local_day_hour(create_time: int, tz: str = DEFAULT_TZ) -> tuple[date, int]:
     """The local calendar day and hour (0–23) of a Unix timestamp."""
-    key = (tz, create_time // _QUARTER)
+    key = (tz, create_time // QUARTER)
     hit = _DAY_HOUR.get(key)
     if hit is None:
         local = datetime.fromtimestamp(create_time, zone(tz))
@@ -63,7 +63,7 @@ def local_day_hour(create_time: int, tz: str = DEFAULT_TZ) -> tuple[date, int]:
 # Every UTC offset in use is a multiple of 15 minutes, so all instants of one UTC
 # quarter-hour share a local day and hour: converting once per quarter is exact and
 # takes the zone arithmetic off the ingest hot path.
-_QUARTER = 900
+QUARTER = 900
 _DAY_HOUR: dict[tuple[str, int], tuple[date, int]] = {}
 
 

@@ -1,11 +1,12 @@
 """The one place that reads raw data, computes statistics and writes finished rows.
 
-Per closed day (one pass over that day's messages, through the covering index):
-user-day rows, hourly summary rows, and the interface-analysis rows from the relay's
-timings (``rollup/interface.py``). From user-day rows: the daily summary and
-distribution; per week and month, the same from the user-day rows of their days — never
-from raw messages. Every statistic is one portable SQL definition (GROUP BY, COUNT
-DISTINCT, CASE) so SQLite and PostgreSQL compute the same thing the same way.
+Per closed day: hourly summary rows (one pass over that day's messages through the
+hour-ordered covering index) and the interface-analysis rows from the relay's timings
+(``rollup/interface.py``). From user-day rows, which ingest keeps current in the same
+transaction as the messages: the daily summary and distribution; per week and month,
+the same from user-period rows (also kept at ingest) — never from raw messages. Every
+statistic is one portable SQL definition (GROUP BY, COUNT DISTINCT, CASE) so SQLite and
+PostgreSQL compute the same thing the same way.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    literal,
     select,
     text,
 )
@@ -33,18 +33,16 @@ from msgcube.domain.endpoints import Period
 from msgcube.domain.messages import COUNTED_TYPES
 from msgcube.domain.periods import (
     PeriodKey,
-    month_start,
     period_end_timestamp,
     period_last_day,
     periods_touching,
-    week_start,
 )
 from msgcube.rollup.interface import compute_interface_days
 from msgcube.rollup.plan import expected_keys, needed_for, pending
 from msgcube.storage.accounts import Account
 from msgcube.storage.db import Store
 from msgcube.storage.rollup_state import mark_done, read_states
-from msgcube.storage.schema import messages, stat_dist, stat_summary, user_day
+from msgcube.storage.schema import messages, stat_dist, stat_summary, user_day, user_period
 
 _TYPE_COLUMN = {1: "c1", 2: "c2", 3: "c3", 4: "c4", 6: "c6"}
 
@@ -128,9 +126,9 @@ def _compute(
     if period is Period.DAY:
         _compute_days(conn, account, starts)
     else:
-        # A week or month reads user_day rows: any of its days made dirty since the day
-        # rollups ran (a push landing between them) is recomputed first, in this same
-        # transaction — otherwise the week would be marked done from stale user_day rows.
+        # Any day of the week or month made dirty since the day rollups ran (a push
+        # landing between them) is recomputed first, in this same transaction, so the
+        # day's rows and the week's agree (user_day itself is current at ingest).
         inside = {
             (Period.DAY, d)
             for s in starts
@@ -148,7 +146,6 @@ def _compute(
 
 def _compute_days(conn: Connection, account: Account, days: Sequence[date]) -> None:
     a = account.id
-    conn.execute(delete(user_day).where(user_day.c.account_id == a, user_day.c.day.in_(days)))
     conn.execute(
         delete(stat_summary).where(
             stat_summary.c.account_id == a,
@@ -164,41 +161,9 @@ def _compute_days(conn: Connection, account: Account, days: Sequence[date]) -> N
         )
     )
     counted = and_(messages.c.account_id == a, messages.c.msg_type.is_not(None))
-    for d in days:
-        # One statement per day keeps week/month as bound constants (portable SQL) and
-        # reads the day's messages in (day, user_id) index order: no sort needed.
-        per_type = [func.sum(case((messages.c.msg_type == t, 1), else_=0)) for t in COUNTED_TYPES]
-        src = (
-            select(
-                literal(a),
-                literal(d),
-                messages.c.user_id,
-                literal(week_start(d)),
-                literal(month_start(d)),
-                *per_type,
-                func.count(),
-            )
-            .where(counted, messages.c.day == d)
-            .group_by(messages.c.user_id)
-        )
-        conn.execute(
-            insert(user_day).from_select(
-                [
-                    "account_id",
-                    "day",
-                    "user_id",
-                    "week",
-                    "month",
-                    "c1",
-                    "c2",
-                    "c3",
-                    "c4",
-                    "c6",
-                    "total",
-                ],
-                src,
-            )
-        )
+    # The one read of raw messages: through the (day, hour, msg_type, user_id) index, so
+    # groups and their distinct senders arrive in order (no sort). user_day is already
+    # current (ingest keeps it), so nothing else here regroups messages by sender.
     hourly = conn.execute(
         select(
             messages.c.day,
@@ -252,30 +217,35 @@ def _compute_periods(
 def _write_aggregates(
     conn: Connection, account: Account, period: Period, starts: Sequence[date]
 ) -> None:
-    """Summary and distribution rows of each period, from its user-day rows."""
+    """Summary and distribution rows of each period, from its per-sender rows.
+
+    Days read ``user_day``, weeks and months ``user_period``: one row per (period, sender)
+    already, so each period is a plain scan of its rows in key order, no regrouping.
+    """
     if not starts:
         return
     a = account.id
-    label = {
-        Period.DAY: user_day.c.day,
-        Period.WEEK: user_day.c.week,
-        Period.MONTH: user_day.c.month,
-    }[period]
-    first, last = min(starts), max(period_last_day(period, s) for s in starts)
-    type_cols = [user_day.c[_TYPE_COLUMN[t]] for t in COUNTED_TYPES]
-    where = (user_day.c.account_id == a, user_day.c.day.between(first, last), label.in_(starts))
     if period is Period.DAY:
-        # user_day already holds one row per (day, sender): no regrouping needed.
-        per_user = select(label.label("p"), *type_cols, user_day.c.total).where(*where).subquery()
-    else:
+        first, last = min(starts), max(starts)
+        cols = [user_day.c[_TYPE_COLUMN[t]] for t in COUNTED_TYPES]
         per_user = (
-            select(
-                label.label("p"),
-                *[func.sum(c).label(c.name) for c in type_cols],
-                func.sum(user_day.c.total).label("total"),
+            select(user_day.c.day.label("p"), *cols, user_day.c.total)
+            .where(
+                user_day.c.account_id == a,
+                user_day.c.day.between(first, last),
+                user_day.c.day.in_(starts),
             )
-            .where(*where)
-            .group_by(label, user_day.c.user_id)
+            .subquery()
+        )
+    else:
+        cols = [user_period.c[_TYPE_COLUMN[t]] for t in COUNTED_TYPES]
+        per_user = (
+            select(user_period.c.start.label("p"), *cols, user_period.c.total)
+            .where(
+                user_period.c.account_id == a,
+                user_period.c.period == period.value,
+                user_period.c.start.in_(starts),
+            )
             .subquery()
         )
     total = per_user.c.total

@@ -14,6 +14,7 @@ from datetime import date
 from sqlalchemy import Connection, Table, bindparam, select, update
 
 from msgcube.domain.periods import local_day_hour
+from msgcube.storage.records import rebuild_user_layers
 from msgcube.storage.schema import events, messages, relay_calls
 
 
@@ -46,6 +47,7 @@ def rederive(conn: Connection, account_id: int, tz: str) -> set[date]:
     touched: set[date] = set()
     for spec in LOCAL_TIME_TABLES:
         touched |= _rederive(conn, spec, account_id, tz)
+    rebuild_user_layers(conn, account_id)  # per-sender rows are keyed by the local day
     return touched
 
 

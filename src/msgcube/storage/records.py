@@ -13,14 +13,30 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+import orjson
+from sqlalchemy import Connection, case, delete, func, insert, literal, select, update
 
-from msgcube.domain.messages import FOLLOW_EVENTS, Event, Message
-from msgcube.domain.periods import local_day_hour
-from msgcube.storage.dialect import insert_ignore
-from msgcube.storage.schema import accounts, events, followers, messages, senders
+from msgcube.domain.messages import COUNTED_TYPES, FOLLOW_EVENTS, MSG_TYPE_CODES, Event, Message
+from msgcube.domain.periods import QUARTER, local_day_hour, month_start, week_start
+from msgcube.storage.dialect import insert_ignore, upsert
+from msgcube.storage.schema import (
+    accounts,
+    events,
+    followers,
+    messages,
+    senders,
+    user_day,
+    user_period,
+)
 
 _CHUNK = 500  # bound on bound parameters per IN (...) list
+
+
+_SQLITE_SENDER_INSERT = "INSERT OR IGNORE INTO senders (account_id, openid) VALUES (?, ?)"
+_SQLITE_SENDER_IDS = (
+    "SELECT s.openid, s.id FROM json_each(?2) j CROSS JOIN senders s ON s.openid = j.value"
+    " WHERE s.account_id = ?1"
+)
 
 
 class SenderIds:
@@ -36,6 +52,14 @@ class SenderIds:
 
     def resolve(self, conn: Connection, openids: Iterable[str]) -> dict[str, int]:
         missing = sorted({o for o in openids if o not in self._ids})
+        if missing and conn.dialect.name == "sqlite":
+            # Straight to the driver, two statements whatever the count: a first import
+            # meets tens of thousands of new senders.
+            a = self.account_id
+            conn.exec_driver_sql(_SQLITE_SENDER_INSERT, [(a, o) for o in missing])
+            found = conn.exec_driver_sql(_SQLITE_SENDER_IDS, (a, orjson.dumps(missing).decode()))
+            self._ids.update((openid, sender_id) for openid, sender_id in found)
+            return self._ids
         for i in range(0, len(missing), _CHUNK):
             chunk = missing[i : i + _CHUNK]
             conn.execute(
@@ -106,9 +130,11 @@ def write_messages(
     sender_ids: SenderIds,
     received_at: int,
 ) -> WriteResult:
-    result = WriteResult()
     if not batch:
-        return result
+        return WriteResult()
+    if conn.dialect.name == "sqlite":
+        return _write_messages_sqlite(conn, account_id, tz, batch, sender_ids, received_at)
+    result = WriteResult()
     unique: dict[int, Message] = {}
     for m in batch:
         unique.setdefault(stored_msg_id(m.msg_id), m)
@@ -137,63 +163,294 @@ def write_messages(
             }
         )
         days[stored_msg_id(m.msg_id)] = (day, code is not None)
-    if conn.dialect.name == "sqlite":
-        inserted = _insert_sqlite(conn, rows)
-    else:
-        stmt = insert_ignore(conn, messages, ["account_id", "msg_id"]).returning(messages.c.msg_id)
-        # RETURNING names exactly the rows this call stored: a concurrent writer may have
-        # stored some of them between the existence check above and this insert.
-        inserted = list(conn.execute(stmt, rows).scalars())
+    stmt = insert_ignore(conn, messages, ["account_id", "msg_id"]).returning(messages.c.msg_id)
+    # RETURNING names exactly the rows this call stored: a concurrent writer may have
+    # stored some of them between the existence check above and this insert.
+    inserted = list(conn.execute(stmt, rows).scalars())
     for msg_id in inserted:
         day, counted = days[msg_id]
         result.all_days.add(day)
         if counted:
             result.counted_days.add(day)
+    stored = set(inserted)
+    add_user_days(conn, account_id, (r for r in rows if r["msg_id"] in stored))
     result.messages_new = len(inserted)
     result.messages_duplicate += len(rows) - len(inserted)
     return result
+
+
+_COUNT_COLUMNS = ("c1", "c2", "c3", "c4", "c6", "total")
+
+
+def add_user_days(conn: Connection, account_id: int, rows: Iterable[dict[str, Any]]) -> None:
+    """Add newly stored messages (``messages`` rows) to their senders' user-day and
+    user-period rows (the portable path; SQLite's bulk path is ``_SQLITE_USER_LAYERS``)."""
+    slot = {t: i for i, t in enumerate(COUNTED_TYPES)}
+    days: dict[tuple[date, int], list[int]] = {}
+    for r in rows:
+        if r["msg_type"] is None:
+            continue
+        per_user = days.setdefault((r["day"], r["user_id"]), [0] * len(_COUNT_COLUMNS))
+        per_user[slot[r["msg_type"]]] += 1
+        per_user[-1] += 1
+    if not days:
+        return
+    periods: dict[tuple[str, date, int], list[int]] = {}
+    for (day, user_id), values in days.items():
+        for period, start in (("week", week_start(day)), ("month", month_start(day))):
+            total = periods.setdefault((period, start, user_id), [0] * len(_COUNT_COLUMNS))
+            for i, v in enumerate(values):
+                total[i] += v
+    add_day = {c: (lambda ex, c=c: user_day.c[c] + ex[c]) for c in _COUNT_COLUMNS}
+    conn.execute(
+        upsert(conn, user_day, ["account_id", "day", "user_id"], add_day),
+        [
+            {
+                "account_id": account_id,
+                "day": day,
+                "user_id": user_id,
+                "week": week_start(day),
+                "month": month_start(day),
+                **dict(zip(_COUNT_COLUMNS, values, strict=True)),
+            }
+            for (day, user_id), values in days.items()
+        ],
+    )
+    add_period = {c: (lambda ex, c=c: user_period.c[c] + ex[c]) for c in _COUNT_COLUMNS}
+    conn.execute(
+        upsert(conn, user_period, ["account_id", "period", "start", "user_id"], add_period),
+        [
+            {
+                "account_id": account_id,
+                "period": period,
+                "start": start,
+                "user_id": user_id,
+                **dict(zip(_COUNT_COLUMNS, values, strict=True)),
+            }
+            for (period, start, user_id), values in periods.items()
+        ],
+    )
+
+
+def rebuild_user_layers(conn: Connection, account_id: int) -> None:
+    """Build the account's user-day and user-period rows again from its messages.
+
+    Ingest keeps them current; only a change of every stored day (a new time zone) needs
+    this.
+    """
+    for table in (user_day, user_period):
+        conn.execute(delete(table).where(table.c.account_id == account_id))
+    counted = (messages.c.account_id == account_id, messages.c.msg_type.is_not(None))
+    days = conn.execute(select(messages.c.day).where(*counted).distinct()).scalars().all()
+    per_type = [func.sum(case((messages.c.msg_type == t, 1), else_=0)) for t in COUNTED_TYPES]
+    for d in days:
+        src = (
+            select(
+                literal(account_id),
+                literal(d),
+                messages.c.user_id,
+                literal(week_start(d)),
+                literal(month_start(d)),
+                *per_type,
+                func.count(),
+            )
+            .where(*counted, messages.c.day == d)
+            .group_by(messages.c.user_id)
+        )
+        names = ["account_id", "day", "user_id", "week", "month", *_COUNT_COLUMNS]
+        conn.execute(insert(user_day).from_select(names, src))
+    for period in ("week", "month"):
+        label = user_day.c[period]
+        src = (
+            select(
+                user_day.c.account_id,
+                literal(period),
+                label,
+                user_day.c.user_id,
+                *[func.sum(user_day.c[c]) for c in _COUNT_COLUMNS],
+            )
+            .where(user_day.c.account_id == account_id)
+            .group_by(user_day.c.account_id, label, user_day.c.user_id)
+        )
+        names = ["account_id", "period", "start", "user_id", *_COUNT_COLUMNS]
+        conn.execute(insert(user_period).from_select(names, src))
 
 
 _SQLITE_INSERT = (
     "INSERT OR IGNORE INTO messages (account_id, msg_id, user_id, create_time, msg_type_name,"
     " msg_type, day, hour, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_SIGNED = 2**63
+# A messages row as inserted: account_id, msg_id, user_id, create_time, msg_type_name,
+# msg_type, day, hour, received_at.
+_Row = tuple[int, int, int, int, str, int | None, str, int, int]
 
 
-def _insert_sqlite(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
-    """The bulk-import hot path on SQLite, straight to the driver.
+def _write_messages_sqlite(
+    conn: Connection,
+    account_id: int,
+    tz: str,
+    batch: Sequence[Message],
+    sender_ids: SenderIds,
+    received_at: int,
+) -> WriteResult:
+    """The bulk-import hot path on SQLite: one ``INSERT OR IGNORE`` per (day, counted) group.
 
-    SQLAlchemy's per-row parameter processing costs more than SQLite's insert itself.
-    Exactness does not depend on RETURNING here: the write transaction began with
-    ``BEGIN IMMEDIATE``, so no other writer can store a row between the existence check
-    and this insert, and every fresh row is inserted.
+    No existence check and no RETURNING: the rows of one local day and one kind (counted
+    or not) go in one ``executemany``, whose rowcount is how many of them were new. That is
+    exactly what dirty-marking needs (a day is dirty when its group stored a row), and it
+    is exact because the write transaction began with ``BEGIN IMMEDIATE``: no other writer
+    runs in between. Straight to the driver: SQLAlchemy's per-row parameter processing
+    costs more than SQLite's insert itself.
     """
-    params = [
-        (
-            r["account_id"],
-            r["msg_id"],
-            r["user_id"],
-            r["create_time"],
-            r["msg_type_name"],
-            r["msg_type"],
-            r["day"].isoformat(),
-            r["hour"],
-            r["received_at"],
+    result = WriteResult()
+    # Rowids are handed out as max + 1 and the write lock is held: every row this call
+    # stores has an id above this one, every older row an id at most this one.
+    last_id = conn.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM messages").scalar_one()
+    unique: dict[int, Message] = {}
+    for m in batch:
+        mid = m.msg_id
+        if mid >= _SIGNED:
+            mid -= 2**64  # stored_msg_id, inlined on the hot path
+        if mid not in unique:
+            unique[mid] = m
+    ids = sender_ids.resolve(conn, {m.openid for m in unique.values()})
+    groups: dict[tuple[date, bool], list[_Row]] = {}
+    # Local day and hour per UTC quarter-hour (exact: see local_day_hour), looked up here
+    # without a call per message.
+    slots: dict[int, tuple[date, str, int]] = {}
+    codes = MSG_TYPE_CODES
+    for mid, m in unique.items():
+        create_time = m.create_time
+        slot = slots.get(create_time // QUARTER)
+        if slot is None:
+            day, hour = local_day_hour(create_time, tz)
+            slot = slots[create_time // QUARTER] = (day, day.isoformat(), hour)
+        code = codes.get(m.msg_type_name)
+        key = (slot[0], code is not None)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = []
+        group.append(
+            (
+                account_id,
+                mid,
+                ids[m.openid],
+                create_time,
+                m.msg_type_name,
+                code,
+                slot[1],
+                slot[2],
+                received_at,
+            )
         )
-        for r in rows
-    ]
-    stored = conn.exec_driver_sql(_SQLITE_INSERT, params).rowcount
-    if stored != len(rows):  # pragma: no cover - would mean the lock did not hold
-        raise RuntimeError(f"expected to store {len(rows)} messages, stored {stored}")
-    return [r["msg_id"] for r in rows]
+    partly_new = False
+    for (day, counted), rows in groups.items():
+        stored = conn.exec_driver_sql(_SQLITE_INSERT, rows).rowcount
+        if stored:
+            result.messages_new += stored
+            result.all_days.add(day)
+            if counted:
+                result.counted_days.add(day)
+                partly_new = partly_new or stored != len(rows)
+    if partly_new:
+        # Some rows of a group were already stored: which ones is known to the table
+        # only (the new ones have ids above ``last_id``), so SQL adds them up.
+        for statement in _SQLITE_USER_LAYERS:
+            conn.exec_driver_sql(statement, (account_id, last_id))
+    elif result.counted_days:
+        # The common case: every counted group was new entirely — add up its rows here.
+        column: dict[int | None, int] = {t: i for i, t in enumerate(COUNTED_TYPES)}
+        days: dict[tuple[date, int], list[int]] = {}
+        for (day, counted), rows in groups.items():
+            if counted and day in result.counted_days:
+                for row in rows:
+                    per_user = days.get((day, row[2]))
+                    if per_user is None:
+                        per_user = days[(day, row[2])] = [0] * len(_COUNT_COLUMNS)
+                    per_user[column[row[5]]] += 1
+                    per_user[-1] += 1
+        _add_counts_sqlite(conn, account_id, days)
+    result.messages_duplicate = len(batch) - result.messages_new
+    return result
+
+
+_SQLITE_UPSERT_DAY = (
+    "INSERT INTO user_day (account_id, day, user_id, week, month, c1, c2, c3, c4, c6, total)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (account_id, day, user_id) DO UPDATE SET"
+)
+_SQLITE_UPSERT_PERIOD = (
+    "INSERT INTO user_period (account_id, period, start, user_id, c1, c2, c3, c4, c6, total)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (account_id, period, start, user_id) DO UPDATE SET"
+)
+
+
+def _add_counts_sqlite(
+    conn: Connection, account_id: int, days: dict[tuple[date, int], list[int]]
+) -> None:
+    """Upsert per-(day, sender) counts into user_day and their sums into user_period."""
+    labels = {
+        d: (d.isoformat(), week_start(d).isoformat(), month_start(d).isoformat())
+        for d in {d for d, _ in days}
+    }
+    periods: dict[tuple[str, str, int], list[int]] = {}
+    day_rows = []
+    for (day, user_id), values in days.items():
+        iso, week, month = labels[day]
+        day_rows.append((account_id, iso, user_id, week, month, *values))
+        for key in (("week", week, user_id), ("month", month, user_id)):
+            total = periods.get(key)
+            if total is None:
+                periods[key] = list(values)
+            else:
+                for i, v in enumerate(values):
+                    total[i] += v
+    conn.exec_driver_sql(_SQLITE_UPSERT_DAY + _SQLITE_ADD, day_rows)
+    conn.exec_driver_sql(
+        _SQLITE_UPSERT_PERIOD + _SQLITE_ADD,
+        [(account_id, p, s, u, *v) for (p, s, u), v in periods.items()],
+    )
+
+
+# The batch's new counted messages added to their senders' user-day rows and user-period
+# rows; a week starts on Monday and a month on its first (``week_start``/``month_start``).
+_SQLITE_COUNTS = """
+       SUM(msg_type = 1), SUM(msg_type = 2), SUM(msg_type = 3), SUM(msg_type = 4),
+       SUM(msg_type = 6), COUNT(*)
+FROM messages NOT INDEXED
+WHERE id > ?2 AND account_id = ?1 AND msg_type IS NOT NULL
+"""
+# NOT INDEXED: by rowid, the new rows only (an index of the account would be every row).
+_SQLITE_ADD = """
+  c1 = c1 + excluded.c1, c2 = c2 + excluded.c2, c3 = c3 + excluded.c3,
+  c4 = c4 + excluded.c4, c6 = c6 + excluded.c6, total = total + excluded.total
+"""
+_SQLITE_WEEK, _SQLITE_MONTH = "date(day, '-6 days', 'weekday 1')", "date(day, 'start of month')"
+_SQLITE_USER_LAYERS = (
+    "INSERT INTO user_day (account_id, day, user_id, week, month, c1, c2, c3, c4, c6, total)"
+    f" SELECT account_id, day, user_id, {_SQLITE_WEEK}, {_SQLITE_MONTH}, {_SQLITE_COUNTS}"
+    " GROUP BY account_id, day, user_id"
+    f" ON CONFLICT (account_id, day, user_id) DO UPDATE SET {_SQLITE_ADD}",
+    *(
+        "INSERT INTO user_period (account_id, period, start, user_id, c1, c2, c3, c4, c6, total)"
+        f" SELECT account_id, '{period}', {start} AS start, user_id, {_SQLITE_COUNTS}"
+        " GROUP BY account_id, start, user_id"
+        f" ON CONFLICT (account_id, period, start, user_id) DO UPDATE SET {_SQLITE_ADD}"
+        for period, start in (("week", _SQLITE_WEEK), ("month", _SQLITE_MONTH))
+    ),
+)
 
 
 def write_events(
     conn: Connection, account_id: int, tz: str, batch: Sequence[Event], received_at: int
 ) -> WriteResult:
-    result = WriteResult()
     if not batch:
-        return result
+        return WriteResult()
+    if conn.dialect.name == "sqlite":
+        return _write_events_sqlite(conn, account_id, tz, batch, received_at)
+    result = WriteResult()
     keys = ["account_id", "openid", "create_time", "event"]
     unique = {(e.openid, e.create_time, e.event): e for e in reversed(batch)}
     inserted = 0
@@ -218,6 +475,34 @@ def write_events(
                 result.follow_days.add(day)
     result.events_new = inserted
     result.events_duplicate = len(batch) - inserted
+    return result
+
+
+_SQLITE_EVENT_INSERT = (
+    "INSERT OR IGNORE INTO events (account_id, openid, create_time, event, day, received_at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def _write_events_sqlite(
+    conn: Connection, account_id: int, tz: str, batch: Sequence[Event], received_at: int
+) -> WriteResult:
+    """Events on SQLite: one ``INSERT OR IGNORE`` per (day, follow or not), as messages."""
+    result = WriteResult()
+    unique = {(e.openid, e.create_time, e.event): e for e in reversed(batch)}
+    groups: dict[tuple[date, bool], list[tuple[object, ...]]] = {}
+    for e in unique.values():
+        day, _ = local_day_hour(e.create_time, tz)
+        row = (account_id, e.openid, e.create_time, e.event, day.isoformat(), received_at)
+        groups.setdefault((day, e.event in FOLLOW_EVENTS), []).append(row)
+    for (day, follow), rows in groups.items():
+        stored = conn.exec_driver_sql(_SQLITE_EVENT_INSERT, rows).rowcount
+        if stored:
+            result.events_new += stored
+            result.all_days.add(day)
+            if follow:
+                result.follow_days.add(day)
+    result.events_duplicate = len(batch) - result.events_new
     return result
 
 

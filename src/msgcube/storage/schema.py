@@ -4,8 +4,10 @@ Layers (DESIGN.md "The statistics, layered"):
 
 1. ``messages`` — one row per message, deduplicated on (account, MsgId), with the local
    ``day`` and ``hour`` computed once at ingest so rollups are plain GROUP BYs;
-2. ``user_day`` — per closed day and sender, messages per msg_type: far smaller than
-   ``messages``, and the only input of weekly and monthly statistics;
+2. ``user_day`` — per day and sender, messages per msg_type, kept current at ingest (each
+   batch adds its new messages in the same transaction): far smaller than ``messages``,
+   the input of daily statistics; ``user_period`` the same per week and month (also kept
+   at ingest), so a rollup never regroups messages or user-day rows by sender;
 3. ``stat_summary`` / ``stat_dist`` — the finished rows the API reads by index;
 4. ``rollup_state`` — per period, a dirty sequence and the sequence last computed.
 
@@ -102,8 +104,9 @@ messages = Table(
     Column("hour", SmallInteger, nullable=False),
     Column("received_at", BigInteger, nullable=False),
     UniqueConstraint("account_id", "msg_id"),
-    # Covering index of every rollup that reads messages, in GROUP BY order.
-    Index(None, "account_id", "day", "user_id", "msg_type", "hour"),
+    # Covering index of the hourly rollup, in its GROUP BY order: each hour's distinct
+    # senders per type arrive sorted, so COUNT(DISTINCT) is a stream, not a sort.
+    Index(None, "account_id", "day", "hour", "msg_type", "user_id"),
 )
 
 events = Table(
@@ -127,6 +130,12 @@ followers = Table(
     PrimaryKeyConstraint("account_id", "openid"),
 )
 
+
+def _sender_counts() -> list[Column[int]]:
+    """Messages per counted msg_type (c1 text … c6 link) and in all, of one sender."""
+    return [Column(n, Integer, nullable=False) for n in ("c1", "c2", "c3", "c4", "c6", "total")]
+
+
 user_day = Table(
     "user_day",
     metadata,
@@ -135,13 +144,19 @@ user_day = Table(
     Column("user_id", BigInteger, nullable=False),
     Column("week", Date, nullable=False),
     Column("month", Date, nullable=False),
-    Column("c1", Integer, nullable=False),
-    Column("c2", Integer, nullable=False),
-    Column("c3", Integer, nullable=False),
-    Column("c4", Integer, nullable=False),
-    Column("c6", Integer, nullable=False),
-    Column("total", Integer, nullable=False),
+    *_sender_counts(),
     PrimaryKeyConstraint("account_id", "day", "user_id"),
+)
+
+user_period = Table(
+    "user_period",
+    metadata,
+    Column("account_id", Integer, nullable=False),
+    Column("period", String(8), nullable=False),  # week | month
+    Column("start", Date, nullable=False),
+    Column("user_id", BigInteger, nullable=False),
+    *_sender_counts(),
+    PrimaryKeyConstraint("account_id", "period", "start", "user_id"),
 )
 
 stat_summary = Table(
