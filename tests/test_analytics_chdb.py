@@ -24,6 +24,7 @@ import pytest
 from msgcube.analytics.client import Analytics
 from msgcube.analytics.url import parse_analytics_url
 from msgcube.analytics.writes import MESSAGE_COLUMNS
+from msgcube.auth.accounts import AccountChanges, update_account
 from msgcube.domain.endpoints import BY_NAME, ENDPOINTS, Period
 from msgcube.domain.messages import Event, Message, Record
 from msgcube.errors import ConfigError
@@ -185,7 +186,7 @@ def test_copies_that_slipped_past_the_check_count_once(chdb_store: Store) -> Non
     account = new_account(chdb_store)
     store_batch(chdb_store, account, [message(i, f"o{i % 2}") for i in range(1, 5)])
     an = analytics(chdb_store)
-    copies = [(account.id, DAY, i, f"o{i % 2}", CT, 12, 1, "text", STAMP) for i in range(1, 5)]
+    copies = [(account.id, CT, i, f"o{i % 2}", 1, "text", STAMP) for i in range(1, 5)]
     an.insert("messages", MESSAGE_COLUMNS, copies)
     an.insert("messages", MESSAGE_COLUMNS, copies)
     raw = an.scalar(f"SELECT count() FROM {an.table('messages')} WHERE account_id = {account.id}")
@@ -340,3 +341,26 @@ async def test_clickhouse_refusing_fails_the_push_and_the_api_loudly(chdb_store:
         assert await datacube(api, token, "getupstreammsg", "2026-03-01", "2026-03-02") == {
             "list": []
         }
+
+
+def test_a_new_time_zone_recomputes_the_days_from_unix_times(chdb_store: Store) -> None:
+    """ClickHouse rows keep CreateTime only: after a zone change every touched period is
+    pending and comes out as if the data had arrived in the new zone."""
+    account = new_account(chdb_store)
+    late_evening = int(datetime(2026, 3, 2, 20, 30, tzinfo=UTC).timestamp())  # 03-03 in Shanghai
+    store_batch(chdb_store, account, [message(1, "o1", late_evening), message(2, "o2", CT)])
+    refresh(chdb_store, reread(chdb_store, account), NOW.date())
+    days = (DAY, DAY + timedelta(days=1))
+    assert [r["ref_date"] for r in served(chdb_store, account, "getupstreammsg", *days)] == [
+        "2026-03-02",
+        "2026-03-03",
+    ]
+    with chdb_store.write() as conn:
+        update_account(conn, account.appid, AccountChanges(tz="UTC"), now=NOW)
+    assert served(chdb_store, account, "getupstreammsg", *days) == [
+        {"ref_date": "2026-03-02", "msg_type": 1, "msg_user": 2, "msg_count": 2}
+    ]
+    assert served(chdb_store, account, "getupstreammsghour", DAY, DAY) == [
+        {"ref_date": "2026-03-02", "ref_hour": 400, "msg_type": 1, "msg_user": 1, "msg_count": 1},
+        {"ref_date": "2026-03-02", "ref_hour": 2000, "msg_type": 1, "msg_user": 1, "msg_count": 1},
+    ]

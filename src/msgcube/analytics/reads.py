@@ -16,6 +16,20 @@ from msgcube.domain.endpoints import Endpoint, Period, RowKind
 Row = dict[str, Any]
 
 
+def local_days(an: Analytics, account_id: int, tz: str) -> set[date]:
+    """The local days, in zone TZ, that hold the account's messages or events."""
+    days: set[date] = set()
+    for table in ("messages", "events"):
+        days.update(
+            r[0]
+            for r in an.rows(
+                f"SELECT DISTINCT toDate(toDateTime(create_time, {literal(tz)}))"
+                f" FROM {an.table(table)} WHERE account_id = {literal(account_id)}"
+            )
+        )
+    return days
+
+
 def read_rows(an: Analytics, account_id: int, ep: Endpoint, labels: list[date]) -> list[Row]:
     """Finished summary or distribution rows of ``ep`` for the labels, in WeChat's order."""
     run_period = Period.DAY if ep.period is Period.HOUR else ep.period

@@ -25,16 +25,14 @@ _CHUNK = 5000  # keys per existence query
 
 MESSAGE_COLUMNS = (
     "account_id",
-    "day",
+    "create_time",
     "msg_id",
     "openid",
-    "create_time",
-    "hour",
     "msg_type",
     "msg_type_name",
     "received_at",
 )
-EVENT_COLUMNS = ("account_id", "openid", "create_time", "event", "day", "received_at")
+EVENT_COLUMNS = ("account_id", "openid", "create_time", "event", "received_at")
 
 
 def _stored_msg_ids(an: Analytics, account_id: int, msg_ids: Sequence[int]) -> set[int]:
@@ -68,20 +66,10 @@ def write_messages(
         return result
     rows = []
     for m in fresh:
-        day, hour = local_day_hour(m.create_time, tz)
+        day, _ = local_day_hour(m.create_time, tz)
         code = m.msg_type
         rows.append(
-            (
-                account_id,
-                day,
-                m.msg_id,
-                m.openid,
-                m.create_time,
-                hour,
-                code or 0,
-                m.msg_type_name,
-                received_at,
-            )
+            (account_id, m.create_time, m.msg_id, m.openid, code or 0, m.msg_type_name, received_at)
         )
         result.all_days.add(day)
         if code is not None:
@@ -115,7 +103,7 @@ def write_events(
     rows = []
     for e in fresh:
         day, _ = local_day_hour(e.create_time, tz)
-        rows.append((account_id, e.openid, e.create_time, e.event, day, received_at))
+        rows.append((account_id, e.openid, e.create_time, e.event, received_at))
         result.all_days.add(day)
         if e.event in FOLLOW_EVENTS:
             result.follow_days.add(day)
