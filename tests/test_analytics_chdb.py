@@ -364,3 +364,26 @@ def test_a_new_time_zone_recomputes_the_days_from_unix_times(chdb_store: Store) 
         {"ref_date": "2026-03-02", "ref_hour": 400, "msg_type": 1, "msg_user": 1, "msg_count": 1},
         {"ref_date": "2026-03-02", "ref_hour": 2000, "msg_type": 1, "msg_user": 1, "msg_count": 1},
     ]
+
+
+def test_a_retry_restores_the_dirty_mark_a_failed_db_commit_lost(chdb_store: Store) -> None:
+    """ClickHouse acknowledged the rows, then the ``db`` transaction holding their dirty
+    marks rolled back: WeChat's retry finds them stored, and marks their day again."""
+    account = new_account(chdb_store)
+    batch: list[Record] = [message(1, "o1"), message(2, "o2")]
+    with contextlib.suppress(RuntimeError), chdb_store.write() as conn:
+        write_batch(conn, reread(chdb_store, account), batch, DAY, received_at=STAMP)
+        raise RuntimeError("db commit failed")
+    assert stored_messages(chdb_store, account) == 2
+    with chdb_store.read() as conn:
+        assert pending_keys(conn, reread(chdb_store, account), NOW.date()) == []
+    retry = store_batch(chdb_store, account, batch)
+    assert (retry.messages_new, retry.messages_duplicate) == (0, 2)
+    assert served(chdb_store, account, "getupstreammsg", DAY, DAY) == [
+        {"ref_date": "2026-03-02", "msg_type": 1, "msg_user": 2, "msg_count": 2}
+    ]
+    # An ordinary retry after the day was computed marks nothing.
+    refresh(chdb_store, reread(chdb_store, account), NOW.date(), computed_at=int(NOW.timestamp()))
+    store_batch(chdb_store, account, batch)
+    with chdb_store.read() as conn:
+        assert pending_keys(conn, reread(chdb_store, account), NOW.date()) == []

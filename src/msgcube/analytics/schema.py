@@ -47,7 +47,15 @@ TABLES: list[tuple[str, list[tuple[str, str]], list[str], dict[str, str]]] = [
     ),
     (
         "message_ids",
-        [("account_id", "UInt32"), ("msg_id", "UInt64")],
+        [
+            ("account_id", "UInt32"),
+            ("msg_id", "UInt64"),
+            # When the stored copy came and whether it counts: a retry of a push whose
+            # dirty mark was lost (db failed after ClickHouse acknowledged) restores it.
+            ("create_time", "UInt32"),
+            ("counted", "UInt8"),
+            ("received_at", "Int64"),
+        ],
         ["account_id", "msg_id"],
         {"engine": "ReplacingMergeTree"},
     ),

@@ -15,6 +15,8 @@ acknowledged both inserts — with ``insert_quorum`` on a cluster.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
 
 from msgcube.analytics.client import Analytics, in_list, literal, tuple_set
 from msgcube.domain.messages import FOLLOW_EVENTS, Event, Message
@@ -35,35 +37,54 @@ MESSAGE_COLUMNS = (
 EVENT_COLUMNS = ("account_id", "openid", "create_time", "event", "received_at")
 
 
-def _stored_msg_ids(an: Analytics, account_id: int, msg_ids: Sequence[int]) -> set[int]:
-    found: set[int] = set()
+@dataclass(frozen=True, slots=True)
+class StoredCopy:
+    """What ``message_ids`` says of a MsgId already stored."""
+
+    create_time: int
+    counted: bool
+    received_at: int
+
+
+def _stored_msg_ids(
+    an: Analytics, account_id: int, msg_ids: Sequence[int]
+) -> dict[int, StoredCopy]:
+    found: dict[int, StoredCopy] = {}
     for i in range(0, len(msg_ids), _CHUNK):
         chunk = msg_ids[i : i + _CHUNK]
-        found.update(
-            int(r[0])
-            for r in an.rows(
-                f"SELECT DISTINCT msg_id FROM {an.table('message_ids')}"
-                f" WHERE account_id = {literal(account_id)} AND msg_id IN {in_list(chunk)}"
-            )
-        )
+        for mid, t, counted, received in an.rows(
+            "SELECT msg_id, min(create_time), max(counted), max(received_at)"
+            f" FROM {an.table('message_ids')}"
+            f" WHERE account_id = {literal(account_id)} AND msg_id IN {in_list(chunk)}"
+            " GROUP BY msg_id"
+        ):
+            found[int(mid)] = StoredCopy(int(t), bool(counted), int(received))
     return found
 
 
 def write_messages(
     an: Analytics, account_id: int, tz: str, batch: Sequence[Message], received_at: int
-) -> WriteResult:
+) -> tuple[WriteResult, dict[date, int]]:
+    """Store the batch's new messages; returns what was new, and for the counted
+    duplicates the local day of their stored copy → when that copy was received (the
+    caller checks that those days were marked dirty: ``batch.restore_lost_marks``)."""
     result = WriteResult()
+    resent: dict[date, int] = {}
     if not batch:
-        return result
+        return result, resent
     unique: dict[int, Message] = {}
     for m in batch:
         unique.setdefault(m.msg_id, m)
     stored = _stored_msg_ids(an, account_id, list(unique))
+    for copy in stored.values():
+        if copy.counted:
+            day, _ = local_day_hour(copy.create_time, tz)
+            resent[day] = max(resent.get(day, copy.received_at), copy.received_at)
     fresh = [m for mid, m in unique.items() if mid not in stored]
     result.messages_duplicate = len(batch) - len(fresh)
     result.messages_new = len(fresh)
     if not fresh:
-        return result
+        return result, resent
     rows = []
     for m in fresh:
         day, _ = local_day_hour(m.create_time, tz)
@@ -75,8 +96,15 @@ def write_messages(
         if code is not None:
             result.counted_days.add(day)
     an.insert("messages", MESSAGE_COLUMNS, rows)
-    an.insert("message_ids", ("account_id", "msg_id"), [(account_id, m.msg_id) for m in fresh])
-    return result
+    an.insert(
+        "message_ids",
+        ("account_id", "msg_id", "create_time", "counted", "received_at"),
+        [
+            (account_id, m.msg_id, m.create_time, int(m.msg_type is not None), received_at)
+            for m in fresh
+        ],
+    )
+    return result, resent
 
 
 def write_events(
