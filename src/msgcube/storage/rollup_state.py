@@ -119,8 +119,9 @@ def unmarked_days(conn: Connection, account_id: int, received: Mapping[date, int
     lost: set[date] = set()
     for day, at in received.items():
         state = states.get(day)
-        if state is None or (state.dirty_seq <= state.done_seq and (
-            state.computed_at is None or state.computed_at <= at
-        )):
+        if state is None or (
+            state.dirty_seq <= state.done_seq
+            and (state.computed_at is None or state.computed_at <= at)
+        ):
             lost.add(day)
     return lost
