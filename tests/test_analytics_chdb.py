@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -140,14 +140,21 @@ async def _push(
     return await client.post(f"/wechat/callback/{account.appid}", params=params, content=xml)
 
 
-async def test_retried_pushes_through_the_callback_count_once(chdb_store: Store) -> None:
-    account = new_account(chdb_store, callback_token="tok")
-    app = create_app(Settings(now=NOW.isoformat()), chdb_store)
+@contextlib.asynccontextmanager
+async def callback_client(store: Store) -> AsyncIterator[httpx.AsyncClient]:
+    """The app over STORE, started (committer and all), as WeChat's pushes reach it."""
+    app = create_app(Settings(now=NOW.isoformat()), store)
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://t") as client,
     ):
+        yield client
+
+
+async def test_retried_pushes_through_the_callback_count_once(chdb_store: Store) -> None:
+    account = new_account(chdb_store, callback_token="tok")
+    async with callback_client(chdb_store) as client:
         # Every push three times at once (WeChat's retries racing), then once more.
         answers = await asyncio.gather(
             *(_push(client, account, i, f"o{i % 3}") for i in range(1, 9) for _ in range(3))
@@ -316,12 +323,7 @@ def table_missing(store: Store, table: str) -> Iterator[None]:
 
 async def test_clickhouse_refusing_fails_the_push_and_the_api_loudly(chdb_store: Store) -> None:
     account = new_account(chdb_store, callback_token="tok")
-    app = create_app(Settings(now=NOW.isoformat()), chdb_store)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
-    ):
+    async with callback_client(chdb_store) as client:
         with table_missing(chdb_store, "message_ids"):
             refused = await _push(client, account, 77, "o1")
         assert refused.status_code == 500 and refused.text != "success"

@@ -15,15 +15,14 @@ window again (writing it twice changes nothing).
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from msgcube.analytics.client import Analytics, literal
-from msgcube.client.call_plan import Row, key_fields, measure_fields
+from msgcube.client.call_plan import key_fields, measure_fields
 from msgcube.client.schema import STATE_TABLE, table_name
-from msgcube.client.sync import window_rows
-from msgcube.domain.endpoints import ENDPOINTS, Endpoint
-from msgcube.domain.windows import Window
+from msgcube.client.sync import WindowRows, window_rows
+from msgcube.domain.endpoints import ENDPOINTS
 from msgcube.storage import clickhouse_dialect as ch
 
 
@@ -77,15 +76,8 @@ class ClickHouseMirror:
         )
         return {str(name): (first, last) for name, first, last in rows}
 
-    def write(
-        self,
-        ep: Endpoint,
-        appid: str,
-        window: Window,
-        rows: list[Row],
-        state: tuple[date, date],
-        now: datetime,
-    ) -> tuple[int, int, int]:
+    def write(self, batch: WindowRows) -> tuple[int, int, int]:
+        ep, appid, window, now = batch.ep, batch.appid, batch.window, batch.now
         keys, measures = key_fields(ep), measure_fields(ep)
         table = table_name(ep)
         listed = ", ".join(ch.quote_ident(c) for c in (*keys, *measures))
@@ -97,7 +89,7 @@ class ClickHouseMirror:
                 f" AND ref_date >= {literal(window.begin)} AND ref_date <= {literal(window.end)}"
             )
         }
-        fetched = window_rows(ep, window, rows)
+        fetched = window_rows(ep, window, batch.rows)
         version, stamp = int(now.timestamp() * 1_000_000), int(now.timestamp())
         out: list[tuple[Any, ...]] = [
             (appid, *k, *v, stamp, version, 0) for k, v in fetched.items() if stored.get(k) != v
@@ -109,7 +101,7 @@ class ClickHouseMirror:
         self.an.insert(
             STATE_TABLE,
             ("appid", "dataset", "first_day", "last_complete_day", "updated_at", "version"),
-            [(appid, ep.name, state[0], state[1], stamp, version)],
+            [(appid, ep.name, *batch.state, stamp, version)],
         )
         inserted = sum(1 for k in fetched if k not in stored)
         return inserted, len(out) - len(gone) - inserted, len(gone)

@@ -158,6 +158,19 @@ class _State:
     last_complete_day: date
 
 
+@dataclass(frozen=True, slots=True)
+class WindowRows:
+    """What one fetched window asks a mirror to store."""
+
+    ep: Endpoint
+    appid: str
+    window: Window
+    rows: list[Row]
+    state: tuple[date, date]
+    """The dataset's (first_day, last_complete_day) once this window is stored."""
+    now: datetime
+
+
 class Mirror(Protocol):
     """Where ``sync`` writes. The user's SQL database by default (``SqlMirror``); the CLI
     plugs in ClickHouse (``cli/sync_clickhouse.py``) through the same three calls."""
@@ -169,17 +182,10 @@ class Mirror(Protocol):
         """Dataset → (first_day, last_complete_day) already mirrored for ``appid``."""
         ...
 
-    def write(
-        self,
-        ep: Endpoint,
-        appid: str,
-        window: Window,
-        rows: list[Row],
-        state: tuple[date, date],
-        now: datetime,
-    ) -> tuple[int, int, int]:
-        """Make the window's rows equal ``rows`` and record ``state``, atomically or with
-        the state last (so a crash re-fetches the window); (inserted, updated, deleted)."""
+    def write(self, batch: WindowRows) -> tuple[int, int, int]:
+        """Make the window's rows equal ``batch.rows`` and record ``batch.state``,
+        atomically or with the state last (so a crash re-fetches the window); returns
+        (inserted, updated, deleted)."""
         ...
 
 
@@ -201,17 +207,10 @@ class SqlMirror:
                 for name, s in _load_states(conn, appid).items()
             }
 
-    def write(
-        self,
-        ep: Endpoint,
-        appid: str,
-        window: Window,
-        rows: list[Row],
-        state: tuple[date, date],
-        now: datetime,
-    ) -> tuple[int, int, int]:
+    def write(self, batch: WindowRows) -> tuple[int, int, int]:
+        appid, ep, state, now = batch.appid, batch.ep, batch.state, batch.now
         with self.engine.begin() as conn:
-            counts = apply_rows(conn, ep, appid, window, rows, now)
+            counts = apply_rows(conn, ep, appid, batch.window, batch.rows, now)
             conn.execute(
                 upsert(
                     conn,
@@ -487,7 +486,7 @@ class _Runner:
             state = _State(state.first_day, last)
         now = datetime.now(UTC)
         span = (state.first_day, state.last_complete_day)
-        counts = self.mirror.write(ep, self.appid, window, rows, span, now)
+        counts = self.mirror.write(WindowRows(ep, self.appid, window, rows, span, now))
         self.states[ep.name] = state
         dataset.rows_fetched += len(rows)
         dataset.rows_inserted += counts[0]
