@@ -35,6 +35,7 @@ from msgcube.rollup.query import served_list
 from msgcube.settings import Settings
 from msgcube.storage.accounts import Account, add_account, get_account
 from msgcube.storage.db import Store
+from msgcube.storage.platforms import delete_account_rows
 from msgcube.web.app import create_app
 from msgcube.wechat import build_push_xml, signature
 from support.api import RID, at, datacube, get_token
@@ -389,3 +390,22 @@ def test_a_retry_restores_the_dirty_mark_a_failed_db_commit_lost(chdb_store: Sto
     store_batch(chdb_store, account, batch)
     with chdb_store.read() as conn:
         assert pending_keys(conn, reread(chdb_store, account), NOW.date()) == []
+
+
+def test_forgetting_an_account_deletes_its_clickhouse_rows(chdb_store: Store) -> None:
+    account = new_account(chdb_store)
+    other = new_account(chdb_store)
+    for a in (account, other):
+        store_batch(chdb_store, a, [message(1), Event(openid="o1", create_time=CT, event="CLICK")])
+        refresh(chdb_store, reread(chdb_store, a), NOW.date())
+    with chdb_store.write() as conn:
+        delete_account_rows(conn, account.id, account.appid)
+    an = analytics(chdb_store)
+    for table in ("messages", "message_ids", "events", "user_day", "stat_summary", "rollup_runs"):
+        counts = dict(
+            an.rows(
+                f"SELECT account_id, count() FROM {an.table(table)}"
+                f" WHERE account_id IN ({account.id}, {other.id}) GROUP BY account_id"
+            )
+        )
+        assert account.id not in counts and counts[other.id] > 0, table

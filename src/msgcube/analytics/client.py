@@ -157,9 +157,10 @@ class Analytics:
         with self._translated("statement"):
             self._backend.command(sql, {**self._insert_settings, **self._read_settings})
 
-    def ddl(self, sql: str) -> None:
+    def ddl(self, sql: str, settings: Settings | None = None) -> None:
+        """Run a schema statement or mutation."""
         with self._translated("schema change"):
-            self._backend.command(sql, {})
+            self._backend.command(sql, settings or {})
 
     def rows(self, sql: str) -> list[tuple[Any, ...]]:
         with self._translated("query"):

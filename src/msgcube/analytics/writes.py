@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from datetime import date
 
 from msgcube.analytics.client import Analytics, in_list, literal, tuple_set
+from msgcube.analytics.schema import TABLES
 from msgcube.domain.messages import FOLLOW_EVENTS, Event, Message
 from msgcube.domain.periods import local_day_hour
+from msgcube.storage import clickhouse_dialect as ch
 from msgcube.storage.records import WriteResult
 
 _CHUNK = 5000  # keys per existence query
@@ -168,3 +170,16 @@ def replace_followers(an: Analytics, account_id: int, openids: Iterable[str]) ->
         "follower_lists", ("account_id", "version", "size"), [(account_id, version, len(unique))]
     )
     return len(unique)
+
+
+def forget_account(an: Analytics, account_id: int) -> None:
+    """Delete every row of the account (``platform forget``), in each table that has one.
+
+    A mutation: chdb applies it before returning; a server applies it in the background
+    (seconds), so ``db`` must not hand the id to a new account meanwhile — PostgreSQL
+    never reuses one, SQLite only the highest.
+    """
+    wait = {"mutations_sync": 2} if an.url.kind == "chdb" else {}
+    for name, columns, _, _ in TABLES:
+        if name != "schema_version" and any(c == "account_id" for c, _ in columns):
+            an.ddl(ch.delete_where(an.target, name, f"account_id = {literal(account_id)}"), wait)
