@@ -115,6 +115,8 @@ def test_the_setting_parses_both_forms_and_hides_the_password() -> None:
     assert "p%40ss" not in repr(settings)
     # Worker processes get the real value back.
     assert settings.environment()["MSGCUBE_ANALYTICS_DB"] == url
+    odd = Settings(analytics_db="clickhouse://u:p@ss@ch1/db").public()["analytics_db"]
+    assert odd == "clickhouse://u:***@ch1/db"
     for bad in ("mysql://x/y", "chdb://", "clickhouse://h:99999/db", "clickhouse://h/d?shard=1"):
         with pytest.raises(ConfigError, match="analytics_db"):
             Settings(analytics_db=bad)

@@ -42,9 +42,14 @@ class AnalyticsUrl:
     @property
     def shown(self) -> str:
         """The URL fit for logs and ``msgcube settings``: the password as ``***``."""
-        if not self.password:
+        if self.kind != "clickhouse":
             return self.raw
-        return re.sub(r"(://[^/@:]*:)[^@]*@", r"\1***@", self.raw, count=1)
+        scheme, _, rest = self.raw.partition("://")
+        netloc, slash, tail = rest.partition("/")
+        userinfo, at, hosts = netloc.rpartition("@")
+        if not at or ":" not in userinfo:
+            return self.raw
+        return f"{scheme}://{userinfo.partition(':')[0]}:***@{hosts}{slash}{tail}"
 
 
 def parse_analytics_url(value: str) -> AnalyticsUrl | None:
