@@ -214,3 +214,8 @@ def extend_stats_since(conn: Connection, account_id: int, day: date) -> None:
     One statement built once: every push batch runs it, and building the expression
     anew each time cost several times running it (bench/push.py)."""
     conn.execute(_EXTEND_STATS_SINCE, {"account_id": account_id, "day": day})
+
+
+def set_follower_base(conn: Connection, account_id: int) -> None:
+    """Record that the account's follower list is known (count_interval 0 is computed)."""
+    conn.execute(update(accounts).where(accounts.c.id == account_id).values(follower_base=True))
