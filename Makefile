@@ -32,7 +32,7 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-bench: bench-speed bench-rollup bench-api bench-push bench-sync
+bench: bench-speed bench-rollup bench-api bench-push bench-sync bench-clickhouse
 
 bench-speed: $(STAMP)
 	$(BIN)/python bench/speed.py
