@@ -66,6 +66,8 @@ ASKED = (FIRST - timedelta(days=1), LAST + timedelta(days=1))
 """The range every comparison asks for: one empty day on each side of the data."""
 SECRET = "chcluster-secret-0123456789abcdef"
 TOKEN = "chcluster-token"
+DEMO_APPID = "wx5d3c0be1a2f40001"
+"""The demo's account (README: after ``make demo``)."""
 RID = re.compile(r"^system error rid: [0-9a-f]{8}-[0-9a-f]{8}-[0-9a-f]{8}$")
 
 Record = dict[str, Any]
@@ -332,6 +334,22 @@ def test_seven_endpoints_equal_the_oracle_and_sqlite(
         args = ["stats", endpoint, "--appid", appid, "2026-02-01", "2026-02-28", *flag]
         got = orjson.loads(plain.run(*args))
         assert got == oracle.served(endpoint, "2026-02-01", "2026-02-28", NOW_DT), endpoint
+
+
+def test_demo_builds_on_the_cluster_as_on_sqlite(
+    ch_cluster: ClickHouseCluster, tmp_path: Path
+) -> None:
+    on_cluster = Deployment(tmp_path / "ch", NOW, ch_cluster.url(fresh_database()))
+    on_sqlite = Deployment(tmp_path / "sqlite", NOW)
+    demo = ["demo", "--no-serve", "--days", "14", "--users", "40"]
+    on_cluster.run(*demo)
+    on_cluster.run(*demo)  # idempotent: the second run reuses the account and its data
+    on_sqlite.run(*demo)
+    for endpoint in ("getupstreammsg", "getupstreammsgdist", "getupstreammsgweek"):
+        args = ["stats", endpoint, "--appid", DEMO_APPID, "2026-03-02", "2026-03-08"]
+        got = orjson.loads(on_cluster.run(*args))
+        assert got == orjson.loads(on_sqlite.run(*args)), endpoint
+        assert got, endpoint
 
 
 def test_two_workers_store_duplicate_pushes_once(
