@@ -3,7 +3,10 @@
 ``store`` runs a test on SQLite (a file) and on PostgreSQL (a real server named by
 ``MSGCUBE_TEST_PG``, default ``postgresql://msgcube:msgcube@localhost/msgcube_test``).
 Locally an unreachable PostgreSQL skips those runs; in CI (``CI`` set) it fails them,
-so a broken database setup can never pass as green.
+so a broken database setup can never pass as green. ``chdb_store`` is SQLite for ``db``
+with embedded ClickHouse (chdb) as ``analytics_db``: chdb runs one data directory per
+process, so the whole session shares ``chdb_dir`` (tests isolate by fresh appids, and
+other chdb tests use their own database inside it).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from msgcube.analytics.url import parse_analytics_url
 from msgcube.storage.db import Store, open_store
 from msgcube.storage.schema import metadata
 from support.clickhouse_cluster import ClickHouseCluster, clickhouse_cluster, require_binaries
@@ -74,6 +78,27 @@ def sqlite_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     store = open_store(f"sqlite:///{path}")
     yield store
     store.dispose()
+
+
+@pytest.fixture(scope="session")
+def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one chdb data directory of this test process."""
+    return tmp_path_factory.mktemp("chdb")
+
+
+@pytest.fixture(scope="session")
+def chdb_store(tmp_path_factory: pytest.TempPathFactory, chdb_dir: Path) -> Iterator[Store]:
+    """``db`` on a SQLite file, messages and statistics in chdb (``analytics_db``)."""
+    path: Path = tmp_path_factory.mktemp("db") / "msgcube.db"
+    store = open_store(f"sqlite:///{path}", analytics=parse_analytics_url(f"chdb://{chdb_dir}"))
+    yield store
+    store.dispose()
+
+
+STORE_FIXTURES = {"sqlite": "sqlite_store", "postgres": "pg_store", "chdb": "chdb_store"}
+"""Backend name → its session store fixture."""
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "chdb"]
+"""Every backend a store test runs on."""
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

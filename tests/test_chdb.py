@@ -4,7 +4,8 @@ The smoke test of the embedded form of ``analytics_db``: the dialect module's lo
 (non-cluster) tables are created, filled and queried in-process, on a directory that
 outlives the client. chdb runs one engine per process on one directory at a time
 (opening a second directory while the first is open is refused), so every chdb test of
-a run must either share a directory or close its client first.
+a run must either share a directory or close its client first: this test uses the
+session's ``chdb_dir`` (the one ``analytics_db`` tests use too), in a database of its own.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from msgcube.storage import clickhouse_dialect as ch
 from support.clickhouse_tables import COLUMN_NAMES, create_messages
 
 
-def test_chdb_creates_inserts_and_counts_exactly(tmp_path: Path) -> None:
-    target = ch.Target("msgcube")
+def test_chdb_creates_inserts_and_counts_exactly(chdb_dir: Path) -> None:
+    tmp_path = chdb_dir
+    target = ch.Target("chdb_smoke")
     start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     rows = [
         [account, account * 1000 + i, i % (account + 2), start + dt.timedelta(hours=i), "text", 1]

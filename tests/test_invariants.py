@@ -29,7 +29,7 @@ from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import add_account, get_account
 from msgcube.storage.db import Store
 
-from conftest import STAMP, fresh_appid
+from conftest import BACKENDS, STAMP, STORE_FIXTURES, fresh_appid
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone(timedelta(hours=8)))
 TODAY = date(2026, 3, 1)
@@ -43,15 +43,12 @@ Record = dict[str, Any]
 Row = dict[str, Any]
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
+@pytest.fixture(scope="module", params=BACKENDS)
 def db(request: pytest.FixtureRequest) -> Store:
     """The session's database of one backend; module-scoped because hypothesis runs every
     example inside one test call (a function-scoped fixture would be shared anyway), and
     safe to share because each example registers a brand-new account (``fresh_appid``)."""
-    name = "sqlite_store" if request.param == "sqlite" else "pg_store"
-    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+    return request.getfixturevalue(STORE_FIXTURES[request.param])  # type: ignore[no-any-return]
 
 
 @st.composite

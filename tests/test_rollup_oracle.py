@@ -31,7 +31,7 @@ from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import Account, add_account, get_account
 from msgcube.storage.db import Store
 
-from conftest import STAMP, fresh_appid
+from conftest import BACKENDS, STAMP, STORE_FIXTURES, fresh_appid
 from oracle import OracleAccount, OracleError, local_midnight
 
 SHANGHAI, UTC = "Asia/Shanghai", "UTC"
@@ -62,9 +62,7 @@ FOLLOW_ONLY = ["fan0", "fan1", "fan2"]  # openids in the follower list who never
 Record = dict[str, Any]
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
+@pytest.fixture(scope="module", params=BACKENDS)
 def db(request: pytest.FixtureRequest) -> Store:
     """The session's database of one backend.
 
@@ -74,8 +72,7 @@ def db(request: pytest.FixtureRequest) -> Store:
     database and every example registers brand-new accounts (``fresh_appid``), so no
     example can see another's rows and no reset between examples is needed.
     """
-    name = "sqlite_store" if request.param == "sqlite" else "pg_store"
-    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+    return request.getfixturevalue(STORE_FIXTURES[request.param])  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- generation

@@ -102,6 +102,13 @@ class BadSignature(MsgcubeError):
         super().__init__(reason)
 
 
+class AnalyticsError(MsgcubeError):
+    """The analytics database (ClickHouse, ``analytics_db``) refused a statement or is unreachable.
+
+    A push that hits it is answered HTTP 500 (WeChat retries it); an API call errcode -1.
+    """
+
+
 class ConfigError(MsgcubeError):
     """A setting or command-line value that cannot be used."""
 

@@ -27,6 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from msgcube.analytics.url import AnalyticsUrl, mask_analytics, parse_analytics_url
 from msgcube.domain.endpoints import SpanProfile
 from msgcube.domain.periods import DEFAULT_TZ, check_tz
 from msgcube.errors import ConfigError
@@ -205,6 +206,13 @@ class Settings:
         "Database URL or SQLite file path; default msgcube.db in the working directory. "
         "postgresql://user:pass@host/db for PostgreSQL.",
         shown=mask_db,
+    )
+    analytics_db: AnalyticsUrl | None = setting(
+        None,
+        parse_analytics_url,
+        "ClickHouse for messages, events, followers and statistics: chdb://DIR (embedded) or "
+        "clickhouse://user:pass@host:9000/db[?cluster=NAME]; unset: everything in db.",
+        shown=mask_analytics,
     )
     host: str = setting("127.0.0.1", str, "Address the server listens on.")
     port: int = setting(8000, _port, "Port the server listens on.")

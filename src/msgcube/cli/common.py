@@ -134,7 +134,7 @@ def opened(settings: Settings, *, create: bool = False) -> Iterator[Store]:
     """The store of ``settings``; only commands that create data pass ``create=True``."""
     if not create:
         require_database(settings.db_url)
-    store = open_store(settings.db_url)
+    store = open_store(settings.db_url, analytics=settings.analytics_db)
     try:
         yield store
     finally:

@@ -160,7 +160,7 @@ def curl_examples(settings: Settings, today: date) -> str:
 
 def run_demo(settings: Settings, *, days: int, users: int, console: Console, serve: bool) -> None:
     """Build (or reuse) the demo, print it, then serve it until interrupted."""
-    store = open_store(settings.db_url)
+    store = open_store(settings.db_url, analytics=settings.analytics_db)
     try:
         account = ensure_demo(store, settings, days=days, users=users, console=console)
         show_tables(store, settings, account, console)

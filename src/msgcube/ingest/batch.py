@@ -12,9 +12,11 @@ from datetime import date
 
 from sqlalchemy import Connection
 
+from msgcube.analytics import writes as analytics_writes
 from msgcube.domain.messages import Event, Message, Record
 from msgcube.rollup.plan import keys_for_days, keys_from
-from msgcube.storage.accounts import Account, extend_stats_since
+from msgcube.storage.accounts import Account, extend_stats_since, set_follower_base
+from msgcube.storage.db import analytics_of
 from msgcube.storage.records import (
     SenderIds,
     WriteResult,
@@ -42,8 +44,19 @@ def write_batch(
     sender_ids = sender_ids or SenderIds(account.id)
     msgs = [r for r in records if isinstance(r, Message)]
     evts = [r for r in records if isinstance(r, Event)]
-    result = write_messages(conn, account.id, account.tz, msgs, sender_ids, received_at)
-    result.add(write_events(conn, account.id, account.tz, evts, received_at))
+    analytics = analytics_of(conn)
+    if analytics is not None:
+        # Rows go to ClickHouse (acknowledged before this returns); the marks below
+        # commit with the caller's transaction in ``db``.
+        result = analytics_writes.write_messages(
+            analytics, account.id, account.tz, msgs, received_at
+        )
+        result.add(
+            analytics_writes.write_events(analytics, account.id, account.tz, evts, received_at)
+        )
+    else:
+        result = write_messages(conn, account.id, account.tz, msgs, sender_ids, received_at)
+        result.add(write_events(conn, account.id, account.tz, evts, received_at))
     keys = keys_for_days(result.counted_days)
     if account.follower_base and result.follow_days:
         keys |= keys_from(min(result.follow_days), today)
@@ -57,7 +70,12 @@ def import_followers(
     conn: Connection, account: Account, openids: Iterable[str], today: date
 ) -> int:
     """Replace the follower base; every period's count_interval 0 may change, so all are dirty."""
-    count = replace_followers(conn, account.id, openids)
+    analytics = analytics_of(conn)
+    if analytics is not None:
+        count = analytics_writes.replace_followers(analytics, account.id, openids)
+        set_follower_base(conn, account.id)
+    else:
+        count = replace_followers(conn, account.id, openids)
     if account.stats_since is None:
         # No data yet: count_interval 0 starts with the day the follower base became known.
         extend_stats_since(conn, account.id, today)

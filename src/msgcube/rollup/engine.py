@@ -29,6 +29,7 @@ from sqlalchemy import (
     text,
 )
 
+from msgcube.analytics import rollup as analytics_rollup
 from msgcube.domain.endpoints import Period
 from msgcube.domain.messages import COUNTED_TYPES
 from msgcube.domain.periods import (
@@ -42,7 +43,7 @@ from msgcube.domain.periods import (
 from msgcube.rollup.interface import compute_interface_days
 from msgcube.rollup.plan import expected_keys, needed_for, pending
 from msgcube.storage.accounts import Account
-from msgcube.storage.db import Store
+from msgcube.storage.db import Store, analytics_of
 from msgcube.storage.rollup_state import mark_done, read_states
 from msgcube.storage.schema import messages, stat_dist, stat_summary, user_day
 
@@ -148,6 +149,11 @@ def _compute(
 
 def _compute_days(conn: Connection, account: Account, days: Sequence[date]) -> None:
     a = account.id
+    analytics = analytics_of(conn)
+    if analytics is not None:
+        analytics_rollup.compute_days(analytics, a, account.tz, account.follower_base, days)
+        compute_interface_days(conn, a, days)
+        return
     conn.execute(delete(user_day).where(user_day.c.account_id == a, user_day.c.day.in_(days)))
     conn.execute(
         delete(stat_summary).where(
@@ -232,6 +238,12 @@ def _compute_periods(
     conn: Connection, account: Account, period: Period, starts: Sequence[date]
 ) -> None:
     a = account.id
+    analytics = analytics_of(conn)
+    if analytics is not None:
+        analytics_rollup.compute_periods(
+            analytics, a, account.tz, account.follower_base, period, starts
+        )
+        return
     conn.execute(
         delete(stat_summary).where(
             stat_summary.c.account_id == a,

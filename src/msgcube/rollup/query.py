@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from msgcube.analytics.reads import read_rows as read_analytics_rows
 from msgcube.domain.endpoints import Endpoint, Period, RowKind
 from msgcube.domain.periods import (
     PeriodKey,
@@ -30,7 +31,7 @@ from msgcube.errors import ApiError
 from msgcube.rollup.engine import pending_keys, refresh
 from msgcube.rollup.interface import read_interface_rows
 from msgcube.storage.accounts import Account
-from msgcube.storage.db import Store
+from msgcube.storage.db import Store, analytics_of
 from msgcube.storage.schema import stat_dist, stat_summary
 
 Row = dict[str, Any]
@@ -112,6 +113,9 @@ def read_rows(conn: Connection, account_id: int, ep: Endpoint, labels: list[date
     """Finished rows of ``ep`` for the given period labels, in WeChat's order."""
     if ep.kind is RowKind.INTERFACE:
         return read_interface_rows(conn, account_id, ep, labels)
+    analytics = analytics_of(conn)
+    if analytics is not None:
+        return read_analytics_rows(analytics, account_id, ep, labels)
     if ep.kind is RowKind.DIST:
         t = stat_dist
         stmt = (

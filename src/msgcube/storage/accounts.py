@@ -208,3 +208,8 @@ def extend_stats_since(conn: Connection, account_id: int, day: date) -> None:
         .where((accounts.c.stats_since.is_(None)) | (accounts.c.stats_since > day))
         .values(stats_since=day)
     )
+
+
+def set_follower_base(conn: Connection, account_id: int) -> None:
+    """Record that the account's follower list is known (count_interval 0 is computed)."""
+    conn.execute(update(accounts).where(accounts.c.id == account_id).values(follower_base=True))

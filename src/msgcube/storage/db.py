@@ -21,17 +21,28 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 
+from msgcube.analytics.client import Analytics
+from msgcube.analytics.schema import migrate as migrate_analytics
+from msgcube.analytics.url import AnalyticsUrl
 from msgcube.storage.schema import metadata
+
+_ANALYTICS_OPTION = "msgcube_analytics"
 
 
 class Store:
     """A database: an engine plus the transaction styles msgcube uses.
 
     ``read()`` is a consistent snapshot; ``write()`` is a serialised write transaction.
+    ``analytics``, when set (the ``analytics_db`` setting), holds messages, events,
+    followers and the statistics; every connection of the store carries it too
+    (``analytics_of``), so code handed only a connection dispatches on it.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, analytics: Analytics | None = None) -> None:
         self.engine = engine
+        self.analytics = analytics
+        if analytics is not None:
+            engine.update_execution_options(**{_ANALYTICS_OPTION: analytics})
         self.dialect: str = engine.dialect.name
         self._write_lock = threading.Lock() if self.is_sqlite else None
         self._held = threading.local()
@@ -89,6 +100,14 @@ class Store:
         if conn is not None:
             conn.close()
         self.engine.dispose()
+        if self.analytics is not None:
+            self.analytics.close()
+
+
+def analytics_of(conn: Connection) -> Analytics | None:
+    """The analytics database of the store ``conn`` belongs to (None: all data in ``db``)."""
+    found = conn.get_execution_options().get(_ANALYTICS_OPTION)
+    return found if isinstance(found, Analytics) else None
 
 
 @contextmanager
@@ -184,11 +203,21 @@ def migrate(store: Store) -> None:
         command.upgrade(_alembic_config(conn), "head")
 
 
-def open_store(url: str, *, migrate_schema: bool = True) -> Store:
-    """Open (and by default migrate) the database at ``url``."""
-    store = Store(create_store_engine(url))
-    if migrate_schema:
-        migrate(store)
+def open_store(
+    url: str, *, migrate_schema: bool = True, analytics: AnalyticsUrl | None = None
+) -> Store:
+    """Open (and by default migrate) the database at ``url``, and the analytics database."""
+    side = None if analytics is None else Analytics(analytics)
+    try:
+        if side is not None and migrate_schema:
+            migrate_analytics(side)
+        store = Store(create_store_engine(url), side)
+        if migrate_schema:
+            migrate(store)
+    except BaseException:
+        if side is not None:
+            side.close()
+        raise
     return store
 
 
@@ -196,4 +225,12 @@ def table_names(store: Store) -> set[str]:
     return set(inspect(store.engine).get_table_names())
 
 
-__all__ = ["Store", "driver_cursor", "metadata", "migrate", "open_store", "table_names"]
+__all__ = [
+    "Store",
+    "analytics_of",
+    "driver_cursor",
+    "metadata",
+    "migrate",
+    "open_store",
+    "table_names",
+]

@@ -37,7 +37,9 @@ def export_settings(settings: Settings) -> None:
 def app_from_env() -> Starlette:
     settings = Settings.load({})
     configure_logging(settings.log_level)
-    return create_app(settings, open_store(settings.db_url), background=True)
+    return create_app(
+        settings, open_store(settings.db_url, analytics=settings.analytics_db), background=True
+    )
 
 
 def serve(settings: Settings) -> None:
@@ -59,4 +61,8 @@ def serve(settings: Settings) -> None:
         export_settings(settings)
         run("msgcube.web.server:app_from_env", factory=True, workers=settings.workers)
         return
-    run(create_app(settings, open_store(settings.db_url), background=True))
+    run(
+        create_app(
+            settings, open_store(settings.db_url, analytics=settings.analytics_db), background=True
+        )
+    )

@@ -1,0 +1,57 @@
+"""The finished rows an endpoint serves, read from ClickHouse by key.
+
+A period's rows are those of its latest completed rollup run (schema.py); hour rows
+belong to their day's run. Rows that came out zero are never served, as on SQL.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from msgcube.analytics.client import Analytics, literal, tuple_set
+from msgcube.analytics.rollup import latest_runs
+from msgcube.domain.endpoints import Endpoint, Period, RowKind
+
+Row = dict[str, Any]
+
+
+def read_rows(an: Analytics, account_id: int, ep: Endpoint, labels: list[date]) -> list[Row]:
+    """Finished summary or distribution rows of ``ep`` for the labels, in WeChat's order."""
+    run_period = Period.DAY if ep.period is Period.HOUR else ep.period
+    runs = latest_runs(an, account_id, run_period, min(labels), max(labels))
+    runs = {d: v for d, v in runs.items() if d in set(labels)}
+    if not runs:
+        return []
+    where = (
+        f" WHERE account_id = {literal(account_id)} AND period = {literal(ep.period.value)}"
+        f" AND (ref_date, version) IN {tuple_set(sorted(runs.items()))}"
+    )
+    if ep.kind is RowKind.DIST:
+        return [
+            {"ref_date": d.isoformat(), "count_interval": int(ci), "msg_user": int(u)}
+            for d, ci, u in an.rows(
+                f"SELECT ref_date, count_interval, msg_user FROM {an.table('stat_dist')}"
+                f"{where} AND msg_user > 0 ORDER BY ref_date, count_interval"
+            )
+        ]
+    rows = an.rows(
+        "SELECT ref_date, ref_hour, msg_type, msg_user, msg_count"
+        f" FROM {an.table('stat_summary')}{where} AND msg_count > 0"
+        " ORDER BY ref_date, ref_hour, msg_type"
+    )
+    if ep.period is Period.HOUR:
+        return [
+            {
+                "ref_date": d.isoformat(),
+                "ref_hour": int(h),
+                "msg_type": int(t),
+                "msg_user": int(u),
+                "msg_count": int(c),
+            }
+            for d, h, t, u, c in rows
+        ]
+    return [
+        {"ref_date": d.isoformat(), "msg_type": int(t), "msg_user": int(u), "msg_count": int(c)}
+        for d, _h, t, u, c in rows
+    ]

@@ -1,0 +1,169 @@
+"""The analytics tables, created by msgcube on open (idempotent, both forms).
+
+``messages`` is ordered by (account, day, MsgId): a rollup reads one day of one account
+as one key range, and ``ReplacingMergeTree`` collapses redelivered copies of a message
+(same day). Whether a MsgId was stored already is asked of ``message_ids``, a narrow table
+keyed by (account, MsgId) — so a later copy with another CreateTime (another day) is
+found and dropped, first stored wins, as on SQL. ``events`` is keyed by WeChat's event
+key itself. Followers are versioned lists (``follower_lists`` names the current one).
+
+The computed layers carry the ``version`` of the rollup run that wrote them, and
+``rollup_runs`` records each run: a claim (``done = 0``) before its rows, a completion
+(``done = 1``) after. Readers take, per period, the rows of its latest completed run —
+a recompute replaces the old rows exactly (also when a period drops to no rows) without
+ALTER DELETE, which is an asynchronous mutation in ClickHouse. ``user_day`` replaces by
+version in the background (it is the big one); the finished statistics are small and
+keep old versions (readers never see them).
+
+``schema_version`` records what was created; a later msgcube adds its steps here.
+"""
+
+from __future__ import annotations
+
+from msgcube.analytics.client import Analytics
+from msgcube.storage import clickhouse_dialect as ch
+
+SCHEMA_VERSION = 1
+
+_S, _D = ch.STRING, "Date"
+
+TABLES: list[tuple[str, list[tuple[str, str]], list[str], dict[str, str]]] = [
+    (
+        "messages",
+        [
+            ("account_id", "UInt32"),
+            ("day", _D),
+            ("msg_id", "UInt64"),
+            ("openid", _S),
+            ("create_time", "Int64"),
+            ("hour", "UInt8"),
+            ("msg_type", "UInt8"),  # 0: stored, not counted
+            ("msg_type_name", _S),
+            ("received_at", "Int64"),
+        ],
+        ["account_id", "day", "msg_id"],
+        {"engine": "ReplacingMergeTree", "partition_by": "toYYYYMM(day)"},
+    ),
+    (
+        "message_ids",
+        [("account_id", "UInt32"), ("msg_id", "UInt64")],
+        ["account_id", "msg_id"],
+        {"engine": "ReplacingMergeTree"},
+    ),
+    (
+        "events",
+        [
+            ("account_id", "UInt32"),
+            ("openid", _S),
+            ("create_time", "Int64"),
+            ("event", _S),
+            ("day", _D),
+            ("received_at", "Int64"),
+        ],
+        ["account_id", "openid", "create_time", "event"],
+        {"engine": "ReplacingMergeTree"},
+    ),
+    (
+        "followers",
+        [("account_id", "UInt32"), ("version", "UInt64"), ("openid", _S)],
+        ["account_id", "version", "openid"],
+        {},
+    ),
+    (
+        "follower_lists",
+        [("account_id", "UInt32"), ("version", "UInt64"), ("size", "UInt64")],
+        ["account_id", "version"],
+        {},
+    ),
+    (
+        "user_day",
+        [
+            ("account_id", "UInt32"),
+            ("day", _D),
+            ("openid", _S),
+            ("version", "UInt64"),
+            ("week", _D),
+            ("month", _D),
+            ("c1", "UInt64"),
+            ("c2", "UInt64"),
+            ("c3", "UInt64"),
+            ("c4", "UInt64"),
+            ("c6", "UInt64"),
+            ("total", "UInt64"),
+        ],
+        ["account_id", "day", "openid"],
+        {"engine": "ReplacingMergeTree", "version": "version", "partition_by": "toYYYYMM(day)"},
+    ),
+    (
+        "stat_summary",
+        [
+            ("account_id", "UInt32"),
+            ("period", _S),
+            ("ref_date", _D),
+            ("ref_hour", "UInt16"),
+            ("msg_type", "UInt8"),
+            ("msg_user", "UInt64"),
+            ("msg_count", "UInt64"),
+            ("version", "UInt64"),
+        ],
+        ["account_id", "period", "ref_date", "version", "ref_hour", "msg_type"],
+        {},
+    ),
+    (
+        "stat_dist",
+        [
+            ("account_id", "UInt32"),
+            ("period", _S),
+            ("ref_date", _D),
+            ("count_interval", "UInt8"),
+            ("msg_user", "UInt64"),
+            ("version", "UInt64"),
+        ],
+        ["account_id", "period", "ref_date", "version", "count_interval"],
+        {},
+    ),
+    (
+        "rollup_runs",
+        [
+            ("account_id", "UInt32"),
+            ("period", _S),
+            ("start", _D),
+            ("version", "UInt64"),
+            ("done", "UInt8"),
+        ],
+        ["account_id", "period", "start", "version"],
+        {},
+    ),
+    (
+        "schema_version",
+        [("account_id", "UInt32"), ("version", "UInt32")],
+        ["account_id", "version"],
+        {},
+    ),
+]
+
+
+def create_statements(analytics: Analytics) -> list[str]:
+    """Every statement that creates the schema, in order (all ``IF NOT EXISTS``)."""
+    target = analytics.target
+    out = [ch.create_database(target)]
+    for name, columns, order_by, options in TABLES:
+        out += ch.create_table(
+            target,
+            name,
+            columns,
+            order_by,
+            engine="ReplacingMergeTree" if options.get("engine") else "MergeTree",
+            version=options.get("version"),
+            partition_by=options.get("partition_by"),
+        )
+    return out
+
+
+def migrate(analytics: Analytics) -> None:
+    """Create what is missing; record the schema version (idempotent, safe to repeat)."""
+    for statement in create_statements(analytics):
+        analytics.ddl(statement)
+    found = analytics.scalar(f"SELECT max(version) FROM {analytics.table('schema_version')}")
+    if not found or int(found) < SCHEMA_VERSION:
+        analytics.insert("schema_version", ["account_id", "version"], [(0, SCHEMA_VERSION)])
