@@ -6,7 +6,7 @@ commands and a real ``msgcube serve --workers 2`` — over its own database on t
 
 - the seven getupstreammsg* endpoints equal the brute-force oracle (tests/oracle.py) for
   accounts spread over both shards, and equal what msgcube answers on SQLite alone for the
-  same data, imported or generated;
+  same data — moved from SQLite with the README's export, generated, or the demo's;
 - concurrent and retried duplicate pushes through two workers are stored once;
 - a replica SIGKILLed mid-stream (2 shards × 3 replicas: a quorum of 2 of 3 survives one
   dead replica) stops nothing and loses nothing acknowledged; the replica catches up;
