@@ -227,6 +227,24 @@ def assert_spread(placement: dict[int, set[int]], accounts: set[int]) -> None:
     assert sum(len(a) for a in placement.values()) == len(accounts), placement
 
 
+def assert_answers_match(base_url: str, records: dict[str, list[Record]]) -> None:
+    """Each account's seven endpoints over ASKED equal the oracle of all its records."""
+    for appid, rs in records.items():
+        want = oracle_answers(oracle_of(rs), NOW_DT, *ASKED)
+        assert served(base_url, appid, SECRET, *ASKED) == want, appid
+
+
+def assert_stored_once(
+    cluster: ClickHouseCluster, database: str, side: Deployment, records: dict[str, list[Record]]
+) -> dict[int, set[int]]:
+    """Every MsgId of RECORDS on every replica of its account's shard; the accounts' placement."""
+    ids = {side.account_id(a): msg_ids(rs) for a, rs in records.items()}
+    placement = shard_accounts(cluster, database)
+    assert_spread(placement, set(ids))
+    wait_until_stored(cluster, database, expected_by_shard(placement, ids))
+    return placement
+
+
 # --------------------------------------------------------------------------- pushing
 
 
@@ -385,14 +403,9 @@ def test_two_workers_store_duplicate_pushes_once(
         # require it stored, and storing it twice would count it twice below.
         for pusher in pushers.values():
             assert pusher.outcomes.count(ACK) >= 2 * len(records[pusher.appid])
-        for appid, rs in records.items():
-            want = oracle_answers(oracle_of(rs), NOW_DT, *ASKED)
-            assert served(server.base_url, appid, SECRET, *ASKED) == want, appid
+        assert_answers_match(server.base_url, records)
 
-    ids = {side.account_id(a): msg_ids(rs) for a, rs in records.items()}
-    placement = shard_accounts(ch_cluster, database)
-    assert_spread(placement, set(ids))
-    wait_until_stored(ch_cluster, database, expected_by_shard(placement, ids))
+    assert_stored_once(ch_cluster, database, side, records)
     for rep in ch_cluster.replicas:
         assert duplicated_ids(rep, database) == [], rep.name
 
@@ -443,17 +456,12 @@ def test_a_replica_killed_mid_stream_loses_nothing_acknowledged(
             stream.join(timeout=600)
         assert not stream.is_alive()
         assert acks(pushers) == len(items)  # every push acknowledged once, none lost
-        for appid, rs in records.items():
-            want = oracle_answers(oracle_of(rs), NOW_DT, *ASKED)
-            assert served(server.base_url, appid, SECRET, *ASKED) == want, appid
+        assert_answers_match(server.base_url, records)
 
-    ids = {side.account_id(a): msg_ids(rs) for a, rs in records.items()}
-    placement = shard_accounts(cluster, database)
-    assert_spread(placement, set(ids))
+    # Every acknowledged push is on every replica of its shard, the killed one included.
+    placement = assert_stored_once(cluster, database, side, records)
     # Accounts of the victim's shard were pushed to throughout (the stream interleaves them).
     assert placement[victim.shard]
-    # Every acknowledged push is on every replica of its shard, the killed one included.
-    wait_until_stored(cluster, database, expected_by_shard(placement, ids))
 
 
 def test_a_whole_shard_down_is_a_500_and_an_errcode_never_a_wrong_answer(
@@ -477,9 +485,7 @@ def test_a_whole_shard_down_is_a_500_and_an_errcode_never_a_wrong_answer(
         assert_spread(placement, set(ids_of.values()))
         down = 2  # the shard the URL's server is not on
         on_down = {a for a, i in ids_of.items() if i in placement[down]}
-        for appid in records:  # answers before the fault: the oracle's
-            want = oracle_answers(oracle_of(before[appid]), NOW_DT, *ASKED)
-            assert served(server.base_url, appid, SECRET, *ASKED) == want
+        assert_answers_match(server.base_url, before)  # before the fault: the oracle's
 
         # The remaining pushes are late data: they make earlier answers pending again, so
         # no cached answer may stand in for them while the shard is away.
@@ -507,11 +513,8 @@ def test_a_whole_shard_down_is_a_500_and_an_errcode_never_a_wrong_answer(
 
         # Back: the pushes retried (as WeChat would) are stored, the answers are right.
         asyncio.run(push_all(pushers, [(a, r) for a, rs in during.items() for r in rs]))
-        for appid, rs in records.items():
-            want = oracle_answers(oracle_of(rs), NOW_DT, *ASKED)
-            assert served(server.base_url, appid, SECRET, *ASKED) == want, appid
-    expected = {side.account_id(a): msg_ids(rs) for a, rs in records.items()}
-    wait_until_stored(ch_cluster, database, expected_by_shard(placement, expected))
+        assert_answers_match(server.base_url, records)
+    assert assert_stored_once(ch_cluster, database, side, records) == placement
 
 
 async def send_once(
