@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -24,6 +24,7 @@ import pytest
 from msgcube.analytics.client import Analytics
 from msgcube.analytics.url import parse_analytics_url
 from msgcube.analytics.writes import MESSAGE_COLUMNS
+from msgcube.auth.accounts import AccountChanges, update_account
 from msgcube.domain.endpoints import BY_NAME, ENDPOINTS, Period
 from msgcube.domain.messages import Event, Message, Record
 from msgcube.errors import ConfigError
@@ -34,6 +35,7 @@ from msgcube.rollup.query import served_list
 from msgcube.settings import Settings
 from msgcube.storage.accounts import Account, add_account, get_account
 from msgcube.storage.db import Store
+from msgcube.storage.platforms import delete_account_rows
 from msgcube.web.app import create_app
 from msgcube.wechat import build_push_xml, signature
 from support.api import RID, at, datacube, get_token
@@ -113,6 +115,8 @@ def test_the_setting_parses_both_forms_and_hides_the_password() -> None:
     assert "p%40ss" not in repr(settings)
     # Worker processes get the real value back.
     assert settings.environment()["MSGCUBE_ANALYTICS_DB"] == url
+    odd = Settings(analytics_db="clickhouse://u:p@ss@ch1/db").public()["analytics_db"]
+    assert odd == "clickhouse://u:***@ch1/db"
     for bad in ("mysql://x/y", "chdb://", "clickhouse://h:99999/db", "clickhouse://h/d?shard=1"):
         with pytest.raises(ConfigError, match="analytics_db"):
             Settings(analytics_db=bad)
@@ -139,14 +143,21 @@ async def _push(
     return await client.post(f"/wechat/callback/{account.appid}", params=params, content=xml)
 
 
-async def test_retried_pushes_through_the_callback_count_once(chdb_store: Store) -> None:
-    account = new_account(chdb_store, callback_token="tok")
-    app = create_app(Settings(now=NOW.isoformat()), chdb_store)
+@contextlib.asynccontextmanager
+async def callback_client(store: Store) -> AsyncIterator[httpx.AsyncClient]:
+    """The app over STORE, started (committer and all), as WeChat's pushes reach it."""
+    app = create_app(Settings(now=NOW.isoformat()), store)
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://t") as client,
     ):
+        yield client
+
+
+async def test_retried_pushes_through_the_callback_count_once(chdb_store: Store) -> None:
+    account = new_account(chdb_store, callback_token="tok")
+    async with callback_client(chdb_store) as client:
         # Every push three times at once (WeChat's retries racing), then once more.
         answers = await asyncio.gather(
             *(_push(client, account, i, f"o{i % 3}") for i in range(1, 9) for _ in range(3))
@@ -185,7 +196,7 @@ def test_copies_that_slipped_past_the_check_count_once(chdb_store: Store) -> Non
     account = new_account(chdb_store)
     store_batch(chdb_store, account, [message(i, f"o{i % 2}") for i in range(1, 5)])
     an = analytics(chdb_store)
-    copies = [(account.id, DAY, i, f"o{i % 2}", CT, 12, 1, "text", STAMP) for i in range(1, 5)]
+    copies = [(account.id, CT, i, f"o{i % 2}", 1, "text", STAMP) for i in range(1, 5)]
     an.insert("messages", MESSAGE_COLUMNS, copies)
     an.insert("messages", MESSAGE_COLUMNS, copies)
     raw = an.scalar(f"SELECT count() FROM {an.table('messages')} WHERE account_id = {account.id}")
@@ -315,12 +326,7 @@ def table_missing(store: Store, table: str) -> Iterator[None]:
 
 async def test_clickhouse_refusing_fails_the_push_and_the_api_loudly(chdb_store: Store) -> None:
     account = new_account(chdb_store, callback_token="tok")
-    app = create_app(Settings(now=NOW.isoformat()), chdb_store)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
-    ):
+    async with callback_client(chdb_store) as client:
         with table_missing(chdb_store, "message_ids"):
             refused = await _push(client, account, 77, "o1")
         assert refused.status_code == 500 and refused.text != "success"
@@ -340,3 +346,68 @@ async def test_clickhouse_refusing_fails_the_push_and_the_api_loudly(chdb_store:
         assert await datacube(api, token, "getupstreammsg", "2026-03-01", "2026-03-02") == {
             "list": []
         }
+
+
+def test_a_new_time_zone_recomputes_the_days_from_unix_times(chdb_store: Store) -> None:
+    """ClickHouse rows keep CreateTime only: after a zone change every touched period is
+    pending and comes out as if the data had arrived in the new zone."""
+    account = new_account(chdb_store)
+    late_evening = int(datetime(2026, 3, 2, 20, 30, tzinfo=UTC).timestamp())  # 03-03 in Shanghai
+    store_batch(chdb_store, account, [message(1, "o1", late_evening), message(2, "o2", CT)])
+    refresh(chdb_store, reread(chdb_store, account), NOW.date())
+    days = (DAY, DAY + timedelta(days=1))
+    assert [r["ref_date"] for r in served(chdb_store, account, "getupstreammsg", *days)] == [
+        "2026-03-02",
+        "2026-03-03",
+    ]
+    with chdb_store.write() as conn:
+        update_account(conn, account.appid, AccountChanges(tz="UTC"), now=NOW)
+    assert served(chdb_store, account, "getupstreammsg", *days) == [
+        {"ref_date": "2026-03-02", "msg_type": 1, "msg_user": 2, "msg_count": 2}
+    ]
+    assert served(chdb_store, account, "getupstreammsghour", DAY, DAY) == [
+        {"ref_date": "2026-03-02", "ref_hour": 400, "msg_type": 1, "msg_user": 1, "msg_count": 1},
+        {"ref_date": "2026-03-02", "ref_hour": 2000, "msg_type": 1, "msg_user": 1, "msg_count": 1},
+    ]
+
+
+def test_a_retry_restores_the_dirty_mark_a_failed_db_commit_lost(chdb_store: Store) -> None:
+    """ClickHouse acknowledged the rows, then the ``db`` transaction holding their dirty
+    marks rolled back: WeChat's retry finds them stored, and marks their day again."""
+    account = new_account(chdb_store)
+    batch: list[Record] = [message(1, "o1"), message(2, "o2")]
+    with contextlib.suppress(RuntimeError), chdb_store.write() as conn:
+        write_batch(conn, reread(chdb_store, account), batch, DAY, received_at=STAMP)
+        raise RuntimeError("db commit failed")
+    assert stored_messages(chdb_store, account) == 2
+    with chdb_store.read() as conn:
+        assert pending_keys(conn, reread(chdb_store, account), NOW.date()) == []
+    retry = store_batch(chdb_store, account, batch)
+    assert (retry.messages_new, retry.messages_duplicate) == (0, 2)
+    assert served(chdb_store, account, "getupstreammsg", DAY, DAY) == [
+        {"ref_date": "2026-03-02", "msg_type": 1, "msg_user": 2, "msg_count": 2}
+    ]
+    # An ordinary retry after the day was computed marks nothing.
+    refresh(chdb_store, reread(chdb_store, account), NOW.date(), computed_at=int(NOW.timestamp()))
+    store_batch(chdb_store, account, batch)
+    with chdb_store.read() as conn:
+        assert pending_keys(conn, reread(chdb_store, account), NOW.date()) == []
+
+
+def test_forgetting_an_account_deletes_its_clickhouse_rows(chdb_store: Store) -> None:
+    account = new_account(chdb_store)
+    other = new_account(chdb_store)
+    for a in (account, other):
+        store_batch(chdb_store, a, [message(1), Event(openid="o1", create_time=CT, event="CLICK")])
+        refresh(chdb_store, reread(chdb_store, a), NOW.date())
+    with chdb_store.write() as conn:
+        delete_account_rows(conn, account.id, account.appid)
+    an = analytics(chdb_store)
+    for table in ("messages", "message_ids", "events", "user_day", "stat_summary", "rollup_runs"):
+        counts = dict(
+            an.rows(
+                f"SELECT account_id, count() FROM {an.table(table)}"
+                f" WHERE account_id IN ({account.id}, {other.id}) GROUP BY account_id"
+            )
+        )
+        assert account.id not in counts and counts[other.id] > 0, table

@@ -131,7 +131,8 @@ class Analytics:
         try:
             self._backend: _Backend = _Chdb(url.path) if url.kind == "chdb" else _Native(url)
         except Exception as exc:
-            raise AnalyticsError(f"cannot open {url.shown}: {_short(exc)}") from exc
+            hint = " (chdb opens a directory in one process only)" if url.kind == "chdb" else ""
+            raise AnalyticsError(f"cannot open {url.shown}{hint}: {_short(exc)}") from exc
         # Reads that must see every acknowledged (quorum) insert, on a replicated cluster.
         self._read_settings: Settings = (
             {"select_sequential_consistency": 1} if url.cluster is not None else {}
@@ -156,9 +157,10 @@ class Analytics:
         with self._translated("statement"):
             self._backend.command(sql, {**self._insert_settings, **self._read_settings})
 
-    def ddl(self, sql: str) -> None:
+    def ddl(self, sql: str, settings: Settings | None = None) -> None:
+        """Run a schema statement or mutation."""
         with self._translated("schema change"):
-            self._backend.command(sql, {})
+            self._backend.command(sql, settings or {})
 
     def rows(self, sql: str) -> list[tuple[Any, ...]]:
         with self._translated("query"):

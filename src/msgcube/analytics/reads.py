@@ -9,23 +9,40 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from msgcube.analytics.client import Analytics, literal, tuple_set
-from msgcube.analytics.rollup import latest_runs
+from msgcube.analytics.client import Analytics, in_list, literal
 from msgcube.domain.endpoints import Endpoint, Period, RowKind
 
 Row = dict[str, Any]
 
 
+def local_days(an: Analytics, account_id: int, tz: str) -> set[date]:
+    """The local days, in zone TZ, that hold the account's messages or events."""
+    days: set[date] = set()
+    for table in ("messages", "events"):
+        days.update(
+            r[0]
+            for r in an.rows(
+                f"SELECT DISTINCT toDate(toDateTime(create_time, {literal(tz)}))"
+                f" FROM {an.table(table)} WHERE account_id = {literal(account_id)}"
+            )
+        )
+    return days
+
+
 def read_rows(an: Analytics, account_id: int, ep: Endpoint, labels: list[date]) -> list[Row]:
     """Finished summary or distribution rows of ``ep`` for the labels, in WeChat's order."""
     run_period = Period.DAY if ep.period is Period.HOUR else ep.period
-    runs = latest_runs(an, account_id, run_period, min(labels), max(labels))
-    runs = {d: v for d, v in runs.items() if d in set(labels)}
-    if not runs:
-        return []
+    a, wanted = literal(account_id), in_list(sorted(set(labels)))
+    # One round trip: the latest completed run of each label, as a set the server builds
+    # once (GLOBAL: on a cluster, from the Distributed table, before the shards read).
+    latest = (
+        f"SELECT start, max(version) FROM {an.table('rollup_runs')}"
+        f" WHERE account_id = {a} AND period = {literal(run_period.value)} AND done = 1"
+        f" AND start IN {wanted} GROUP BY start"
+    )
     where = (
-        f" WHERE account_id = {literal(account_id)} AND period = {literal(ep.period.value)}"
-        f" AND (ref_date, version) IN {tuple_set(sorted(runs.items()))}"
+        f" WHERE account_id = {a} AND period = {literal(ep.period.value)}"
+        f" AND ref_date IN {wanted} AND (ref_date, version) GLOBAL IN ({latest})"
     )
     if ep.kind is RowKind.DIST:
         return [

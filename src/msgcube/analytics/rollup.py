@@ -17,7 +17,7 @@ overlap: the caller holds the account's rollup lock in ``db`` (rollup/engine.py)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, timedelta
 
 from msgcube.analytics.client import Analytics, in_list, literal, tuple_set
 from msgcube.analytics.writes import current_followers_version
@@ -63,13 +63,18 @@ def latest_runs(
     return {r[0]: int(r[1]) for r in rows}
 
 
-def _deduplicated_messages(an: Analytics, a: int, days: Sequence[date]) -> str:
-    """The days' messages, one row per MsgId (concurrent duplicate copies collapse here)."""
+def _deduplicated_messages(an: Analytics, a: int, tz: str, days: Sequence[date]) -> str:
+    """The days' messages with their local day and hour in TZ, one row per MsgId
+    (concurrent duplicate copies collapse here)."""
+    lo = period_end_timestamp(Period.DAY, min(days) - timedelta(days=1), tz)
+    hi = period_end_timestamp(Period.DAY, max(days), tz)
+    local = f"toDateTime(create_time, {literal(tz)})"
     return (
-        "SELECT day, msg_id, any(openid) AS uid, any(hour) AS hr, any(msg_type) AS mt"
-        f" FROM {an.table('messages')}"
-        f" WHERE account_id = {literal(a)} AND day IN {in_list(days)}"
-        " GROUP BY day, msg_id"
+        "SELECT day, msg_id, any(o) AS uid, any(h) AS hr, any(t) AS mt FROM ("
+        f" SELECT toDate({local}) AS day, toHour({local}) AS h, msg_id, openid AS o, msg_type AS t"
+        f" FROM {an.table('messages')} WHERE account_id = {literal(a)}"
+        f" AND create_time >= {lo} AND create_time < {hi})"
+        f" WHERE day IN {in_list(days)} GROUP BY day, msg_id"
     )
 
 
@@ -81,7 +86,7 @@ def compute_days(
         return
     a = account_id
     v = _claim(an, a, Period.DAY, days)
-    messages = _deduplicated_messages(an, a, days)
+    messages = _deduplicated_messages(an, a, tz, days)
     an.command(
         f"INSERT INTO {an.table('user_day')}"
         " (account_id, day, openid, version, week, month, c1, c2, c3, c4, c6, total)"

@@ -1,9 +1,11 @@
 """The analytics tables, created by msgcube on open (idempotent, both forms).
 
-``messages`` is ordered by (account, day, MsgId): a rollup reads one day of one account
-as one key range, and ``ReplacingMergeTree`` collapses redelivered copies of a message
-(same day). Whether a MsgId was stored already is asked of ``message_ids``, a narrow table
-keyed by (account, MsgId) — so a later copy with another CreateTime (another day) is
+``messages`` is ordered by (account, CreateTime, MsgId): a rollup reads one local day of
+one account as one key range, and ``ReplacingMergeTree`` collapses redelivered copies of
+a message. Rows keep the Unix time only: the local day and hour are derived in the
+account's zone when rolling up, so changing an account's zone rewrites nothing here.
+Whether a MsgId was stored already is asked of ``message_ids``, a narrow table keyed by
+(account, MsgId) — so a later copy with another CreateTime (another day) is
 found and dropped, first stored wins, as on SQL. ``events`` is keyed by WeChat's event
 key itself. Followers are versioned lists (``follower_lists`` names the current one).
 
@@ -32,21 +34,28 @@ TABLES: list[tuple[str, list[tuple[str, str]], list[str], dict[str, str]]] = [
         "messages",
         [
             ("account_id", "UInt32"),
-            ("day", _D),
+            ("create_time", "UInt32"),
             ("msg_id", "UInt64"),
             ("openid", _S),
-            ("create_time", "Int64"),
-            ("hour", "UInt8"),
             ("msg_type", "UInt8"),  # 0: stored, not counted
             ("msg_type_name", _S),
             ("received_at", "Int64"),
         ],
-        ["account_id", "day", "msg_id"],
-        {"engine": "ReplacingMergeTree", "partition_by": "toYYYYMM(day)"},
+        ["account_id", "create_time", "msg_id"],
+        # 30-day partitions of Unix time: whole parts age out together.
+        {"engine": "ReplacingMergeTree", "partition_by": "intDiv(create_time, 2592000)"},
     ),
     (
         "message_ids",
-        [("account_id", "UInt32"), ("msg_id", "UInt64")],
+        [
+            ("account_id", "UInt32"),
+            ("msg_id", "UInt64"),
+            # When the stored copy came and whether it counts: a retry of a push whose
+            # dirty mark was lost (db failed after ClickHouse acknowledged) restores it.
+            ("create_time", "UInt32"),
+            ("counted", "UInt8"),
+            ("received_at", "Int64"),
+        ],
         ["account_id", "msg_id"],
         {"engine": "ReplacingMergeTree"},
     ),
@@ -55,9 +64,8 @@ TABLES: list[tuple[str, list[tuple[str, str]], list[str], dict[str, str]]] = [
         [
             ("account_id", "UInt32"),
             ("openid", _S),
-            ("create_time", "Int64"),
+            ("create_time", "UInt32"),
             ("event", _S),
-            ("day", _D),
             ("received_at", "Int64"),
         ],
         ["account_id", "openid", "create_time", "event"],

@@ -2,7 +2,8 @@
 
 Two forms:
 
-- ``chdb://DIR`` (``chdb:///abs/path`` or a relative ``chdb://data/ch``): embedded chdb;
+- ``chdb://DIR[?database=NAME]`` (``chdb:///abs/path`` or a relative ``chdb://data/ch``):
+  embedded chdb (database ``msgcube`` unless named);
 - ``clickhouse://[user[:password]@]host[:port][,host2[:port]…]/database[?cluster=NAME]``:
   a server over the native protocol (port 9000 by default). Further hosts are tried in
   turn when the first is unreachable. With ``cluster=`` the tables are replicated and
@@ -41,9 +42,14 @@ class AnalyticsUrl:
     @property
     def shown(self) -> str:
         """The URL fit for logs and ``msgcube settings``: the password as ``***``."""
-        if not self.password:
+        if self.kind != "clickhouse":
             return self.raw
-        return re.sub(r"(://[^/@:]*:)[^@]*@", r"\1***@", self.raw, count=1)
+        scheme, _, rest = self.raw.partition("://")
+        netloc, slash, tail = rest.partition("/")
+        userinfo, at, hosts = netloc.rpartition("@")
+        if not at or ":" not in userinfo:
+            return self.raw
+        return f"{scheme}://{userinfo.partition(':')[0]}:***@{hosts}{slash}{tail}"
 
 
 def parse_analytics_url(value: str) -> AnalyticsUrl | None:
@@ -52,10 +58,10 @@ def parse_analytics_url(value: str) -> AnalyticsUrl | None:
     if not raw:
         return None
     if raw.startswith("chdb://"):
-        path = raw[len("chdb://") :]
+        path, _, options = raw[len("chdb://") :].partition("?")
         if not path:
             raise ValueError("chdb:// needs a directory, e.g. chdb://data/analytics")
-        return AnalyticsUrl("chdb", raw, path=path)
+        return AnalyticsUrl("chdb", raw, path=path, database=_database(options))
     if not raw.startswith("clickhouse://"):
         raise ValueError("expected chdb://DIR or clickhouse://[user[:password]@]host[:port]/db")
     parts = urlsplit(raw)
@@ -65,10 +71,7 @@ def parse_analytics_url(value: str) -> AnalyticsUrl | None:
     database = unquote(parts.path.lstrip("/")) or DEFAULT_DATABASE
     if not _NAME.fullmatch(database):
         raise ValueError(f"database name {database!r}: letters, digits and _ only")
-    query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = set(query) - {"cluster"}
-    if unknown:
-        raise ValueError(f"unknown option {sorted(unknown)[0]!r} (only cluster=NAME)")
+    query = _options(parts.query, {"cluster"})
     cluster = query.get("cluster", [None])[-1]
     if cluster is not None and not _NAME.fullmatch(cluster):
         raise ValueError(f"cluster name {cluster!r}: letters, digits and _ only")
@@ -81,6 +84,24 @@ def parse_analytics_url(value: str) -> AnalyticsUrl | None:
         database=database,
         cluster=cluster,
     )
+
+
+def _options(query: str, allowed: set[str]) -> dict[str, list[str]]:
+    found = parse_qs(query, keep_blank_values=True)
+    unknown = set(found) - allowed
+    if unknown:
+        raise ValueError(
+            f"unknown option {sorted(unknown)[0]!r} (only {', '.join(sorted(allowed))})"
+        )
+    return found
+
+
+def _database(options: str) -> str:
+    """The ``?database=NAME`` of a chdb URL (default ``msgcube``)."""
+    database = _options(options, {"database"}).get("database", [DEFAULT_DATABASE])[-1]
+    if not _NAME.fullmatch(database):
+        raise ValueError(f"database name {database!r}: letters, digits and _ only")
+    return database
 
 
 def _host(text: str) -> tuple[str, int]:

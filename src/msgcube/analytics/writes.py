@@ -15,80 +15,98 @@ acknowledged both inserts — with ``insert_quorum`` on a cluster.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
 
 from msgcube.analytics.client import Analytics, in_list, literal, tuple_set
+from msgcube.analytics.schema import TABLES
 from msgcube.domain.messages import FOLLOW_EVENTS, Event, Message
 from msgcube.domain.periods import local_day_hour
+from msgcube.storage import clickhouse_dialect as ch
 from msgcube.storage.records import WriteResult
 
 _CHUNK = 5000  # keys per existence query
 
 MESSAGE_COLUMNS = (
     "account_id",
-    "day",
+    "create_time",
     "msg_id",
     "openid",
-    "create_time",
-    "hour",
     "msg_type",
     "msg_type_name",
     "received_at",
 )
-EVENT_COLUMNS = ("account_id", "openid", "create_time", "event", "day", "received_at")
+EVENT_COLUMNS = ("account_id", "openid", "create_time", "event", "received_at")
 
 
-def _stored_msg_ids(an: Analytics, account_id: int, msg_ids: Sequence[int]) -> set[int]:
-    found: set[int] = set()
+@dataclass(frozen=True, slots=True)
+class StoredCopy:
+    """What ``message_ids`` says of a MsgId already stored."""
+
+    create_time: int
+    counted: bool
+    received_at: int
+
+
+def _stored_msg_ids(
+    an: Analytics, account_id: int, msg_ids: Sequence[int]
+) -> dict[int, StoredCopy]:
+    found: dict[int, StoredCopy] = {}
     for i in range(0, len(msg_ids), _CHUNK):
         chunk = msg_ids[i : i + _CHUNK]
-        found.update(
-            int(r[0])
-            for r in an.rows(
-                f"SELECT DISTINCT msg_id FROM {an.table('message_ids')}"
-                f" WHERE account_id = {literal(account_id)} AND msg_id IN {in_list(chunk)}"
-            )
-        )
+        for mid, t, counted, received in an.rows(
+            "SELECT msg_id, min(create_time), max(counted), max(received_at)"
+            f" FROM {an.table('message_ids')}"
+            f" WHERE account_id = {literal(account_id)} AND msg_id IN {in_list(chunk)}"
+            " GROUP BY msg_id"
+        ):
+            found[int(mid)] = StoredCopy(int(t), bool(counted), int(received))
     return found
 
 
 def write_messages(
     an: Analytics, account_id: int, tz: str, batch: Sequence[Message], received_at: int
-) -> WriteResult:
+) -> tuple[WriteResult, dict[date, int]]:
+    """Store the batch's new messages; returns what was new, and for the counted
+    duplicates the local day of their stored copy → when that copy was received (the
+    caller checks that those days were marked dirty: ``batch.restore_lost_marks``)."""
     result = WriteResult()
+    resent: dict[date, int] = {}
     if not batch:
-        return result
+        return result, resent
     unique: dict[int, Message] = {}
     for m in batch:
         unique.setdefault(m.msg_id, m)
     stored = _stored_msg_ids(an, account_id, list(unique))
+    for copy in stored.values():
+        if copy.counted:
+            day, _ = local_day_hour(copy.create_time, tz)
+            resent[day] = max(resent.get(day, copy.received_at), copy.received_at)
     fresh = [m for mid, m in unique.items() if mid not in stored]
     result.messages_duplicate = len(batch) - len(fresh)
     result.messages_new = len(fresh)
     if not fresh:
-        return result
+        return result, resent
     rows = []
     for m in fresh:
-        day, hour = local_day_hour(m.create_time, tz)
+        day, _ = local_day_hour(m.create_time, tz)
         code = m.msg_type
         rows.append(
-            (
-                account_id,
-                day,
-                m.msg_id,
-                m.openid,
-                m.create_time,
-                hour,
-                code or 0,
-                m.msg_type_name,
-                received_at,
-            )
+            (account_id, m.create_time, m.msg_id, m.openid, code or 0, m.msg_type_name, received_at)
         )
         result.all_days.add(day)
         if code is not None:
             result.counted_days.add(day)
     an.insert("messages", MESSAGE_COLUMNS, rows)
-    an.insert("message_ids", ("account_id", "msg_id"), [(account_id, m.msg_id) for m in fresh])
-    return result
+    an.insert(
+        "message_ids",
+        ("account_id", "msg_id", "create_time", "counted", "received_at"),
+        [
+            (account_id, m.msg_id, m.create_time, int(m.msg_type is not None), received_at)
+            for m in fresh
+        ],
+    )
+    return result, resent
 
 
 def write_events(
@@ -115,7 +133,7 @@ def write_events(
     rows = []
     for e in fresh:
         day, _ = local_day_hour(e.create_time, tz)
-        rows.append((account_id, e.openid, e.create_time, e.event, day, received_at))
+        rows.append((account_id, e.openid, e.create_time, e.event, received_at))
         result.all_days.add(day)
         if e.event in FOLLOW_EVENTS:
             result.follow_days.add(day)
@@ -152,3 +170,16 @@ def replace_followers(an: Analytics, account_id: int, openids: Iterable[str]) ->
         "follower_lists", ("account_id", "version", "size"), [(account_id, version, len(unique))]
     )
     return len(unique)
+
+
+def forget_account(an: Analytics, account_id: int) -> None:
+    """Delete every row of the account (``platform forget``), in each table that has one.
+
+    A mutation: chdb applies it before returning; a server applies it in the background
+    (seconds), so ``db`` must not hand the id to a new account meanwhile — PostgreSQL
+    never reuses one, SQLite only the highest.
+    """
+    wait = {"mutations_sync": 2} if an.url.kind == "chdb" else {}
+    for name, columns, _, _ in TABLES:
+        if name != "schema_version" and any(c == "account_id" for c, _ in columns):
+            an.ddl(ch.delete_where(an.target, name, f"account_id = {literal(account_id)}"), wait)

@@ -14,11 +14,12 @@ the field), so nothing that would break the account later can be stored:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Connection, func, select, update
 
+from msgcube.analytics.reads import local_days
 from msgcube.auth.policy import normalize_whitelist
 from msgcube.domain.identifiers import appid_problem, original_id_problem, token_problem
 from msgcube.domain.periods import check_tz, local_today
@@ -26,6 +27,7 @@ from msgcube.errors import AccountError, AccountExists, NotFound
 from msgcube.relay.upstream import upstream_or_none
 from msgcube.rollup.plan import keys_for_days
 from msgcube.storage.accounts import Account, add_account, get_account, set_account
+from msgcube.storage.db import analytics_of
 from msgcube.storage.local_times import LOCAL_TIME_TABLES, rederive
 from msgcube.storage.rollup_state import mark_dirty
 from msgcube.storage.schema import accounts
@@ -152,6 +154,14 @@ def _follow_time_zone(conn: Connection, account: Account, now: datetime) -> None
     old zone have committed before this reads the rows, and later ones see the new zone.
     """
     touched = rederive(conn, account.id, account.tz)
+    analytics = analytics_of(conn)
+    kept: set[date] = set()
+    if analytics is not None:
+        # ClickHouse keeps Unix times only (rollups derive local days): nothing to
+        # rewrite there, but every day its data touches in either zone is dirty — a
+        # zone moves a time by less than a day either way.
+        kept = local_days(analytics, account.id, account.tz)
+        touched |= {d + timedelta(days=k) for d in kept for k in (-1, 0, 1)}
     if touched:
         mark_dirty(conn, account.id, keys_for_days(touched), local_today(now, account.tz))
     first: date | None = None
@@ -162,5 +172,7 @@ def _follow_time_zone(conn: Connection, account: Account, now: datetime) -> None
         ).scalar_one()
         if day is not None and (first is None or day < first):
             first = day
+    if kept:
+        first = min(kept) if first is None else min(first, *kept)
     if first is not None:  # the first day of data, as ingest keeps it, in the new zone
         conn.execute(update(accounts).where(accounts.c.id == account.id).values(stats_since=first))

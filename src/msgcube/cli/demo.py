@@ -168,6 +168,8 @@ def run_demo(settings: Settings, *, days: int, users: int, console: Console, ser
         store.dispose()
     today = local_today(settings.clock(), account.tz)
     console.print(f"\nDatabase: {store.url}")
+    if settings.analytics_db is not None:
+        console.print(f"Analytics (ClickHouse): {settings.analytics_db.shown}")
     console.print(f"Demo account: appid [bold]{DEMO_APPID}[/]  secret [bold]{demo_secret()}[/]")
     console.print(
         f"Callback URL: http://{settings.host}:{settings.port}/wechat/callback/{DEMO_APPID}"

@@ -15,10 +15,13 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
+from msgcube.analytics.client import Analytics
+from msgcube.analytics.url import parse_analytics_url
 from msgcube.cli.common import sqlite_path
+from msgcube.cli.sync_clickhouse import ClickHouseMirror
 from msgcube.client import Client
 from msgcube.client.protocol import DEFAULT_BASE_URL
-from msgcube.client.sync import SyncAborted, SyncProgress, SyncReport, run_daily, sync
+from msgcube.client.sync import Mirror, SyncAborted, SyncProgress, SyncReport, run_daily, sync
 from msgcube.client.tokens import FileTokenCache
 from msgcube.domain.endpoints import BY_NAME, SPAN_PROFILES, SpanProfile
 from msgcube.domain.periods import DEFAULT_TZ
@@ -52,7 +55,11 @@ def _datasets(value: str | None) -> list[str] | None:
     "--base-url", default=DEFAULT_BASE_URL, show_default=True, help="WeChat, or a msgcube server."
 )
 @click.option(
-    "--db", "db_url", required=True, help="Your database: a SQLAlchemy URL or a SQLite file path."
+    "--db",
+    "db_url",
+    required=True,
+    help="Your database: a SQLAlchemy URL, a SQLite file path, or ClickHouse"
+    " (chdb://DIR, clickhouse://user:pass@host:9000/db).",
 )
 @click.option(
     "--since",
@@ -117,8 +124,16 @@ def sync_command(
     end = until.date() if hasattr(until, "date") else None
     if begin and end and begin > end:
         raise click.BadParameter(f"{begin} is after --until {end}", param_hint="--since")
-    if "://" not in db_url:
-        db_url = "sqlite:///" + str(Path(db_url).expanduser())
+    target: str | Mirror = db_url
+    if db_url.startswith(("chdb://", "clickhouse://")):
+        try:
+            url = parse_analytics_url(db_url)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--db") from exc
+        assert url is not None
+        target = ClickHouseMirror(Analytics(url))
+    elif "://" not in db_url:
+        db_url = target = "sqlite:///" + str(Path(db_url).expanduser())
     mirror = sqlite_path(db_url)
     if mirror is not None and not mirror.parent.is_dir():
         # The mirror file is created on a first sync, its folder never: a typo'd path
@@ -142,7 +157,7 @@ def sync_command(
     )
 
     def once() -> SyncReport:
-        return _run(client, db_url, appid, begin, end, names, concurrency, quiet)
+        return _run(client, target, appid, begin, end, names, concurrency, quiet)
 
     try:
         if watch_at is None:
@@ -160,12 +175,14 @@ def sync_command(
         sys.exit(1)
     finally:
         client.close()
+        if isinstance(target, ClickHouseMirror):
+            target.an.close()
     click.echo(report.summary())
 
 
 def _run(
     client: Client,
-    db_url: str,
+    db_url: str | Mirror,
     appid: str,
     since: date | None,
     until: date | None,

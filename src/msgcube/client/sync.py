@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, Table, and_, bindparam, select
 
@@ -158,13 +158,88 @@ class _State:
     last_complete_day: date
 
 
+@dataclass(frozen=True, slots=True)
+class WindowRows:
+    """What one fetched window asks a mirror to store."""
+
+    ep: Endpoint
+    appid: str
+    window: Window
+    rows: list[Row]
+    state: tuple[date, date]
+    """The dataset's (first_day, last_complete_day) once this window is stored."""
+    now: datetime
+
+
+class Mirror(Protocol):
+    """Where ``sync`` writes. The user's SQL database by default (``SqlMirror``); the CLI
+    plugs in ClickHouse (``cli/sync_clickhouse.py``) through the same three calls."""
+
+    def prepare(self) -> None:
+        """Create the tables (idempotent)."""
+
+    def states(self, appid: str) -> dict[str, tuple[date, date]]:
+        """Dataset → (first_day, last_complete_day) already mirrored for ``appid``."""
+        ...
+
+    def write(self, batch: WindowRows) -> tuple[int, int, int]:
+        """Make the window's rows equal ``batch.rows`` and record ``batch.state``,
+        atomically or with the state last (so a crash re-fetches the window); returns
+        (inserted, updated, deleted)."""
+        ...
+
+
+class SqlMirror:
+    """The mirror in a SQLite or PostgreSQL database: each window in one transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def prepare(self) -> None:
+        if self.engine.dialect.name not in ("sqlite", "postgresql"):
+            raise ValueError(f"sync writes to SQLite or PostgreSQL, not {self.engine.dialect.name}")
+        create_schema(self.engine)
+
+    def states(self, appid: str) -> dict[str, tuple[date, date]]:
+        with self.engine.connect() as conn:
+            return {
+                name: (s.first_day, s.last_complete_day)
+                for name, s in _load_states(conn, appid).items()
+            }
+
+    def write(self, batch: WindowRows) -> tuple[int, int, int]:
+        appid, ep, state, now = batch.appid, batch.ep, batch.state, batch.now
+        with self.engine.begin() as conn:
+            counts = apply_rows(conn, ep, appid, batch.window, batch.rows, now)
+            conn.execute(
+                upsert(
+                    conn,
+                    sync_state,
+                    ["appid", "dataset"],
+                    {
+                        "first_day": lambda ex: ex.first_day,
+                        "last_complete_day": lambda ex: ex.last_complete_day,
+                        "updated_at": lambda ex: ex.updated_at,
+                    },
+                ),
+                {
+                    "appid": appid,
+                    "dataset": ep.name,
+                    "first_day": state[0],
+                    "last_complete_day": state[1],
+                    "updated_at": now,
+                },
+            )
+        return counts
+
+
 class _Skipped(Exception):
     """A job that did not run because its dataset or the whole run already stopped."""
 
 
 def sync(
     client: Client,
-    db_url: str | Engine,
+    db_url: str | Engine | Mirror,
     appid: str | None = None,
     since: DateLike | None = None,
     until: DateLike | None = None,
@@ -182,7 +257,7 @@ def sync(
     it (a backfill). Week and month datasets include the whole period containing
     ``since``. ``until`` defaults to (and is capped at) yesterday in the client's time
     zone. ``refresh_days`` re-fetches that many days before the resume point, to pick
-    up late recounts. ``db_url`` may also be an ``Engine``.
+    up late recounts. ``db_url`` may also be an ``Engine``, or any ``Mirror``.
 
     Raises ``SyncAborted`` for errors other than 61503 (after committing what was done).
     """
@@ -201,13 +276,11 @@ def sync(
     wanted = as_date(since) if since is not None else today - DEFAULT_LOOKBACK
 
     engine = open_database(db_url) if isinstance(db_url, str) else db_url
+    mirror = SqlMirror(engine) if isinstance(engine, Engine) else engine
     try:
-        if engine.dialect.name not in ("sqlite", "postgresql"):
-            raise ValueError(f"sync writes to SQLite or PostgreSQL, not {engine.dialect.name}")
-        create_schema(engine)
+        mirror.prepare()
         report = SyncReport(appid=appid, until=last)
-        with engine.connect() as conn:
-            states = _load_states(conn, appid)
+        states = {name: _State(*span) for name, span in mirror.states(appid).items()}
         plans: list[tuple[Endpoint, list[Window], list[Window]]] = []
         for ep in eps:
             state = states.get(ep.name)
@@ -222,7 +295,7 @@ def sync(
             report.datasets[ep.name] = dataset
             plans.append((ep, backfill, forward))
         calls_before = {ep.name: client.calls[ep.path] for ep in eps}
-        runner = _Runner(client, engine, appid, report, progress, states, wanted)
+        runner = _Runner(client, mirror, appid, report, progress, states, wanted)
         try:
             runner.run(plans, concurrency)
         finally:
@@ -231,7 +304,7 @@ def sync(
             report.seconds = _time.monotonic() - started
         return report
     finally:
-        if isinstance(db_url, str):
+        if isinstance(db_url, str) and isinstance(engine, Engine):
             engine.dispose()
 
 
@@ -288,7 +361,7 @@ class _Runner:
     def __init__(
         self,
         client: Client,
-        engine: Engine,
+        mirror: Mirror,
         appid: str,
         report: SyncReport,
         progress: Callable[[SyncProgress], None] | None,
@@ -296,7 +369,7 @@ class _Runner:
         wanted: date,
     ) -> None:
         self.client = client
-        self.engine = engine
+        self.mirror = mirror
         self.appid = appid
         self.report = report
         self.progress = progress
@@ -412,27 +485,8 @@ class _Runner:
             last = max(state.last_complete_day, period_last_day(period, window.end))
             state = _State(state.first_day, last)
         now = datetime.now(UTC)
-        with self.engine.begin() as conn:
-            counts = apply_rows(conn, ep, self.appid, window, rows, now)
-            conn.execute(
-                upsert(
-                    conn,
-                    sync_state,
-                    ["appid", "dataset"],
-                    {
-                        "first_day": lambda ex: ex.first_day,
-                        "last_complete_day": lambda ex: ex.last_complete_day,
-                        "updated_at": lambda ex: ex.updated_at,
-                    },
-                ),
-                {
-                    "appid": self.appid,
-                    "dataset": ep.name,
-                    "first_day": state.first_day,
-                    "last_complete_day": state.last_complete_day,
-                    "updated_at": now,
-                },
-            )
+        span = (state.first_day, state.last_complete_day)
+        counts = self.mirror.write(WindowRows(ep, self.appid, window, rows, span, now))
         self.states[ep.name] = state
         dataset.rows_fetched += len(rows)
         dataset.rows_inserted += counts[0]
@@ -454,6 +508,19 @@ def _excluded(column: str) -> Callable[[Any], Any]:
     return lambda excluded: excluded[column]
 
 
+def window_rows(
+    ep: Endpoint, window: Window, rows: list[Row]
+) -> dict[tuple[Any, ...], tuple[int, ...]]:
+    """The fetched rows of ``window``: natural key (dates as ``date``) → measures."""
+    measures = measure_fields(ep)
+    fetched: dict[tuple[Any, ...], tuple[int, ...]] = {}
+    for row in rows:
+        key = _db_key(ep, row)
+        if window.begin <= key[0] <= window.end:
+            fetched[key] = tuple(int(row[m]) for m in measures)
+    return fetched
+
+
 def apply_rows(
     conn: Connection, ep: Endpoint, appid: str, window: Window, rows: list[Row], now: datetime
 ) -> tuple[int, int, int]:
@@ -472,11 +539,7 @@ def apply_rows(
             )
         )
     }
-    fetched: dict[tuple[Any, ...], tuple[int, ...]] = {}
-    for row in rows:
-        key = _db_key(ep, row)
-        if window.begin <= key[0] <= window.end:
-            fetched[key] = tuple(int(row[m]) for m in measures)
+    fetched = window_rows(ep, window, rows)
     changed = [
         {
             "appid": appid,

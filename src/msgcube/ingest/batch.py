@@ -24,7 +24,7 @@ from msgcube.storage.records import (
     write_events,
     write_messages,
 )
-from msgcube.storage.rollup_state import mark_dirty
+from msgcube.storage.rollup_state import mark_dirty, unmarked_days
 
 
 def write_batch(
@@ -48,9 +48,10 @@ def write_batch(
     if analytics is not None:
         # Rows go to ClickHouse (acknowledged before this returns); the marks below
         # commit with the caller's transaction in ``db``.
-        result = analytics_writes.write_messages(
+        result, resent = analytics_writes.write_messages(
             analytics, account.id, account.tz, msgs, received_at
         )
+        result.counted_days |= unmarked_days(conn, account.id, resent)
         result.add(
             analytics_writes.write_events(analytics, account.id, account.tz, evts, received_at)
         )

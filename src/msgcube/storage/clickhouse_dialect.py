@@ -161,6 +161,12 @@ def drop_table(target: Target, table: str) -> list[str]:
     ]
 
 
+def delete_where(target: Target, table: str, condition: str) -> str:
+    """Delete TABLE's rows matching CONDITION on every server: an asynchronous mutation of
+    the local tables (``ALTER … DELETE``; the Distributed table takes none)."""
+    return f"ALTER TABLE {local_table(target, table)}{_on_cluster(target)} DELETE WHERE {condition}"
+
+
 def sync_replica(target: Target, table: str) -> str:
     """Wait on one server until its replica of TABLE has fetched what ZooKeeper lists."""
     return f"SYSTEM SYNC REPLICA {local_table(target, table)}"

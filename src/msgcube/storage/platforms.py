@@ -14,7 +14,9 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, select, update
 
+from msgcube.analytics.writes import forget_account
 from msgcube.storage.accounts import secret_hash
+from msgcube.storage.db import analytics_of
 from msgcube.storage.dialect import insert_ignore, upsert
 from msgcube.storage.schema import (
     accounts,
@@ -302,7 +304,10 @@ def platform_accounts(conn: Connection, platform_id: int) -> list[dict[str, Any]
 def delete_account_rows(conn: Connection, account_id: int, appid: str) -> None:
     """Delete an account and everything stored for it, in every table that has an
     ``account_id`` (so tables added later are covered), its refresh tokens and its
-    quarantined pushes."""
+    quarantined pushes — and its rows in ``analytics_db``."""
+    analytics = analytics_of(conn)
+    if analytics is not None:
+        forget_account(analytics, account_id)
     auth_ids = select(authorizations.c.id).where(authorizations.c.account_id == account_id)
     conn.execute(delete(refresh_tokens).where(refresh_tokens.c.authorization_id.in_(auth_ids)))
     for table in metadata.sorted_tables:

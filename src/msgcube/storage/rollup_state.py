@@ -8,7 +8,7 @@ period pending instead of being lost — no lock between ingest and rollup is ne
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date
 
 from sqlalchemy import Connection, select, update
@@ -90,3 +90,38 @@ def mark_done(
         {"done_seq": lambda ex: ex.done_seq, "computed_at": lambda ex: ex.computed_at},
     )
     conn.execute(stmt, rows)
+
+
+def unmarked_days(conn: Connection, account_id: int, received: Mapping[date, int]) -> set[date]:
+    """Days (→ when data for them was received) whose dirty mark was lost.
+
+    With ``analytics_db`` a batch lands in ClickHouse before its marks commit here; if
+    that commit fails, WeChat's retry finds the rows stored. Their day then is neither
+    pending nor computed since they came: it needs the mark the failed commit lost. (A
+    day computed at the very second the data came, or by a rollup without a clock, is
+    marked again: one recompute too many, never one too few.)
+    """
+    if not received:
+        return set()
+    rows = conn.execute(
+        select(
+            rollup_state.c.start,
+            rollup_state.c.dirty_seq,
+            rollup_state.c.done_seq,
+            rollup_state.c.computed_at,
+        ).where(
+            rollup_state.c.account_id == account_id,
+            rollup_state.c.period == Period.DAY.value,
+            rollup_state.c.start.in_(sorted(received)),
+        )
+    )
+    states = {r.start: r for r in rows}
+    lost: set[date] = set()
+    for day, at in received.items():
+        state = states.get(day)
+        if state is None or (
+            state.dirty_seq <= state.done_seq
+            and (state.computed_at is None or state.computed_at <= at)
+        ):
+            lost.add(day)
+    return lost

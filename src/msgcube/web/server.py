@@ -15,6 +15,7 @@ import os
 import uvicorn
 from starlette.applications import Starlette
 
+from msgcube.errors import ConfigError
 from msgcube.settings import Settings
 from msgcube.storage.db import open_store
 from msgcube.web.app import create_app
@@ -58,6 +59,11 @@ def serve(settings: Settings) -> None:
         forwarded_allow_ips="",
     )
     if settings.workers > 1:
+        if settings.analytics_db is not None and settings.analytics_db.kind == "chdb":
+            raise ConfigError(
+                "analytics_db chdb:// is embedded in one process: serve it with --workers 1,"
+                " or use a ClickHouse server (clickhouse://) for several workers"
+            )
         export_settings(settings)
         run("msgcube.web.server:app_from_env", factory=True, workers=settings.workers)
         return
