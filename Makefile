@@ -8,7 +8,7 @@ SUM := $(shell cksum pyproject.toml | cut -d' ' -f1)
 DEMO_STAMP := $(VENV)/.installed-demo-$(SUM)
 STAMP := $(VENV)/.installed-dev-$(SUM)
 
-.PHONY: demo serve test lint bench bench-rollup bench-api bench-push bench-sync bench-speed clean
+.PHONY: demo serve test lint bench bench-rollup bench-api bench-push bench-sync bench-speed bench-clickhouse clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,7 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-bench: bench-speed bench-rollup bench-api bench-push bench-sync
+bench: bench-speed bench-rollup bench-api bench-push bench-sync bench-clickhouse
 
 bench-speed: $(STAMP)
 	$(BIN)/python bench/speed.py
@@ -51,6 +51,10 @@ bench-push: $(STAMP)
 
 bench-sync: $(STAMP)
 	$(BIN)/python bench/sync.py
+
+# Debian's clickhouse-server (18.16) and zookeeper, as .ci/run installs them.
+bench-clickhouse: $(STAMP)
+	$(BIN)/python bench/clickhouse_ingest.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -215,6 +215,19 @@ class ClickHouseCluster:
     def tcp_ports(self) -> list[int]:
         return [r.tcp_port for r in self.replicas]
 
+    def url(self, database: str, *entries: tuple[int, int]) -> str:
+        """msgcube's ``analytics_db`` for DATABASE on this cluster.
+
+        ENTRIES are the (shard, replica) servers msgcube talks to, tried in turn (default:
+        the first server); their Distributed tables reach the others. A fault test kills a
+        server that is not an entry, or one of several entries.
+        """
+        hosts = ",".join(
+            f"127.0.0.1:{self.replica(shard, replica).tcp_port}"
+            for shard, replica in (entries or ((1, 1),))
+        )
+        return f"clickhouse://default@{hosts}/{database}?cluster={CLUSTER}"
+
     def kill_replica(self, shard: int, replica: int) -> None:
         """SIGKILL one server (no shutdown, like a power cut); its data directory stays."""
         rep = self.replica(shard, replica)
