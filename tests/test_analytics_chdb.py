@@ -22,13 +22,15 @@ import httpx
 import pytest
 
 from msgcube.analytics.client import Analytics
+from msgcube.analytics.schema import SCHEMA_VERSION, is_current
+from msgcube.analytics.schema import migrate as migrate_analytics
 from msgcube.analytics.url import parse_analytics_url
 from msgcube.analytics.writes import MESSAGE_COLUMNS
 from msgcube.auth.accounts import AccountChanges, update_account
 from msgcube.domain.endpoints import BY_NAME, ENDPOINTS, Period
 from msgcube.domain.messages import Event, Message, Record
 from msgcube.errors import ConfigError
-from msgcube.ingest.batch import write_batch
+from msgcube.ingest.batch import store_analytics, write_batch
 from msgcube.ingest.committer import GroupCommitter
 from msgcube.rollup.engine import pending_keys, refresh
 from msgcube.rollup.query import served_list
@@ -226,6 +228,83 @@ async def test_two_committers_racing_on_the_same_pushes_count_once(chdb_store: S
     assert served(chdb_store, account, "getupstreammsg", DAY, DAY) == [
         {"ref_date": "2026-03-02", "msg_type": 1, "msg_user": 5, "msg_count": 120}
     ]
+
+
+async def test_one_group_commit_of_several_accounts_stores_each_exactly_once(
+    chdb_store: Store,
+) -> None:
+    """The committer stores a batch of many accounts with one lookup and one insert per
+    table: the same MsgId in two accounts is two messages, a repeat within one account
+    is one, and each account's days are marked and served."""
+    accounts = [new_account(chdb_store) for _ in range(3)]
+    store_batch(chdb_store, accounts[0], [message(7, "o9")])  # stored before: a duplicate
+    committer = GroupCommitter(chdb_store, lambda: NOW)
+    jobs = [
+        committer.commit(a, message(i, f"o{i % (n + 2)}"))
+        for n, a in enumerate(accounts)
+        for i in range(1, 9)
+    ]
+    jobs += [committer.commit(a, message(3, "o1")) for a in accounts]  # retries
+    jobs += [
+        committer.commit(accounts[1], Event(openid="o1", create_time=CT, event="subscribe"))
+    ] * 2
+    try:
+        await asyncio.gather(*jobs)
+    finally:
+        await committer.stop()
+    assert committer.stats.batches == 1  # all queued before the writer ran: one batch
+    assert [stored_messages(chdb_store, a) for a in accounts] == [8, 8, 8]
+    an = analytics(chdb_store)
+    ids = an.rows(
+        f"SELECT account_id, count() FROM {an.table('message_ids')}"
+        f" WHERE account_id IN ({', '.join(str(a.id) for a in accounts)}) GROUP BY account_id"
+        " ORDER BY account_id"
+    )
+    assert ids == [(a.id, 8) for a in accounts]
+    events = an.scalar(
+        f"SELECT count() FROM {an.table('events')} WHERE account_id = {accounts[1].id}"
+    )
+    assert events == 1
+    for n, a in enumerate(accounts):
+        users = len({f"o{i % (n + 2)}" for i in range(1, 9)} | ({"o9"} if n == 0 else set()))
+        assert served(chdb_store, a, "getupstreammsg", DAY, DAY) == [
+            {"ref_date": "2026-03-02", "msg_type": 1, "msg_user": users, "msg_count": 8}
+        ]
+
+
+async def test_rows_stored_whose_db_marks_never_committed_are_marked_by_the_retry(
+    chdb_store: Store,
+) -> None:
+    """The committer's two steps apart: ClickHouse acknowledged a batch of two accounts,
+    then the ``db`` transaction with their marks was lost. The retried pushes, through
+    a committer, find every row stored and mark both accounts' day again."""
+    accounts = [new_account(chdb_store) for _ in range(2)]
+    batch: list[Record] = [message(1, "o1"), message(2, "o2")]
+    stored = store_analytics(analytics(chdb_store), [(a, batch) for a in accounts], STAMP)
+    assert [len(stored[a.id].messages) for a in accounts] == [2, 2]
+    for a in accounts:
+        with chdb_store.read() as conn:
+            assert pending_keys(conn, reread(chdb_store, a), NOW.date()) == []
+    committer = GroupCommitter(chdb_store, lambda: NOW)
+    try:
+        await asyncio.gather(*(committer.commit(a, r) for a in accounts for r in batch))
+    finally:
+        await committer.stop()
+    for a in accounts:
+        assert stored_messages(chdb_store, a) == 2
+        assert served(chdb_store, a, "getupstreammsg", DAY, DAY) == [
+            {"ref_date": "2026-03-02", "msg_type": 1, "msg_user": 2, "msg_count": 2}
+        ]
+
+
+def test_opening_skips_the_schema_statements_when_the_schema_is_current(
+    chdb_store: Store,
+) -> None:
+    an = analytics(chdb_store)
+    assert is_current(an)
+    migrate_analytics(an)  # a no-op: still one version row
+    rows = an.rows(f"SELECT version FROM {an.table('schema_version')}")
+    assert rows == [(SCHEMA_VERSION,)]
 
 
 # --------------------------------------------------------------------------- recompute

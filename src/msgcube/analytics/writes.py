@@ -7,15 +7,20 @@ copies of one push can both pass that check; both rows then exist until the engi
 merges them (``ReplacingMergeTree`` on the same key), and the rollup deduplicates by
 the key itself (``GROUP BY msg_id`` / the event key), so they still count once.
 
-Messages are inserted before their ids: an id is only ever recorded for a stored
-message. A batch is acknowledged (the function returns) only after ClickHouse
-acknowledged both inserts — with ``insert_quorum`` on a cluster.
+A batch may hold several accounts: it costs one lookup per table and one insert per
+table whatever their number — on a cluster a quorum insert is a ~50 ms round trip, so
+per-account statements made a group commit of 16 accounts take seconds. Messages are
+inserted before their ids: an id is only ever recorded for a stored message.
+``store_records`` returns only once ClickHouse acknowledged every insert — with
+``insert_quorum`` on a cluster. It touches no ``db``: the caller marks what it returns
+(``Stored.result``) in its own transaction, after, so the long round trips are outside
+the db write lock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 from msgcube.analytics.client import Analytics, in_list, literal, tuple_set
@@ -36,7 +41,10 @@ MESSAGE_COLUMNS = (
     "msg_type_name",
     "received_at",
 )
+MESSAGE_ID_COLUMNS = ("account_id", "msg_id", "create_time", "counted", "received_at")
 EVENT_COLUMNS = ("account_id", "openid", "create_time", "event", "received_at")
+
+_EventKey = tuple[int, str, int, str]  # account, openid, CreateTime, event
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,99 +56,136 @@ class StoredCopy:
     received_at: int
 
 
+@dataclass(frozen=True, slots=True)
+class AccountRecords:
+    """One account's records of a batch."""
+
+    account_id: int
+    messages: Sequence[Message]
+    events: Sequence[Event]
+
+
+@dataclass(slots=True)
+class Stored:
+    """What one account's records did in ClickHouse, as times (days come from ``result``)."""
+
+    messages_duplicate: int = 0
+    events_duplicate: int = 0
+    messages: list[tuple[int, bool]] = field(default_factory=list)  # new: time, counted
+    events: list[tuple[int, bool]] = field(default_factory=list)  # new: time, follow
+    resent: list[StoredCopy] = field(default_factory=list)  # counted copies found stored
+
+    def result(self, tz: str) -> tuple[WriteResult, dict[date, int]]:
+        """What was new, by local day in TZ (read afresh in the caller's transaction), and
+        for the counted duplicates the day of their stored copy → when it was received
+        (the caller checks those days were marked: ``rollup_state.unmarked_days``)."""
+        result = WriteResult(
+            messages_new=len(self.messages),
+            messages_duplicate=self.messages_duplicate,
+            events_new=len(self.events),
+            events_duplicate=self.events_duplicate,
+        )
+        days: dict[int, date] = {}
+
+        def day_of(t: int) -> date:
+            found = days.get(t)
+            if found is None:
+                found = days[t] = local_day_hour(t, tz)[0]
+            return found
+
+        for t, counted in self.messages:
+            day = day_of(t)
+            result.all_days.add(day)
+            if counted:
+                result.counted_days.add(day)
+        for t, follow in self.events:
+            day = day_of(t)
+            result.all_days.add(day)
+            if follow:
+                result.follow_days.add(day)
+        resent: dict[date, int] = {}
+        for copy in self.resent:
+            day = day_of(copy.create_time)
+            resent[day] = max(resent.get(day, copy.received_at), copy.received_at)
+        return result, resent
+
+
 def _stored_msg_ids(
-    an: Analytics, account_id: int, msg_ids: Sequence[int]
-) -> dict[int, StoredCopy]:
-    found: dict[int, StoredCopy] = {}
-    for i in range(0, len(msg_ids), _CHUNK):
-        chunk = msg_ids[i : i + _CHUNK]
-        for mid, t, counted, received in an.rows(
-            "SELECT msg_id, min(create_time), max(counted), max(received_at)"
+    an: Analytics, keys: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], StoredCopy]:
+    found: dict[tuple[int, int], StoredCopy] = {}
+    for i in range(0, len(keys), _CHUNK):
+        chunk = keys[i : i + _CHUNK]
+        for account, mid, t, counted, received in an.rows(
+            "SELECT account_id, msg_id, min(create_time), max(counted), max(received_at)"
             f" FROM {an.table('message_ids')}"
-            f" WHERE account_id = {literal(account_id)} AND msg_id IN {in_list(chunk)}"
-            " GROUP BY msg_id"
+            f" WHERE account_id IN {in_list(sorted({a for a, _ in chunk}))}"
+            f" AND (account_id, msg_id) IN {tuple_set(chunk)}"
+            " GROUP BY account_id, msg_id"
         ):
-            found[int(mid)] = StoredCopy(int(t), bool(counted), int(received))
+            found[(int(account), int(mid))] = StoredCopy(int(t), bool(counted), int(received))
     return found
 
 
-def write_messages(
-    an: Analytics, account_id: int, tz: str, batch: Sequence[Message], received_at: int
-) -> tuple[WriteResult, dict[date, int]]:
-    """Store the batch's new messages; returns what was new, and for the counted
-    duplicates the local day of their stored copy → when that copy was received (the
-    caller checks that those days were marked dirty: ``batch.restore_lost_marks``)."""
-    result = WriteResult()
-    resent: dict[date, int] = {}
-    if not batch:
-        return result, resent
-    unique: dict[int, Message] = {}
-    for m in batch:
-        unique.setdefault(m.msg_id, m)
-    stored = _stored_msg_ids(an, account_id, list(unique))
-    for copy in stored.values():
-        if copy.counted:
-            day, _ = local_day_hour(copy.create_time, tz)
-            resent[day] = max(resent.get(day, copy.received_at), copy.received_at)
-    fresh = [m for mid, m in unique.items() if mid not in stored]
-    result.messages_duplicate = len(batch) - len(fresh)
-    result.messages_new = len(fresh)
-    if not fresh:
-        return result, resent
-    rows = []
-    for m in fresh:
-        day, _ = local_day_hour(m.create_time, tz)
-        code = m.msg_type
-        rows.append(
-            (account_id, m.create_time, m.msg_id, m.openid, code or 0, m.msg_type_name, received_at)
-        )
-        result.all_days.add(day)
-        if code is not None:
-            result.counted_days.add(day)
-    an.insert("messages", MESSAGE_COLUMNS, rows)
-    an.insert(
-        "message_ids",
-        ("account_id", "msg_id", "create_time", "counted", "received_at"),
-        [
-            (account_id, m.msg_id, m.create_time, int(m.msg_type is not None), received_at)
-            for m in fresh
-        ],
-    )
-    return result, resent
-
-
-def write_events(
-    an: Analytics, account_id: int, tz: str, batch: Sequence[Event], received_at: int
-) -> WriteResult:
-    result = WriteResult()
-    if not batch:
-        return result
-    unique: dict[tuple[str, int, str], Event] = {}
-    for e in batch:
-        unique.setdefault((e.openid, e.create_time, e.event), e)
-    keys = list(unique)
-    stored: set[tuple[str, int, str]] = set()
+def _stored_events(an: Analytics, keys: Sequence[_EventKey]) -> set[_EventKey]:
+    found: set[_EventKey] = set()
     for i in range(0, len(keys), _CHUNK):
-        stored.update(
-            (str(o), int(t), str(ev))
-            for o, t, ev in an.rows(
-                f"SELECT DISTINCT openid, create_time, event FROM {an.table('events')}"
-                f" WHERE account_id = {literal(account_id)}"
-                f" AND (openid, create_time, event) IN {tuple_set(keys[i : i + _CHUNK])}"
+        chunk = keys[i : i + _CHUNK]
+        found.update(
+            (int(a), str(o), int(t), str(ev))
+            for a, o, t, ev in an.rows(
+                "SELECT DISTINCT account_id, openid, create_time, event"
+                f" FROM {an.table('events')}"
+                f" WHERE account_id IN {in_list(sorted({k[0] for k in chunk}))}"
+                f" AND (account_id, openid, create_time, event) IN {tuple_set(chunk)}"
             )
         )
-    fresh = [e for key, e in unique.items() if key not in stored]
-    rows = []
-    for e in fresh:
-        day, _ = local_day_hour(e.create_time, tz)
-        rows.append((account_id, e.openid, e.create_time, e.event, received_at))
-        result.all_days.add(day)
-        if e.event in FOLLOW_EVENTS:
-            result.follow_days.add(day)
-    an.insert("events", EVENT_COLUMNS, rows)
-    result.events_new = len(fresh)
-    result.events_duplicate = len(batch) - len(fresh)
-    return result
+    return found
+
+
+def store_records(
+    an: Analytics, batch: Sequence[AccountRecords], received_at: int
+) -> dict[int, Stored]:
+    """Store the batch's new messages and events, every account at once; what each
+    account's records did, by account id."""
+    out = {group.account_id: Stored() for group in batch}
+    messages: dict[tuple[int, int], Message] = {}
+    events: dict[_EventKey, Event] = {}
+    for group in batch:
+        for m in group.messages:
+            messages.setdefault((group.account_id, m.msg_id), m)
+        for e in group.events:
+            events.setdefault((group.account_id, e.openid, e.create_time, e.event), e)
+    stored_ids = _stored_msg_ids(an, list(messages)) if messages else {}
+    stored_events = _stored_events(an, list(events)) if events else set()
+    message_rows, id_rows, event_rows = [], [], []
+    for (account, mid), m in messages.items():
+        copy = stored_ids.get((account, mid))
+        if copy is not None:
+            if copy.counted:
+                out[account].resent.append(copy)
+            continue
+        counted = m.msg_type is not None
+        message_rows.append(
+            (account, m.create_time, mid, m.openid, m.msg_type or 0, m.msg_type_name, received_at)
+        )
+        id_rows.append((account, mid, m.create_time, int(counted), received_at))
+        out[account].messages.append((m.create_time, counted))
+    for key, e in events.items():
+        if key not in stored_events:
+            event_rows.append((key[0], e.openid, e.create_time, e.event, received_at))
+            out[key[0]].events.append((e.create_time, e.event in FOLLOW_EVENTS))
+    for group in batch:
+        stored = out[group.account_id]
+        stored.messages_duplicate += len(group.messages)
+        stored.events_duplicate += len(group.events)
+    for stored in out.values():
+        stored.messages_duplicate -= len(stored.messages)
+        stored.events_duplicate -= len(stored.events)
+    an.insert("messages", MESSAGE_COLUMNS, message_rows)
+    an.insert("message_ids", MESSAGE_ID_COLUMNS, id_rows)
+    an.insert("events", EVENT_COLUMNS, event_rows)
+    return out
 
 
 def current_followers_version(an: Analytics, account_id: int) -> int:

@@ -3,6 +3,9 @@
 Every path that accepts data — the callback, the bulk import, the generator — ends
 here, so deduplication and dirty-marking behave the same for all of them. A batch is
 one transaction: its rows and the dirty marks they cause commit together or not at all.
+With ``analytics_db`` the rows go to ClickHouse first (``store_analytics``), then the
+marks commit in ``db`` (``mark_stored``); a mark lost between the two is restored when
+WeChat's retry finds its rows stored.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from datetime import date
 from sqlalchemy import Connection
 
 from msgcube.analytics import writes as analytics_writes
+from msgcube.analytics.client import Analytics
+from msgcube.analytics.writes import AccountRecords, Stored
 from msgcube.domain.messages import Event, Message, Record
 from msgcube.rollup.plan import keys_for_days, keys_from
 from msgcube.storage.accounts import Account, extend_stats_since, set_follower_base
@@ -41,30 +46,57 @@ def write_batch(
     ``today`` is the account's local date and ``received_at`` the Unix time to stamp the
     rows with, both read by the caller from the one clock (``Settings.clock``).
     """
+    analytics = analytics_of(conn)
+    if analytics is not None:
+        stored = store_analytics(analytics, [(account, records)], received_at)
+        return mark_stored(conn, account, stored[account.id], today)
     sender_ids = sender_ids or SenderIds(account.id)
     msgs = [r for r in records if isinstance(r, Message)]
     evts = [r for r in records if isinstance(r, Event)]
-    analytics = analytics_of(conn)
-    if analytics is not None:
-        # Rows go to ClickHouse (acknowledged before this returns); the marks below
-        # commit with the caller's transaction in ``db``.
-        result, resent = analytics_writes.write_messages(
-            analytics, account.id, account.tz, msgs, received_at
+    result = write_messages(conn, account.id, account.tz, msgs, sender_ids, received_at)
+    result.add(write_events(conn, account.id, account.tz, evts, received_at))
+    _mark(conn, account, result, today)
+    return result
+
+
+def store_analytics(
+    analytics: Analytics,
+    batch: Sequence[tuple[Account, Sequence[Record]]],
+    received_at: int,
+) -> dict[int, Stored]:
+    """Store the records of several accounts in ClickHouse, before any ``db`` transaction.
+
+    One lookup and one insert per table for the whole batch; returns once ClickHouse
+    acknowledged them. The caller then commits ``mark_stored`` for each account in
+    ``db``; should that fail, the retry finds the rows stored and restores the marks.
+    """
+    groups = [
+        AccountRecords(
+            account.id,
+            [r for r in records if isinstance(r, Message)],
+            [r for r in records if isinstance(r, Event)],
         )
-        result.counted_days |= unmarked_days(conn, account.id, resent)
-        result.add(
-            analytics_writes.write_events(analytics, account.id, account.tz, evts, received_at)
-        )
-    else:
-        result = write_messages(conn, account.id, account.tz, msgs, sender_ids, received_at)
-        result.add(write_events(conn, account.id, account.tz, evts, received_at))
+        for account, records in batch
+    ]
+    return analytics_writes.store_records(analytics, groups, received_at)
+
+
+def mark_stored(conn: Connection, account: Account, stored: Stored, today: date) -> WriteResult:
+    """Mark in ``db`` what ``store_analytics`` stored for ACCOUNT (read in this transaction,
+    so its zone is the current one); returns what was new."""
+    result, resent = stored.result(account.tz)
+    result.counted_days |= unmarked_days(conn, account.id, resent)
+    _mark(conn, account, result, today)
+    return result
+
+
+def _mark(conn: Connection, account: Account, result: WriteResult, today: date) -> None:
     keys = keys_for_days(result.counted_days)
     if account.follower_base and result.follow_days:
         keys |= keys_from(min(result.follow_days), today)
     mark_dirty(conn, account.id, keys, today)
     if result.all_days:
         extend_stats_since(conn, account.id, min(result.all_days))
-    return result
 
 
 def import_followers(

@@ -2,7 +2,8 @@
 
 Each push enqueues its record (or its quarantine entry) with a future; a single writer
 task takes everything queued, stores it in one ``store.write()`` transaction on its own
-thread, then resolves every future at once — or fails them all, so each is answered 500
+thread (with ``analytics_db``: the rows into ClickHouse first, then the marks in that
+transaction), then resolves every future at once — or fails them all, so each is answered 500
 and WeChat retries. While one commit is on disk the next batch accumulates by itself;
 the writer only lingers a millisecond before taking it, so that the requests answered by
 the previous commit can come back and share the next fsync instead of leaving it to a
@@ -25,7 +26,7 @@ from datetime import datetime
 
 from msgcube.domain.messages import Message, Record
 from msgcube.domain.periods import local_today
-from msgcube.ingest.batch import write_batch
+from msgcube.ingest.batch import mark_stored, store_analytics, write_batch
 from msgcube.storage.accounts import Account, ingest_view
 from msgcube.storage.db import Store
 from msgcube.storage.quarantine import Kept, NewEntry, QuarantineLimits, add_entries
@@ -208,22 +209,27 @@ class GroupCommitter:
             elif job.entry is not None:
                 quarantined.append(job)
         now = self.clock()
+        stamp = int(now.timestamp())
+        for _, recs in records.values():
+            recs.sort(key=_lock_order)
+        analytics = self.store_db.analytics
         try:
+            stored = None
+            if analytics is not None and records:
+                # ClickHouse first, outside the write lock: its quorum insert is the long
+                # round trip, and holding the lock through it serialised both workers.
+                stored = store_analytics(analytics, list(records.values()), stamp)
             with self._process_lock(), self.store_db.write() as conn:
                 for cached, recs in records.values():
                     account = ingest_view(conn, cached)
-                    recs.sort(key=_lock_order)
+                    today = local_today(now, account.tz)
+                    if stored is not None:
+                        mark_stored(conn, account, stored[account.id], today)
+                        continue
                     senders = self._senders.get(account.id, len(recs))
-                    write_batch(
-                        conn,
-                        account,
-                        recs,
-                        local_today(now, account.tz),
-                        senders,
-                        received_at=int(now.timestamp()),
-                    )
+                    write_batch(conn, account, recs, today, senders, received_at=stamp)
                 entries = [job.entry for job in quarantined if job.entry is not None]
-                kept = add_entries(conn, entries, self.limits, int(now.timestamp()))
+                kept = add_entries(conn, entries, self.limits, stamp)
         except BaseException:
             # Ids interned by the rolled-back transaction do not exist: forget them all.
             self._senders.clear()
