@@ -14,6 +14,7 @@ the callback answers with HTTP 500 (WeChat retries) and the API with errcode -1.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
@@ -71,6 +72,19 @@ class _Chdb:
         self._client.close()
 
 
+_PREVIOUS_QUORUM_PENDING = 286  # UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE
+
+
+def _quorum_pauses() -> Iterator[float | None]:
+    """Pauses between attempts of a refused quorum insert: short at first (a quorum
+    insert takes tens of ms), ≈ 10 s in all; None after the last attempt."""
+    pause = 0.002
+    for _ in range(520):
+        yield pause
+        pause = min(pause * 1.5, 0.02)
+    yield None
+
+
 class _Native:
     """A server over the native protocol: one connection per thread, further hosts as failover."""
 
@@ -110,10 +124,28 @@ class _Native:
     def insert(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], settings: Settings
     ) -> None:
+        """Insert, waiting out another writer's quorum insert into the same table.
+
+        Before 20.10 a replicated table takes one quorum insert at a time and refuses the
+        next (code 286) while the previous one has not reached its quorum; two workers
+        committing at once hit that constantly. The refused insert wrote nothing (and a
+        repeated block would be deduplicated anyway), so it is sent again after a pause,
+        for at most about the quorum timeout.
+        """
+        from clickhouse_driver.errors import ServerException  # type: ignore[import-untyped]
+
         cols = ", ".join(ch.quote_ident(c) for c in columns)
-        self._client().execute(
-            f"INSERT INTO {table} ({cols}) VALUES", list(rows), settings=dict(settings)
-        )
+        data = list(rows)
+        for pause in _quorum_pauses():
+            try:
+                self._client().execute(
+                    f"INSERT INTO {table} ({cols}) VALUES", data, settings=dict(settings)
+                )
+                return
+            except ServerException as exc:
+                if exc.code != _PREVIOUS_QUORUM_PENDING or pause is None:
+                    raise
+                time.sleep(pause)
 
     def close(self) -> None:
         with self._lock:
