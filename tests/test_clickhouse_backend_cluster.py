@@ -37,7 +37,12 @@ import orjson
 import pytest
 from clickhouse_driver import Client
 
+from msgcube.analytics.client import Analytics
+from msgcube.analytics.schema import migrate as migrate_analytics
+from msgcube.analytics.url import parse_analytics_url
+from msgcube.analytics.writes import MESSAGE_ID_COLUMNS
 from msgcube.domain.traffic import generate_traffic, initial_followers
+from msgcube.errors import AnalyticsError
 from support.clickhouse_cluster import (
     ClickHouseCluster,
     Replica,
@@ -383,6 +388,43 @@ def test_demo_builds_on_the_cluster_as_on_sqlite(
         got = orjson.loads(on_cluster.run(*args))
         assert got == orjson.loads(on_sqlite.run(*args)), endpoint
         assert got, endpoint
+
+
+def test_concurrent_quorum_inserts_wait_for_each_other_instead_of_failing(
+    ch_cluster: ClickHouseCluster,
+) -> None:
+    """18.16 refuses a quorum insert while another one into the same table awaits its
+    quorum (code 286); the committers of two workers, inserting outside any lock, do that
+    constantly. Each insert waits its turn: none fails, every row is stored once."""
+    url = parse_analytics_url(ch_cluster.url(fresh_database()))
+    assert url is not None
+    analytics = Analytics(url)
+    errors: list[AnalyticsError] = []
+
+    def writer(account: int) -> None:
+        for msg_id in range(12):
+            try:
+                analytics.insert(
+                    "message_ids", MESSAGE_ID_COLUMNS, [(account, msg_id, 1772400000, 1, 0)]
+                )
+            except AnalyticsError as exc:
+                errors.append(exc)
+
+    try:
+        migrate_analytics(analytics)
+        threads = [threading.Thread(target=writer, args=(a,)) for a in (1, 2, 3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        stored = analytics.rows(
+            f"SELECT account_id, uniqExact(msg_id), count() FROM {analytics.table('message_ids')}"
+            " GROUP BY account_id ORDER BY account_id"
+        )
+        assert stored == [(1, 12, 12), (2, 12, 12), (3, 12, 12)]
+    finally:
+        analytics.close()
 
 
 def test_two_workers_store_duplicate_pushes_once(
