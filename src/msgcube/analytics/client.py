@@ -119,7 +119,18 @@ class _Native:
         self._client().execute(sql, settings=dict(settings))
 
     def rows(self, sql: str, settings: Settings) -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in self._client().execute(sql, settings=dict(settings))]
+        """Read; a connection the server dropped (it restarted) is replaced once.
+
+        A read is idempotent, so asking again on a fresh connection (to the next live
+        host) is safe, and the API does not answer -1 just because a replica restarted.
+        """
+        from clickhouse_driver.errors import NetworkError  # type: ignore[import-untyped]
+
+        try:
+            return [tuple(r) for r in self._client().execute(sql, settings=dict(settings))]
+        except (NetworkError, EOFError, ConnectionError):
+            self._client().disconnect()
+            return [tuple(r) for r in self._client().execute(sql, settings=dict(settings))]
 
     def insert(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], settings: Settings
@@ -132,7 +143,7 @@ class _Native:
         repeated block would be deduplicated anyway), so it is sent again after a pause,
         for at most about the quorum timeout.
         """
-        from clickhouse_driver.errors import ServerException  # type: ignore[import-untyped]
+        from clickhouse_driver.errors import ServerException
 
         cols = ", ".join(ch.quote_ident(c) for c in columns)
         data = list(rows)
