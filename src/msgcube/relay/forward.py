@@ -128,7 +128,7 @@ class Relay:
             try:
                 yield
             finally:
-                self._pool.close()
+                await self._pool.aclose()
 
     def _origin(self, url: str) -> Origin:
         """``url`` parsed, once per URL (a platform's upstream differs per appid)."""

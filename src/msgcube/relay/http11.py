@@ -84,11 +84,18 @@ class Answer:
 
 
 class _Link(asyncio.Protocol):
-    """One keep-alive connection: bytes in are fed to h11 while a request is in flight."""
+    """One keep-alive connection: bytes in are fed to h11 while a request is in flight.
 
-    def __init__(self) -> None:
+    ``live`` is the pool's set of connections not yet lost: the link is in it from the
+    moment it connected (TLS handshake done) until the transport reports it closed, so a
+    closing TLS connection (still exchanging close_notify) is waited for at shutdown.
+    """
+
+    def __init__(self, live: set[_Link]) -> None:
         self.h11 = h11.Connection(h11.CLIENT)
         self.transport: asyncio.Transport | None = None
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._live = live
         self.idle_since = 0.0
         self.broken = False  # closed, reset, or sent bytes nobody asked for
         self._busy = False
@@ -96,6 +103,7 @@ class _Link(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._live.add(self)
 
     def data_received(self, data: bytes) -> None:
         if not self._busy:
@@ -113,6 +121,9 @@ class _Link(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.broken = True
+        self._live.discard(self)
+        if not self.lost.done():
+            self.lost.set_result(None)
         self._wake()
 
     def _wake(self) -> None:
@@ -179,7 +190,7 @@ class Http11Pool:
     def __init__(self, *, keepalive: float = 60.0, tls: ssl.SSLContext | None = None) -> None:
         self.keepalive = keepalive
         self._idle: dict[tuple[str, str, int], list[_Link]] = {}
-        self._open: set[_Link] = set()
+        self._live: set[_Link] = set()
         self._tls = tls
 
     def tls(self) -> ssl.SSLContext:
@@ -230,18 +241,34 @@ class Http11Pool:
 
     async def _connect(self, origin: Origin) -> _Link:
         tls = self.tls() if origin.scheme == "https" else None
+        live = self._live
         _, link = await asyncio.get_running_loop().create_connection(
-            _Link, origin.host, origin.port, ssl=tls, server_hostname=origin.host if tls else None
+            lambda: _Link(live),
+            origin.host,
+            origin.port,
+            ssl=tls,
+            server_hostname=origin.host if tls else None,
         )
-        self._open.add(link)
         return link
 
     def _discard(self, link: _Link) -> None:
-        link.close()
-        self._open.discard(link)
+        link.close()  # it leaves ``_live`` when the transport reports it lost
 
-    def close(self) -> None:
-        """Close every connection (idle or not)."""
-        for link in list(self._open):
-            self._discard(link)
+    async def aclose(self, grace: float = 1.0) -> None:
+        """Close every connection (idle, in use, or still closing) and wait until each is.
+
+        A TLS connection closes only after close_notify went both ways; one that has not
+        within ``grace`` seconds is aborted. Returning earlier would leave sockets for the
+        garbage collector once the event loop is gone.
+        """
         self._idle.clear()
+        for attempt in range(2):
+            links = list(self._live)
+            if not links:
+                return
+            for link in links:
+                if attempt == 0:
+                    link.close()
+                elif link.transport is not None:
+                    link.transport.abort()
+            await asyncio.wait([link.lost for link in links], timeout=grace)
