@@ -25,6 +25,7 @@ from alembic import command
 from sqlalchemy import create_engine, select, text
 
 from msgcube.auth.accounts import AccountChanges, update_account
+from msgcube.auth.platforms import secret_matches as platforms_secret_matches
 from msgcube.domain.endpoints import BY_NAME
 from msgcube.domain.messages import Event, Message
 from msgcube.errors import AccountError
@@ -33,6 +34,7 @@ from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
 from msgcube.storage.accounts import add_account, get_account, ingest_view, secret_matches
 from msgcube.storage.db import Store, _alembic_config, migrate, open_store
+from msgcube.storage.platforms import get_platform
 from msgcube.storage.schema import accounts, events, messages, server_secrets
 from support.server import MSGCUBE, ServerProcess, msgcube_env
 
@@ -122,6 +124,34 @@ def test_migration_0004_keeps_existing_secrets_working(empty_db: str, tmp_path: 
             params={"grant_type": "client_credential", "appid": "wxold", "secret": "wrong"},
         ).json()
         assert wrong["errcode"] == 40125
+
+
+def test_migration_0011_keeps_existing_platform_secrets_working(empty_db: str) -> None:
+    """Platforms registered before 0011 hold bare SHA-256s; after it, keyed ones that the
+    old component_appsecret still matches."""
+    store = open_store(empty_db, migrate_schema=False)
+    bare = hashlib.sha256(SECRET.encode()).hexdigest()
+    with store.engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0010")
+        conn.execute(
+            text(
+                "INSERT INTO platforms (component_appid, secret_hash, ticket_url, push_token,"
+                " aes_key, ticket_key, created_at)"
+                " VALUES ('wxplatold', :h, '', 't', :k, 'tk', 0)"
+            ),
+            {"h": bare, "k": "a" * 43},
+        )
+    migrate(store)
+    with store.read() as conn:
+        platform = get_platform(conn, "wxplatold")
+        assert platform is not None
+        key = conn.execute(
+            select(server_secrets.c.value).where(server_secrets.c.name == "app_secret_key")
+        ).scalar_one()
+        assert platform.secret_hash == hmac.new(key.encode(), bare.encode(), "sha256").hexdigest()
+        assert platforms_secret_matches(conn, platform, SECRET)
+        assert not platforms_secret_matches(conn, platform, "wrong")
+    store.dispose()
 
 
 # --------------------------------------------------------------------------- sessions

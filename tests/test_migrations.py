@@ -33,7 +33,7 @@ def test_migrate_is_idempotent_and_keeps_data(tmp_path: Path) -> None:
     migrate(store)
     with store.read() as conn:
         assert conn.execute(text("SELECT openid FROM followers")).scalars().all() == ["o"]
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0010"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0011"
     store.dispose()
 
 

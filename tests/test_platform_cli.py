@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from click.testing import CliRunner, Result
 
@@ -53,8 +55,11 @@ def test_the_platform_commands_print_what_a_script_needs(store: Store) -> None:
     now = int(T0.timestamp())
     with store.read() as conn:
         platform = get_platform(conn, component_appid)
-    assert platform is not None
-    assert secret_matches(platform, secret)
+        assert platform is not None
+        assert secret_matches(conn, platform, secret)
+        assert not secret_matches(conn, platform, secret + "x")
+    # Keyed as an account's AppSecret: a table of SHA-256s of likely secrets finds nothing.
+    assert platform.secret_hash != hashlib.sha256(secret.encode()).hexdigest()
 
     ticket = last_line(run(store, "platform", "ticket", "--component-appid", component_appid))
     check_ticket(platform, ticket, now)

@@ -39,7 +39,7 @@ from sqlalchemy import Connection
 from msgcube.auth.tokens import OVERLAP, TOKEN_TTL, new_token
 from msgcube.errors import ApiError, NotFound, PlatformError, PushRefused
 from msgcube.relay import check_upstream_url, shown_upstream
-from msgcube.storage.accounts import Account, get_account, hash_secret
+from msgcube.storage.accounts import Account, get_account, secret_hash
 from msgcube.storage.platforms import (
     Authorization,
     Platform,
@@ -121,7 +121,7 @@ def register_platform(
     return insert_platform(
         conn,
         component_appid=component_appid,
-        secret_hash=hash_secret(secret),
+        secret_hash=secret_hash(conn, secret),
         ticket_key=secrets.token_hex(32),
         created_at=now,
         **values,
@@ -209,8 +209,10 @@ def require_platform(conn: Connection, component_appid: str) -> Platform:
     return platform
 
 
-def secret_matches(platform: Platform, secret: str) -> bool:
-    return hmac.compare_digest(platform.secret_hash, hash_secret(secret))
+def secret_matches(conn: Connection, platform: Platform, secret: str) -> bool:
+    """Whether ``secret`` is the platform's component_appsecret (keyed hash as an
+    account's AppSecret, constant-time compare)."""
+    return hmac.compare_digest(platform.secret_hash, secret_hash(conn, secret))
 
 
 # --- component_verify_ticket --------------------------------------------------------------

@@ -33,12 +33,13 @@ SECRET_KEY_NAME = "app_secret_key"  # noqa: S105 - the name of a server secret, 
 
 
 def hash_secret(secret: str) -> str:
-    """The bare SHA-256 of a secret (the inner hash; platform secrets still use it alone)."""
+    """The bare SHA-256 of a secret: the inner hash of ``keyed_secret_hash``."""
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def keyed_secret_hash(key: str, secret: str) -> str:
-    """What is stored for an AppSecret: the SHA-256, keyed with the deployment's key."""
+    """What is stored for an AppSecret (an account's or a platform's): the SHA-256,
+    keyed with the deployment's key."""
     return hmac.new(key.encode(), hash_secret(secret).encode(), hashlib.sha256).hexdigest()
 
 

@@ -45,10 +45,10 @@ async def api_component_token(request: Request, ctx: AppContext) -> Response:
         raise ApiError(41004, "component_appsecret missing")
     with ctx.store.read() as conn:
         platform = get_platform(conn, appid)
-    if platform is None:
-        raise ApiError(61011, f"unknown component_appid {appid}")
-    if not secret_matches(platform, secret):
-        raise ApiError(40125)
+        if platform is None:
+            raise ApiError(61011, f"unknown component_appid {appid}")
+        if not secret_matches(conn, platform, secret):
+            raise ApiError(40125)
     now = ctx.now_ts()
     check_ticket(platform, ticket or "", now)
     with ctx.store.write() as conn:
