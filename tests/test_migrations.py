@@ -8,8 +8,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from msgcube.storage.db import Store, migrate, open_store, table_names
+from msgcube.storage.accounts import add_account, get_account
+from msgcube.storage.db import Store, _alembic_config, migrate, open_store, table_names
+from msgcube.storage.platforms import delete_account_rows
 from msgcube.storage.schema import metadata
+
+from conftest import fresh_appid
 
 
 def _ours(name: str | None, type_: str, parent: object) -> bool:
@@ -33,7 +37,7 @@ def test_migrate_is_idempotent_and_keeps_data(tmp_path: Path) -> None:
     migrate(store)
     with store.read() as conn:
         assert conn.execute(text("SELECT openid FROM followers")).scalars().all() == ["o"]
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0011"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0012"
     store.dispose()
 
 
@@ -86,3 +90,46 @@ def test_0009_builds_user_layers_from_stored_messages(tmp_path: Path) -> None:
         ("week", "2026-03-02", 7, 1, 0, 0, 1),
         ("week", "2026-03-02", 8, 0, 0, 1, 1),
     ]
+
+
+def _add(store: Store, appid: str) -> int:
+    with store.write() as conn:
+        return add_account(conn, appid=appid, secret="s" * 32, tz="UTC", now=0).id
+
+
+def test_a_forgotten_accounts_id_is_never_handed_out_again(store: Store) -> None:
+    """Rows keyed by a forgotten id may outlive it (a ClickHouse mutation runs in the
+    background): a new account must never get that id, even when it was the highest."""
+    first = _add(store, fresh_appid("wxforget"))
+    newest = _add(store, fresh_appid("wxforget"))
+    with store.write() as conn:
+        delete_account_rows(conn, newest, "")
+    assert _add(store, fresh_appid("wxforget")) > newest > first
+
+
+def test_0012_keeps_accounts_and_their_auth_gen_trigger(tmp_path: Path) -> None:
+    """0012 copies the SQLite table (AUTOINCREMENT is declared with it): the rows, the
+    unique appid and the trigger that moves auth_gen must all survive the copy."""
+    from alembic import command
+
+    store = open_store(f"sqlite:///{tmp_path / 'old.db'}", migrate_schema=False)
+    with store.engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0011")
+    old = [_add(store, f"wxold{i}") for i in range(3)]
+    migrate(store)
+    with store.write() as conn:
+        delete_account_rows(conn, old[-1], "wxold2")  # the highest: SQLite reused it before
+    assert _add(store, "wxnew") > old[-1]
+    with store.write() as conn:
+        before = get_account(conn, "wxold1")
+        assert before is not None and before.id == old[1]
+        conn.execute(
+            text("UPDATE accounts SET ip_whitelist = '1.2.3.4' WHERE id = :i"), {"i": old[1]}
+        )
+        gen = conn.execute(text("SELECT auth_gen FROM accounts WHERE id = :i"), {"i": old[1]})
+        assert gen.scalar_one() == 1  # the trigger moved it
+        sql = conn.execute(
+            text("SELECT sql FROM sqlite_master WHERE name = 'accounts'")
+        ).scalar_one()
+        assert "AUTOINCREMENT" in sql
+    store.dispose()

@@ -221,8 +221,7 @@ def forget_account(an: Analytics, account_id: int) -> None:
     """Delete every row of the account (``platform forget``), in each table that has one.
 
     A mutation: chdb applies it before returning; a server applies it in the background
-    (seconds), so ``db`` must not hand the id to a new account meanwhile — PostgreSQL
-    never reuses one, SQLite only the highest.
+    (seconds), so ``db`` never hands the id to a new account (schema: AUTOINCREMENT).
     """
     wait = {"mutations_sync": 2} if an.url.kind == "chdb" else {}
     for name, columns, _, _ in TABLES:

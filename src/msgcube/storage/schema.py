@@ -79,6 +79,7 @@ accounts = Table(
     # tokens, grants or quota override: the API's per-process cache of those checks is
     # valid while it stands still (auth/caller_cache.py).
     Column("auth_gen", Integer, nullable=False, server_default="0"),
+    sqlite_autoincrement=True,  # ids are never reused (migration 0012)
 )
 
 senders = Table(
