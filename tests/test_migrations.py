@@ -37,7 +37,7 @@ def test_migrate_is_idempotent_and_keeps_data(tmp_path: Path) -> None:
     migrate(store)
     with store.read() as conn:
         assert conn.execute(text("SELECT openid FROM followers")).scalars().all() == ["o"]
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0012"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0013"
     store.dispose()
 
 
@@ -132,4 +132,27 @@ def test_0012_keeps_accounts_and_their_auth_gen_trigger(tmp_path: Path) -> None:
             text("SELECT sql FROM sqlite_master WHERE name = 'accounts'")
         ).scalar_one()
         assert "AUTOINCREMENT" in sql
+    store.dispose()
+
+
+def test_0013_recognises_platform_entries_kept_before_it(tmp_path: Path) -> None:
+    """Entries the platform URL quarantined before 0013 said so only in their reason."""
+    from alembic import command
+
+    store = open_store(f"sqlite:///{tmp_path / 'old.db'}", migrate_schema=False)
+    reasons = ["platform wx0123456789abcdef: decrypt: bad padding", "decrypt: bad padding"]
+    with store.engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0012")
+        for reason in reasons:
+            conn.execute(
+                text(
+                    "INSERT INTO quarantine (appid, received_at, reason, query, body)"
+                    " VALUES ('wxa', 0, :r, '', x'00')"
+                ),
+                {"r": reason},
+            )
+    migrate(store)
+    with store.read() as conn:
+        found = conn.execute(text("SELECT component_appid FROM quarantine ORDER BY id")).scalars()
+        assert list(found) == ["wx0123456789abcdef", ""]
     store.dispose()

@@ -446,6 +446,37 @@ def test_key_rotation_and_handshake(deployment: Deployment) -> None:
         d.msgcube("platform", "set", "--component-appid", component_appid, "--aes-key", "short")
 
 
+def test_quarantined_platform_pushes_replay_with_the_platforms_keys(
+    deployment: Deployment,
+) -> None:
+    """WeChat already seals with a key the operator has not set yet: the pushes are kept
+    (400), and once the key is set, ``quarantine replay`` opens them with the platform's
+    Token and keys — not the account's — creating the account their first push names."""
+    d = deployment
+    component_appid, _ = d.add_platform()
+    unknown_key = new_key()
+    sealer = Sealer(TOKEN, unknown_key, component_appid)
+    appid = wx_appid()
+    for i in range(3):
+        query, body = sealer.seal(text_message("gh_replay000001", 100 + i))
+        answer = post(d.url(component_appid, appid), query, body)
+        assert (answer.status_code, "quarantined" in answer.text) == (400, True)
+    notice_query, notice = sealer.seal({"AppId": component_appid, "InfoType": "x"})
+    assert post(d.url(component_appid, appid), notice_query, notice).status_code == 400
+    assert d.message_count(appid) == -1 and len(d.quarantined(appid)) == 4
+
+    with pytest.raises(RuntimeError, match=r"0 replayed .*, 4 still failing"):
+        d.msgcube("quarantine", "replay", "--appid", appid)  # the key is still unknown
+    d.msgcube("platform", "set", "--component-appid", component_appid, "--aes-key", unknown_key)
+    done = d.msgcube("quarantine", "replay", "--appid", appid)
+    assert done.startswith("4 replayed (3 new messages, 0 duplicates"), done
+    assert d.message_count(appid) == 3
+    accounts = d.msgcube("platform", "accounts", "--component-appid", component_appid)
+    assert appid in accounts
+    again = d.msgcube("quarantine", "replay", "--appid", appid)
+    assert again.startswith("0 replayed") and "0 still failing" in again, again
+
+
 # --------------------------------------------------------------------------- relayed
 
 

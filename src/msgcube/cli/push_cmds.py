@@ -95,7 +95,11 @@ def quarantine_replay(entry_ids: tuple[int, ...], appid: str | None, settings: S
     """
     with opened(settings) as store:
         report = replay_quarantine(
-            store, settings.clock(), list(entry_ids) if entry_ids else None, appid=appid
+            store,
+            settings.clock(),
+            list(entry_ids) if entry_ids else None,
+            appid=appid,
+            tz=settings.tz,
         )
     for entry_id, reason in report.failed:
         click.echo(f"{entry_id}: still failing: {reason}", err=True)

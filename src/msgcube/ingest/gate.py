@@ -94,8 +94,9 @@ class RawPush:
         ``msg_signature`` in compatible/safe mode, else ``signature``."""
         return self.query.get("msg_signature" if self.encrypted else "signature", "")
 
-    def quarantined(self, reason: str, now: int) -> NewEntry:
-        """What to keep of this request, received at ``now``, when it cannot be stored."""
+    def quarantined(self, reason: str, now: int, component_appid: str = "") -> NewEntry:
+        """What to keep of this request, received at ``now`` (on ``component_appid``'s
+        message URL, if a platform's), when it cannot be stored."""
         return NewEntry(
             appid=self.appid,
             received_at=now,
@@ -103,6 +104,7 @@ class RawPush:
             query=self.query_string,
             body=self.body,
             signed_by=self.signed_by,
+            component_appid=component_appid,
         )
 
 

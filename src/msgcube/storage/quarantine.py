@@ -44,6 +44,7 @@ class QuarantineEntry:
     body: bytes = field(repr=False)
     body_size: int
     replayed_at: int | None
+    component_appid: str = ""  # received on this platform's message URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,7 @@ class NewEntry:
     query: str
     body: bytes = field(repr=False)
     signed_by: str = ""
+    component_appid: str = ""  # received on this platform's message URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +163,7 @@ def add_entry(conn: Connection, entry: NewEntry) -> int:
             reason=entry.reason[:2000],
             query=entry.query,
             body=entry.body,
+            component_appid=entry.component_appid,
         )
     )
     key = result.inserted_primary_key
@@ -176,6 +179,7 @@ _LIST_COLUMNS = (
     quarantine.c.query,
     func.length(quarantine.c.body).label("body_size"),
     quarantine.c.replayed_at,
+    quarantine.c.component_appid,
 )
 
 
@@ -204,6 +208,7 @@ def list_entries(
             body=b"",
             body_size=int(r.body_size or 0),
             replayed_at=r.replayed_at,
+            component_appid=r.component_appid,
         )
         for r in conn.execute(stmt)
     ]
@@ -251,4 +256,5 @@ def _full(r: Any) -> QuarantineEntry:
         body=body,
         body_size=len(body),
         replayed_at=r.replayed_at,
+        component_appid=r.component_appid,
     )

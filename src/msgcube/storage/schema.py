@@ -206,6 +206,9 @@ quarantine = Table(
     Column("query", Text, nullable=False, server_default=""),
     Column("body", LargeBinary, nullable=False),
     Column("replayed_at", BigInteger, nullable=True),
+    # The platform whose message URL received it ('' for the account's own URL): its
+    # Token and keys, not the account's, open it again (migration 0013).
+    Column("component_appid", String(64), nullable=False, server_default=""),
 )
 
 access_tokens = Table(

@@ -208,11 +208,18 @@ async def callback(request: Request) -> Response:
 
 
 async def quarantine_response(
-    request: Request, service: CallbackService, raw: RawPush, reason: str
+    request: Request,
+    service: CallbackService,
+    raw: RawPush,
+    reason: str,
+    *,
+    component_appid: str = "",
 ) -> Response:
-    """Keep a signed push that cannot be stored, within the quarantine's bounds."""
+    """Keep a signed push that cannot be stored, within the quarantine's bounds
+    (``component_appid``: received on that platform's message URL)."""
+    entry = raw.quarantined(reason, service.ctx.now_ts(), component_appid)
     try:
-        kept = await service.committer.quarantine(raw.quarantined(reason, service.ctx.now_ts()))
+        kept = await service.committer.quarantine(entry)
     except Exception:
         return refuse(request, 500, "could not store")
     if kept is Kept.FULL:

@@ -49,9 +49,13 @@ from starlette.routing import Route
 
 from msgcube.auth.platforms import admitted_account, create_platform_account, upstream_for
 from msgcube.domain.identifiers import is_appid
-from msgcube.domain.messages import Record, parse_record
 from msgcube.errors import IngestError
-from msgcube.ingest.gate import RawPush, open_fields
+from msgcube.ingest.gate import RawPush
+from msgcube.ingest.platform_push import (
+    open_platform_fields,
+    platform_gate,
+    read_platform_push,
+)
 from msgcube.storage.accounts import Account
 from msgcube.storage.platforms import Platform, get_platform
 from msgcube.web.callback import (
@@ -64,32 +68,11 @@ from msgcube.web.callback import (
     signed_query,
 )
 from msgcube.web.request_checks import read_body
-from msgcube.wechat import parse_push_xml
 
 CACHE_TTL = 1.0
 """Seconds a platform (Token, keys, upstream) or an admitted account is cached: a new
 Token, upstream or a revocation takes effect within a second (a new key at once: a push
 that fails to open re-reads the platform)."""
-
-ENVELOPE_FIELDS = frozenset({"ToUserName", "AppId", "Encrypt"})
-"""The only fields of a safe-mode body; anything else is compatible mode."""
-
-
-def gate_view(platform: Platform) -> Account:
-    """The platform as the gate sees an account: the Token that signs, the keys that
-    open, and the appid every envelope must end with (the component appid)."""
-    return Account(
-        id=0,
-        appid=platform.component_appid,
-        original_id="",
-        tz="UTC",
-        verified=False,
-        follower_base=False,
-        stats_since=None,
-        callback_token=platform.push_token,
-        aes_key=platform.aes_key,
-        prev_aes_key=platform.prev_aes_key,
-    )
 
 
 class PlatformCallbackService:
@@ -152,7 +135,7 @@ async def platform_callback(request: Request) -> Response:
     platform = await service.platform(component_appid) if is_appid(component_appid) else None
     if platform is None:
         return refuse(request, 404, "unknown platform")
-    raw = signed_query(request, appid, gate_view(platform))
+    raw = signed_query(request, appid, platform_gate(platform))
     if request.method in ("GET", "HEAD"):
         return echo(raw)
     if (raw.query.get("encrypt_type") or "").strip().lower() != "aes":
@@ -163,17 +146,16 @@ async def platform_callback(request: Request) -> Response:
     raw = replace(raw, body=body)
     try:
         platform, fields = await _open(service, platform, raw)
-        if not set(parse_push_xml(body)) <= ENVELOPE_FIELDS:
-            return refuse(request, 403, "compatible mode is not accepted on a platform URL")
-        to_user = fields.get("ToUserName", "")
-        if not to_user and fields.get("AppId") == platform.component_appid:
+        push = read_platform_push(platform, fields, body)  # compatible mode: PushRefused
+        if push.record is None:
             return PlainTextResponse("success")  # WeChat's notice to the platform
-        record = _record(fields)
-        account = await service.account(platform, appid, to_user)
+        account = await service.account(platform, appid, push.to_user)
     except IngestError as exc:  # XmlError and DecryptError are IngestErrors too
         reason = f"platform {component_appid}: {exc.reason}"
-        return await quarantine_response(request, service.callbacks, raw, reason)
-    storing = service.callbacks.committer.commit(account, record)
+        return await quarantine_response(
+            request, service.callbacks, raw, reason, component_appid=component_appid
+        )
+    storing = service.callbacks.committer.commit(account, push.record)
     if platform.upstream_url:
         answer = await service.callbacks.relay.relay(
             account,
@@ -193,25 +175,18 @@ async def platform_callback(request: Request) -> Response:
     return PlainTextResponse("success")
 
 
-def _record(fields: dict[str, str]) -> Record:
-    try:
-        return parse_record(fields)
-    except IngestError as exc:
-        raise IngestError(f"record: {exc.reason}") from None
-
-
 async def _open(
     service: PlatformCallbackService, platform: Platform, raw: RawPush
 ) -> tuple[Platform, dict[str, str]]:
-    """``open_fields`` with the platform's keys, retried once with the platform re-read
+    """``open_platform_fields``, retried once with the platform re-read
     if they just changed (as the account callback does for an account's)."""
     try:
-        return platform, open_fields(gate_view(platform), raw)[0]
+        return platform, open_platform_fields(platform, raw)
     except IngestError:
         fresh = await service.platform(platform.component_appid, fresh=True)
         if fresh is None or _keys(fresh) == _keys(platform):
             raise
-        return fresh, open_fields(gate_view(fresh), raw)[0]
+        return fresh, open_platform_fields(fresh, raw)
 
 
 def _keys(platform: Platform) -> tuple[str, str | None, str | None]:
