@@ -332,10 +332,10 @@ def _write_messages_sqlite(
                 groups.setdefault((day, True), []),
                 groups.setdefault((day, False), []),
             )
+        iso, hour, counted_rows, other_rows = slot
         code = codes.get(name)
-        (slot[2] if code is not None else slot[3]).append(
-            (account_id, msg_id, ids[openid], create_time, name, code, slot[0], slot[1], received_at)
-        )
+        row = (account_id, msg_id, ids[openid], create_time, name, code, iso, hour, received_at)
+        (counted_rows if code is not None else other_rows).append(row)
     partly_new = False
     for (day, counted), rows in groups.items():
         if not rows:
