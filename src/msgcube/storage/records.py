@@ -8,9 +8,11 @@ message, so the caller can mark exactly those periods dirty.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from operator import add, itemgetter
 from typing import Any
 
 import orjson
@@ -284,6 +286,7 @@ _SIGNED = 2**63
 # A messages row as inserted: account_id, msg_id, user_id, create_time, msg_type_name,
 # msg_type, day, hour, received_at.
 _Row = tuple[int, int, int, int, str, int | None, str, int, int]
+_USER_TYPE = itemgetter(2, 5)
 
 
 def _write_messages_sqlite(
@@ -307,45 +310,36 @@ def _write_messages_sqlite(
     # Rowids are handed out as max + 1 and the write lock is held: every row this call
     # stores has an id above this one, every older row an id at most this one.
     last_id = conn.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM messages").scalar_one()
-    unique: dict[int, Message] = {}
-    for m in batch:
-        mid = m.msg_id
-        if mid >= _SIGNED:
-            mid -= 2**64  # stored_msg_id, inlined on the hot path
-        if mid not in unique:
-            unique[mid] = m
-    ids = sender_ids.resolve(conn, {m.openid for m in unique.values()})
+    ids = sender_ids.resolve(conn, {m.openid for m in batch})
     groups: dict[tuple[date, bool], list[_Row]] = {}
     # Local day and hour per UTC quarter-hour (exact: see local_day_hour), looked up here
-    # without a call per message.
-    slots: dict[int, tuple[date, str, int]] = {}
+    # without a call per message; a slot holds its day's two groups (counted, not).
+    slots: dict[int, tuple[str, int, list[_Row], list[_Row]]] = {}
     codes = MSG_TYPE_CODES
-    for mid, m in unique.items():
-        create_time = m.create_time
+    seen: set[int] = set()
+    for msg_id, openid, create_time, name in batch:
+        if msg_id >= _SIGNED:
+            msg_id -= 2**64  # stored_msg_id, inlined on the hot path
+        if msg_id in seen:
+            continue  # the first of a MsgId in the batch is the one stored
+        seen.add(msg_id)
         slot = slots.get(create_time // QUARTER)
         if slot is None:
             day, hour = local_day_hour(create_time, tz)
-            slot = slots[create_time // QUARTER] = (day, day.isoformat(), hour)
-        code = codes.get(m.msg_type_name)
-        key = (slot[0], code is not None)
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = []
-        group.append(
-            (
-                account_id,
-                mid,
-                ids[m.openid],
-                create_time,
-                m.msg_type_name,
-                code,
-                slot[1],
-                slot[2],
-                received_at,
+            slot = slots[create_time // QUARTER] = (
+                day.isoformat(),
+                hour,
+                groups.setdefault((day, True), []),
+                groups.setdefault((day, False), []),
             )
-        )
+        iso, hour, counted_rows, other_rows = slot
+        code = codes.get(name)
+        row = (account_id, msg_id, ids[openid], create_time, name, code, iso, hour, received_at)
+        (counted_rows if code is not None else other_rows).append(row)
     partly_new = False
     for (day, counted), rows in groups.items():
+        if not rows:
+            continue
         stored = conn.exec_driver_sql(_SQLITE_INSERT, rows).rowcount
         if stored:
             result.messages_new += stored
@@ -359,17 +353,18 @@ def _write_messages_sqlite(
         for statement in _SQLITE_USER_LAYERS:
             conn.exec_driver_sql(statement, (account_id, last_id))
     elif result.counted_days:
-        # The common case: every counted group was new entirely — add up its rows here.
-        column: dict[int | None, int] = {t: i for i, t in enumerate(COUNTED_TYPES)}
+        # The common case: every counted group was new entirely — add up its rows here,
+        # (sender, type) pairs counted in C, then spread over the count columns.
+        column = {t: i for i, t in enumerate(COUNTED_TYPES)}
+        width = len(_COUNT_COLUMNS)
         days: dict[tuple[date, int], list[int]] = {}
-        for (day, counted), rows in groups.items():
-            if counted and day in result.counted_days:
-                for row in rows:
-                    per_user = days.get((day, row[2]))
-                    if per_user is None:
-                        per_user = days[(day, row[2])] = [0] * len(_COUNT_COLUMNS)
-                    per_user[column[row[5]]] += 1
-                    per_user[-1] += 1
+        for day in result.counted_days:
+            for (user_id, code), n in Counter(map(_USER_TYPE, groups[(day, True)])).items():
+                per_user = days.get((day, user_id))
+                if per_user is None:
+                    per_user = days[(day, user_id)] = [0] * width
+                per_user[column[code]] = n
+                per_user[-1] += n
         _add_counts_sqlite(conn, account_id, days)
     result.messages_duplicate = len(batch) - result.messages_new
     return result
@@ -402,11 +397,7 @@ def _add_counts_sqlite(
         day_rows.append((account_id, iso, user_id, week, month, *values))
         for key in (("week", week, user_id), ("month", month, user_id)):
             total = periods.get(key)
-            if total is None:
-                periods[key] = list(values)
-            else:
-                for i, v in enumerate(values):
-                    total[i] += v
+            periods[key] = values if total is None else list(map(add, total, values))
     conn.exec_driver_sql(_SQLITE_UPSERT_DAY + _SQLITE_ADD, day_rows)
     conn.exec_driver_sql(
         _SQLITE_UPSERT_PERIOD + _SQLITE_ADD,
