@@ -14,8 +14,24 @@
    connections for ``--duration`` seconds, msgcube then the ceiling per request, after a
    short warm-up, with no Content-Type on the POST (as wechatpy sends it); a Lua hook
    counts any non-200 answer or errcode body, which must be zero;
-5. prints requests/s, p50 and p99 latency and the ratio to the ceiling (goal: ≥ 50 % of
-   the ceiling's requests/s, p99 < 20 ms) and appends them to ``bench/RESULTS.md``.
+5. then loads both servers again at the same *paced* rate — half the ceiling's
+   requests/s, the rate the goal asks msgcube to sustain — each connection waiting
+   ``connections / rate`` between its requests (wrk's ``delay()`` hook), and takes the
+   p99 latency there;
+6. prints requests/s, p50 and p99 latency and the ratio to the ceiling (goal: ≥ 50 % of
+   the ceiling's requests/s at saturation, p99 < 20 ms at the paced rate) and appends
+   them to ``bench/RESULTS.md``.
+
+Why the p99 is taken at a paced rate: at saturation the 64 connections are always
+queued, so by Little's law the latency is ``connections / throughput`` (p50 ≈ 64 / 10,000
+req/s ≈ 6 ms), and its tail is how long the OS leaves a worker descheduled while wrk and
+the other worker (and anything else on a shared machine) run — the ceiling's own p99
+there moved between 6 and 47 ms from run to run with nothing changed. A server at
+exactly half the ceiling's throughput has twice its queueing latency by construction, so
+the saturated p99 mostly restates the ratio. At a rate both servers can sustain the
+queue is short and the p99 shows what a request itself costs, pauses included (garbage
+collection, the quota counter's reads and flushes, the background rollup). The saturated
+p99 is still printed and recorded next to it.
 
 The load generator runs on the same machine as both servers, so all three share its
 cores; the 1-minute load average before the run is recorded to show what else ran.
@@ -45,6 +61,7 @@ GOAL_RATIO = 0.5
 GOAL_P99_MS = 20.0
 
 LUA = """
+%(pacing)s
 wrk.method = "POST"
 wrk.body = '%(body)s'
 COUNTERS = {"errcodes", "bad"}
@@ -99,12 +116,21 @@ def cases(today: date) -> list[Case]:
 
 
 def wrk(
-    url: str, body: str, *, seconds: float, connections: int, threads: int, workdir: Path
+    url: str,
+    body: str,
+    *,
+    seconds: float,
+    connections: int,
+    threads: int,
+    workdir: Path,
+    delay_ms: int = 0,
 ) -> Load:
+    """One wrk run; with ``delay_ms`` each connection waits that long between requests
+    (wrk starts the latency clock when it sends, so the wait is not counted)."""
     script = workdir / "post.lua"
-    script.write_text(
-        LUA % {"body": body.replace("\\", "\\\\").replace("'", "\\'")} + harness.LUA_DONE
-    )
+    pacing = f"function delay() return {delay_ms} end" if delay_ms else ""
+    escaped = body.replace("\\", "\\\\").replace("'", "\\'")
+    script.write_text(LUA % {"body": escaped, "pacing": pacing} + harness.LUA_DONE)
     fields = harness.run_wrk(script, url, seconds=seconds, connections=connections, threads=threads)
     return harness.load_of(fields)
 
@@ -123,6 +149,21 @@ def measure(
     return load
 
 
+def pacing_delay_ms(rate: float, connections: int) -> int:
+    """The wait per connection between requests that offers about ``rate`` requests/s
+    (a little less: each connection also waits for its answer)."""
+    return max(1, round(connections * 1000 / rate))
+
+
+def measure_paced(
+    url: str, body: str, delay_ms: int, args: argparse.Namespace, workdir: Path
+) -> Load:
+    """The same requests at a paced rate (see the module docstring), no warm-up needed:
+    the saturated run just warmed the server."""
+    options = {"connections": args.connections, "threads": args.threads, "workdir": workdir}
+    return wrk(url, body, seconds=args.duration, delay_ms=delay_ms, **options)
+
+
 def answers(base: str, token: str, today: date) -> dict[str, str]:
     """msgcube's answer to each benchmarked request (rows required: no empty benchmark)."""
     bodies: dict[str, str] = {}
@@ -137,7 +178,18 @@ def answers(base: str, token: str, today: date) -> dict[str, str]:
     return bodies
 
 
-def run(args: argparse.Namespace, workdir: Path) -> list[tuple[Case, Load, Load]]:
+@dataclass(frozen=True)
+class Result:
+    """One request's figures: both servers saturated, then both at the same paced rate."""
+
+    case: Case
+    mine: Load
+    ceiling: Load
+    mine_paced: Load
+    ceiling_paced: Load
+
+
+def run(args: argparse.Namespace, workdir: Path) -> list[Result]:
     db = args.db or workdir / "demo.db"
     log = workdir / "servers.log"
     build_demo(db, log)
@@ -150,7 +202,7 @@ def run(args: argparse.Namespace, workdir: Path) -> list[tuple[Case, Load, Load]
         MSGCUBE_QUOTA_DATACUBE=str(10**9),
     )
     ceiling_cmd = harness.ceiling_command(ceiling_port, args.workers)
-    results: list[tuple[Case, Load, Load]] = []
+    results: list[Result] = []
     with harness.running([harness.MSGCUBE, "serve"], serve_env, log, port) as server:
         credentials = {
             "grant_type": "client_credential",
@@ -170,8 +222,16 @@ def run(args: argparse.Namespace, workdir: Path) -> list[tuple[Case, Load, Load]
                 path = f"/datacube/{case.name}?access_token={token}"
                 mine = measure(base + path, case.body(), args, workdir, server)
                 ceil = measure(ceiling + path, case.body(), args, workdir, ceiling_server)
-                results.append((case, mine, ceil))
-                print_row(case, mine, ceil)
+                delay = pacing_delay_ms(GOAL_RATIO * ceil.rps, args.connections)
+                result = Result(
+                    case,
+                    mine,
+                    ceil,
+                    measure_paced(base + path, case.body(), delay, args, workdir),
+                    measure_paced(ceiling + path, case.body(), delay, args, workdir),
+                )
+                results.append(result)
+                print_row(result)
         # The token still answers rows: nothing in the run was a quota or token error.
         first = cases(today)[0]
         check = httpx.post(
@@ -203,20 +263,28 @@ def main() -> int:
     )
     if not args.no_record:
         record(args, results, load_before)
-    ok = all(met(m, c) for _, m, c in results)
-    print("goal met" if ok else "goal NOT met (≥ 50% of the ceiling's requests/s, p99 < 20 ms)")
+    ok = all(met(r) for r in results)
+    print(
+        "goal met"
+        if ok
+        else "goal NOT met (≥ 50% of the ceiling's requests/s, p99 < 20 ms at the paced rate)"
+    )
     return 0
 
 
-def met(m: Load, c: Load) -> bool:
-    return m.rps >= GOAL_RATIO * c.rps and m.p99_ms < GOAL_P99_MS
+def met(r: Result) -> bool:
+    return r.mine.rps >= GOAL_RATIO * r.ceiling.rps and r.mine_paced.p99_ms < GOAL_P99_MS
 
 
-def print_row(case: Case, m: Load, c: Load) -> None:
+def print_row(r: Result) -> None:
+    m, c, mp, cp = r.mine, r.ceiling, r.mine_paced, r.ceiling_paced
     print(
-        f"{case.label:34} msgcube {m.rps:8,.0f} req/s p50 {m.p50_ms:6.2f} ms "
+        f"{r.case.label:34} saturated: msgcube {m.rps:8,.0f} req/s p50 {m.p50_ms:6.2f} ms "
         f"p99 {m.p99_ms:6.2f} ms | ceiling {c.rps:8,.0f} req/s p50 {c.p50_ms:6.2f} ms "
-        f"p99 {c.p99_ms:6.2f} ms | {m.rps / c.rps:5.0%}",
+        f"p99 {c.p99_ms:6.2f} ms | {m.rps / c.rps:5.0%}\n"
+        f"{'':34} paced:     msgcube {mp.rps:8,.0f} req/s p50 {mp.p50_ms:6.2f} ms "
+        f"p99 {mp.p99_ms:6.2f} ms | ceiling {cp.rps:8,.0f} req/s p50 {cp.p50_ms:6.2f} ms "
+        f"p99 {cp.p99_ms:6.2f} ms",
         flush=True,
     )
 
@@ -224,38 +292,52 @@ def print_row(case: Case, m: Load, c: Load) -> None:
 SECTION = """## API (`bench/api.py`)
 
 `msgcube serve --workers 2` on the demo database (`msgcube demo --no-serve`: 120 days,
-3000 users; default settings, each request logged with its rid) next to the ceiling,
-`bench/ceiling_app.py` (minimal Starlette on uvicorn, 2 workers, answering the same POST
-with msgcube's own answer as a fixed body), measured in the same run with `wrk` at 64
-connections (2 threads) on the same machine, so the load generator and the servers share
-its cores. Warm-up 2 s, then the stated seconds per request and server. Goal: msgcube ≥ 50%
-of the ceiling's requests/s and p99 < 20 ms. "load" is the 1-minute load average before
-the run (other work on the machine).
-
-| date | cores | load | request | s | msgcube req/s | p50 ms | p99 ms \
-| ceiling req/s | p50 ms | p99 ms | ratio | goal |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|
-<!-- api rows -->
+3000 users; default settings) next to the ceiling, `bench/ceiling_app.py` (minimal
+Starlette on uvicorn, 2 workers, answering the same POST with msgcube's own answer as a
+fixed body), measured in the same run with `wrk` at 64 connections (2 threads) on the
+same machine, so the load generator and the servers share its cores.
 """
 
+PACED_SECTION = """### Saturated throughput, p99 at a paced rate
 
-def record(args: argparse.Namespace, results: list[tuple[Case, Load, Load]], load: float) -> None:
+From 2026-11-30 (issue 14) each request is measured twice per server: saturated (warm-up
+2 s, then the stated seconds; gives the requests/s ratio), then paced at the same offered
+rate for both servers — half the ceiling's saturated requests/s, each connection waiting
+`64 / rate` between requests — for the p99 the goal is judged on (the saturated p99 is
+kept in the table; why, in `bench/api.py`'s docstring and the notes below). Goal:
+msgcube ≥ 50% of the ceiling's requests/s and p99 < 20 ms at the paced rate. "load" is
+the 1-minute load average before the run (other work on the machine).
+
+| date | cores | load | request | s | msgcube req/s | p99 ms | ceiling req/s | p99 ms \
+| ratio | paced req/s msgcube / ceiling | paced p50 ms msgcube / ceiling \
+| paced p99 ms msgcube / ceiling | goal |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+<!-- api paced rows -->
+"""
+OLD_MARKER = "<!-- api rows -->"
+MARKER = "<!-- api paced rows -->"
+
+
+def record(args: argparse.Namespace, results: list[Result], load: float) -> None:
     lines = []
-    for case, m, c in results:
-        ok = met(m, c)
+    for r in results:
+        m, c, mp, cp = r.mine, r.ceiling, r.mine_paced, r.ceiling_paced
         lines.append(
-            f"| {date.today()} | {os.cpu_count()} | {load:.2f} | {case.label} | "
-            f"{args.duration:g} | {m.rps:,.0f} | {m.p50_ms:.2f} | {m.p99_ms:.2f} | "
-            f"{c.rps:,.0f} | {c.p50_ms:.2f} | {c.p99_ms:.2f} | {m.rps / c.rps:.0%} | "
-            f"{'yes' if ok else 'no'} |"
+            f"| {date.today()} | {os.cpu_count()} | {load:.2f} | {r.case.label} | "
+            f"{args.duration:g} | {m.rps:,.0f} | {m.p99_ms:.2f} | {c.rps:,.0f} | "
+            f"{c.p99_ms:.2f} | {m.rps / c.rps:.0%} | {mp.rps:,.0f} / {cp.rps:,.0f} | "
+            f"{mp.p50_ms:.2f} / {cp.p50_ms:.2f} | {mp.p99_ms:.2f} / {cp.p99_ms:.2f} | "
+            f"{'yes' if met(r) else 'no'} |"
         )
     path = harness.BENCH / "RESULTS.md"
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    marker = "<!-- api rows -->"
-    if marker not in text:
-        text = text.rstrip("\n") + "\n\n" + SECTION
+    if MARKER not in text:
+        if OLD_MARKER in text:  # the saturated-only table of earlier runs stays above
+            text = text.replace(OLD_MARKER, OLD_MARKER + "\n\n" + PACED_SECTION.rstrip("\n"), 1)
+        else:
+            text = text.rstrip("\n") + "\n\n" + SECTION + "\n" + PACED_SECTION
     # Rows go above the marker, so the table reads oldest to newest.
-    text = text.replace(marker, "\n".join(lines) + "\n" + marker, 1)
+    text = text.replace(MARKER, "\n".join(lines) + "\n" + MARKER, 1)
     path.write_text(text, encoding="utf-8")
     print(f"recorded in {path} (Python {platform.python_version()})")
 

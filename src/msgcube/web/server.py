@@ -9,6 +9,7 @@ handling off: only msgcube's ``trusted_proxies`` decides whose ``X-Forwarded-For
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 
@@ -35,12 +36,27 @@ def export_settings(settings: Settings) -> None:
     os.environ["MSGCUBE_CONFIG"] = os.devnull  # the environment is now complete
 
 
+def freeze_startup_objects() -> None:
+    """Move everything built at startup (modules, SQLAlchemy's metadata, the app) out of
+    the garbage collector's reach.
+
+    Those ≈ 90,000 objects live as long as the process, yet every full collection walks
+    them all: ≈ 10–30 ms on the event loop's thread, during which every request in flight
+    waits (bench/RESULTS.md, "API p99"). Frozen, a full collection only walks what
+    requests allocated since. Nothing is leaked: frozen objects are never garbage.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def app_from_env() -> Starlette:
     settings = Settings.load({})
     configure_logging(settings.log_level)
-    return create_app(
+    app = create_app(
         settings, open_store(settings.db_url, analytics=settings.analytics_db), background=True
     )
+    freeze_startup_objects()
+    return app
 
 
 def serve(settings: Settings) -> None:
@@ -67,8 +83,8 @@ def serve(settings: Settings) -> None:
         export_settings(settings)
         run("msgcube.web.server:app_from_env", factory=True, workers=settings.workers)
         return
-    run(
-        create_app(
-            settings, open_store(settings.db_url, analytics=settings.analytics_db), background=True
-        )
+    app = create_app(
+        settings, open_store(settings.db_url, analytics=settings.analytics_db), background=True
     )
+    freeze_startup_objects()
+    run(app)
