@@ -106,27 +106,18 @@ class Stored:
                 found = days[t] = local_day_hour(t, tz)[0]
             return found
 
-        for t, counted in self.messages:
-            day = day_of(t)
-            result.all_days.add(day)
-            if counted:
-                result.counted_days.add(day)
-        for t, follow in self.events:
-            day = day_of(t)
-            result.all_days.add(day)
-            if follow:
-                result.follow_days.add(day)
+        def add(rows: list[tuple[int, bool]], every: set[date], flagged: set[date]) -> None:
+            for t, flag in rows:
+                day = day_of(t)
+                every.add(day)
+                if flag:
+                    flagged.add(day)
+
         resent = Resent()
-        for t, counted in self.resent:
-            day = day_of(t)
-            resent.days.add(day)
-            if counted:
-                resent.counted_days.add(day)
-        for t, follow in self.resent_events:
-            day = day_of(t)
-            resent.days.add(day)
-            if follow:
-                resent.follow_days.add(day)
+        add(self.messages, result.all_days, result.counted_days)
+        add(self.events, result.all_days, result.follow_days)
+        add(self.resent, resent.days, resent.counted_days)
+        add(self.resent_events, resent.days, resent.follow_days)
         return result, resent
 
 
