@@ -181,6 +181,11 @@ class Analytics:
             {"select_sequential_consistency": 1} if url.cluster is not None else {}
         )
         self._insert_settings = ch.insert_settings(self.target)
+        self._command_settings: Settings = {
+            **self._insert_settings,
+            **self._read_settings,
+            **ch.bulk_insert_settings(url.kind == "chdb"),
+        }
 
     def table(self, name: str) -> str:
         """The qualified name of table NAME (the Distributed table on a cluster)."""
@@ -198,7 +203,7 @@ class Analytics:
     def command(self, sql: str) -> None:
         """Run an ``INSERT … SELECT``: it reads what was acknowledged and writes acknowledged."""
         with self._translated("statement"):
-            self._backend.command(sql, {**self._insert_settings, **self._read_settings})
+            self._backend.command(sql, self._command_settings)
 
     def ddl(self, sql: str, settings: Settings | None = None) -> None:
         """Run a schema statement or mutation."""

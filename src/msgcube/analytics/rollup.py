@@ -24,8 +24,7 @@ from msgcube.analytics.writes import current_followers_version
 from msgcube.domain.endpoints import Period
 from msgcube.domain.periods import period_end_timestamp, period_last_day
 
-_TYPES = "[1, 2, 3, 4, 6]"
-_BY_TYPE = "multiIf(t = 1, s1, t = 2, s2, t = 3, s3, t = 4, s4, s6)"
+_TYPES = (1, 2, 3, 4, 6)  # the counted msg_types, each a column c<t> / s<t>
 _SUMMARY_COLUMNS = "account_id, period, ref_date, ref_hour, msg_type, msg_user, msg_count, version"
 _DIST_COLUMNS = "account_id, period, ref_date, count_interval, msg_user, version"
 
@@ -68,13 +67,13 @@ def _deduplicated_messages(an: Analytics, a: int, tz: str, days: Sequence[date])
     (concurrent duplicate copies collapse here)."""
     lo = period_end_timestamp(Period.DAY, min(days) - timedelta(days=1), tz)
     hi = period_end_timestamp(Period.DAY, max(days), tz)
-    local = f"toDateTime(create_time, {literal(tz)})"
     return (
-        "SELECT day, msg_id, any(o) AS uid, any(h) AS hr, any(t) AS mt FROM ("
-        f" SELECT toDate({local}) AS day, toHour({local}) AS h, msg_id, openid AS o, msg_type AS t"
+        "SELECT toDate(ts) AS day, toHour(ts) AS hr, uid, mt FROM ("
+        f" SELECT toDateTime(any(create_time), {literal(tz)}) AS ts, any(openid) AS uid,"
+        " any(msg_type) AS mt"
         f" FROM {an.table('messages')} WHERE account_id = {literal(a)}"
-        f" AND create_time >= {lo} AND create_time < {hi})"
-        f" WHERE day IN {in_list(days)} GROUP BY day, msg_id"
+        f" AND create_time >= {lo} AND create_time < {hi} GROUP BY msg_id)"
+        f" WHERE day IN {in_list(days)}"
     )
 
 
@@ -154,11 +153,16 @@ def _aggregates(
     """Summary rows per msg_type and distribution rows per count_interval, of PER_USER."""
     p = literal(period.value)
     if per_user:
+        # Aggregated per period first, then one row per type of the few results: an
+        # arrayJoin over the per-user rows made five rows of each (five times the work).
+        per_type = ", ".join(f"countIf(s{t} > 0) AS u{t}, sum(s{t}) AS n{t}" for t in _TYPES)
         an.command(
             f"INSERT INTO {an.table('stat_summary')} ({_SUMMARY_COLUMNS})"
-            f" SELECT {literal(a)}, {p}, p, 0, t, countIf(c > 0), sum(c), {v}"
-            f" FROM (SELECT p, arrayJoin({_TYPES}) AS t, {_BY_TYPE} AS c FROM ({per_user}))"
-            " GROUP BY p, t HAVING sum(c) > 0"
+            f" SELECT {literal(a)}, {p}, p, 0, t, u, n, {v}"
+            f" FROM (SELECT p, {per_type} FROM ({per_user}) GROUP BY p)"
+            f" ARRAY JOIN [{', '.join(map(str, _TYPES))}] AS t,"
+            f" [{', '.join(f'u{t}' for t in _TYPES)}] AS u,"
+            f" [{', '.join(f'n{t}' for t in _TYPES)}] AS n WHERE n > 0"
         )
         buckets = (
             "SELECT p, countIf(st >= 1 AND st <= 5) AS u1, countIf(st >= 6 AND st <= 10) AS u2,"

@@ -53,7 +53,20 @@ class StoredCopy:
 
     create_time: int
     counted: bool
-    received_at: int
+
+
+@dataclass(slots=True)
+class Resent:
+    """The days of the records a batch found stored already, by what they would mark.
+
+    A copy found stored may be a retry of a batch whose ``db`` marks never committed:
+    the caller marks again each period they touch that is not pending
+    (``rollup_state.not_pending``) and moves ``stats_since`` back to ``days``.
+    """
+
+    days: set[date] = field(default_factory=set)
+    counted_days: set[date] = field(default_factory=set)
+    follow_days: set[date] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +86,12 @@ class Stored:
     events_duplicate: int = 0
     messages: list[tuple[int, bool]] = field(default_factory=list)  # new: time, counted
     events: list[tuple[int, bool]] = field(default_factory=list)  # new: time, follow
-    resent: list[StoredCopy] = field(default_factory=list)  # counted copies found stored
+    resent: list[tuple[int, bool]] = field(default_factory=list)  # stored: time, counted
+    resent_events: list[tuple[int, bool]] = field(default_factory=list)  # stored: time, follow
 
-    def result(self, tz: str) -> tuple[WriteResult, dict[date, int]]:
+    def result(self, tz: str) -> tuple[WriteResult, Resent]:
         """What was new, by local day in TZ (read afresh in the caller's transaction), and
-        for the counted duplicates the day of their stored copy → when it was received
-        (the caller checks those days were marked: ``rollup_state.unmarked_days``)."""
+        the days of the duplicates' stored copies."""
         result = WriteResult(
             messages_new=len(self.messages),
             messages_duplicate=self.messages_duplicate,
@@ -93,20 +106,18 @@ class Stored:
                 found = days[t] = local_day_hour(t, tz)[0]
             return found
 
-        for t, counted in self.messages:
-            day = day_of(t)
-            result.all_days.add(day)
-            if counted:
-                result.counted_days.add(day)
-        for t, follow in self.events:
-            day = day_of(t)
-            result.all_days.add(day)
-            if follow:
-                result.follow_days.add(day)
-        resent: dict[date, int] = {}
-        for copy in self.resent:
-            day = day_of(copy.create_time)
-            resent[day] = max(resent.get(day, copy.received_at), copy.received_at)
+        def add(rows: list[tuple[int, bool]], every: set[date], flagged: set[date]) -> None:
+            for t, flag in rows:
+                day = day_of(t)
+                every.add(day)
+                if flag:
+                    flagged.add(day)
+
+        resent = Resent()
+        add(self.messages, result.all_days, result.counted_days)
+        add(self.events, result.all_days, result.follow_days)
+        add(self.resent, resent.days, resent.counted_days)
+        add(self.resent_events, resent.days, resent.follow_days)
         return result, resent
 
 
@@ -116,14 +127,14 @@ def _stored_msg_ids(
     found: dict[tuple[int, int], StoredCopy] = {}
     for i in range(0, len(keys), _CHUNK):
         chunk = keys[i : i + _CHUNK]
-        for account, mid, t, counted, received in an.rows(
-            "SELECT account_id, msg_id, min(create_time), max(counted), max(received_at)"
+        for account, mid, t, counted in an.rows(
+            "SELECT account_id, msg_id, min(create_time), max(counted)"
             f" FROM {an.table('message_ids')}"
             f" WHERE account_id IN {in_list(sorted({a for a, _ in chunk}))}"
             f" AND (account_id, msg_id) IN {tuple_set(chunk)}"
             " GROUP BY account_id, msg_id"
         ):
-            found[(int(account), int(mid))] = StoredCopy(int(t), bool(counted), int(received))
+            found[(int(account), int(mid))] = StoredCopy(int(t), bool(counted))
     return found
 
 
@@ -162,8 +173,7 @@ def store_records(
     for (account, mid), m in messages.items():
         copy = stored_ids.get((account, mid))
         if copy is not None:
-            if copy.counted:
-                out[account].resent.append(copy)
+            out[account].resent.append((copy.create_time, copy.counted))
             continue
         counted = m.msg_type is not None
         message_rows.append(
@@ -172,9 +182,12 @@ def store_records(
         id_rows.append((account, mid, m.create_time, int(counted), received_at))
         out[account].messages.append((m.create_time, counted))
     for key, e in events.items():
-        if key not in stored_events:
+        follow = e.event in FOLLOW_EVENTS
+        if key in stored_events:
+            out[key[0]].resent_events.append((e.create_time, follow))
+        else:
             event_rows.append((key[0], e.openid, e.create_time, e.event, received_at))
-            out[key[0]].events.append((e.create_time, e.event in FOLLOW_EVENTS))
+            out[key[0]].events.append((e.create_time, follow))
     for group in batch:
         stored = out[group.account_id]
         stored.messages_duplicate += len(group.messages)

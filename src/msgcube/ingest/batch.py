@@ -4,8 +4,8 @@ Every path that accepts data â€” the callback, the bulk import, the generator â€
 here, so deduplication and dirty-marking behave the same for all of them. A batch is
 one transaction: its rows and the dirty marks they cause commit together or not at all.
 With ``analytics_db`` the rows go to ClickHouse first (``store_analytics``), then the
-marks commit in ``db`` (``mark_stored``); a mark lost between the two is restored when
-WeChat's retry finds its rows stored.
+marks commit in ``db`` (``mark_stored``); should that commit fail, WeChat's retry finds
+the rows stored and marks again every period they touch that is not pending.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from msgcube.analytics import writes as analytics_writes
 from msgcube.analytics.client import Analytics
 from msgcube.analytics.writes import AccountRecords, Stored
 from msgcube.domain.messages import Event, Message, Record
+from msgcube.domain.periods import PeriodKey
 from msgcube.rollup.plan import keys_for_days, keys_from
 from msgcube.storage.accounts import Account, extend_stats_since, set_follower_base
 from msgcube.storage.db import analytics_of
@@ -29,7 +30,7 @@ from msgcube.storage.records import (
     write_events,
     write_messages,
 )
-from msgcube.storage.rollup_state import mark_dirty, unmarked_days
+from msgcube.storage.rollup_state import mark_dirty, not_pending
 
 
 def write_batch(
@@ -85,16 +86,32 @@ def mark_stored(conn: Connection, account: Account, stored: Stored, today: date)
     """Mark in ``db`` what ``store_analytics`` stored for ACCOUNT (read in this transaction,
     so its zone is the current one); returns what was new."""
     result, resent = stored.result(account.tz)
-    result.counted_days |= unmarked_days(conn, account.id, resent)
-    _mark(conn, account, result, today)
+    again = _keys(account, resent.counted_days, resent.follow_days, today)
+    _mark(conn, account, result, today, not_pending(conn, account.id, again))
+    if resent.days:
+        extend_stats_since(conn, account.id, min(resent.days))
     return result
 
 
-def _mark(conn: Connection, account: Account, result: WriteResult, today: date) -> None:
-    keys = keys_for_days(result.counted_days)
-    if account.follower_base and result.follow_days:
-        keys |= keys_from(min(result.follow_days), today)
-    mark_dirty(conn, account.id, keys, today)
+def _keys(
+    account: Account, counted_days: set[date], follow_days: set[date], today: date
+) -> set[PeriodKey]:
+    """The periods that records on these days change."""
+    keys = keys_for_days(counted_days)
+    if account.follower_base and follow_days:
+        keys |= keys_from(min(follow_days), today)
+    return keys
+
+
+def _mark(
+    conn: Connection,
+    account: Account,
+    result: WriteResult,
+    today: date,
+    again: set[PeriodKey] | None = None,
+) -> None:
+    keys = _keys(account, result.counted_days, result.follow_days, today)
+    mark_dirty(conn, account.id, keys | (again or set()), today)
     if result.all_days:
         extend_stats_since(conn, account.id, min(result.all_days))
 

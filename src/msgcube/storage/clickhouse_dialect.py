@@ -192,3 +192,14 @@ def insert_settings(
         "insert_quorum": quorum,
         "insert_quorum_timeout": timeout_ms,
     }
+
+
+def bulk_insert_settings(current: bool) -> Mapping[str, int]:
+    """Settings of the rollup's ``INSERT … SELECT`` on a CURRENT engine (chdb), none on 18.16.
+
+    Its SELECTs group by the target's key, so merging equal keys while inserting
+    (``optimize_on_insert``) finds nothing; writing the parts on several threads
+    (``max_insert_threads``) took the 1.4M user-day rows of 2M messages from ~3 s to ~2 s.
+    18.16 knows neither setting and refuses a query naming an unknown one.
+    """
+    return {"optimize_on_insert": 0, "max_insert_threads": 2} if current else {}

@@ -8,7 +8,7 @@ period pending instead of being lost — no lock between ingest and rollup is ne
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
@@ -106,36 +106,30 @@ def mark_done(
     conn.execute(stmt, rows)
 
 
-def unmarked_days(conn: Connection, account_id: int, received: Mapping[date, int]) -> set[date]:
-    """Days (→ when data for them was received) whose dirty mark was lost.
+def not_pending(conn: Connection, account_id: int, keys: Iterable[PeriodKey]) -> set[PeriodKey]:
+    """Those of ``keys`` that are not pending (never marked, or computed since).
 
     With ``analytics_db`` a batch lands in ClickHouse before its marks commit here; if
-    that commit fails, WeChat's retry finds the rows stored. Their day then is neither
-    pending nor computed since they came: it needs the mark the failed commit lost. (A
-    day computed at the very second the data came, or by a rollup without a clock, is
-    marked again: one recompute too many, never one too few.)
+    that commit fails, WeChat's retry (or a re-import) finds the rows stored. Whether a
+    period computed since saw them, ``db`` cannot tell — the rows became visible some
+    time after their ``received_at`` — so each period they touch that is not pending is
+    marked again: one recompute too many for a plain duplicate of a computed period,
+    never one too few. A pending period is computed after now, so it sees them.
     """
-    if not received:
+    keys = set(keys)
+    if not keys:
         return set()
     rows = conn.execute(
         select(
+            rollup_state.c.period,
             rollup_state.c.start,
             rollup_state.c.dirty_seq,
             rollup_state.c.done_seq,
-            rollup_state.c.computed_at,
         ).where(
             rollup_state.c.account_id == account_id,
-            rollup_state.c.period == Period.DAY.value,
-            rollup_state.c.start.in_(sorted(received)),
+            rollup_state.c.start >= min(s for _, s in keys),
+            rollup_state.c.start <= max(s for _, s in keys),
         )
     )
-    states = {r.start: r for r in rows}
-    lost: set[date] = set()
-    for day, at in received.items():
-        state = states.get(day)
-        if state is None or (
-            state.dirty_seq <= state.done_seq
-            and (state.computed_at is None or state.computed_at <= at)
-        ):
-            lost.add(day)
-    return lost
+    pending = {(Period(r.period), r.start) for r in rows if r.dirty_seq > r.done_seq}
+    return keys - pending
