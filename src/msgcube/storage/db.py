@@ -210,7 +210,9 @@ def _sqlite_engine(url: str) -> Engine:
         options = conn.get_execution_options()
         if options.get("msgcube_hot"):
             return  # autocommit reader: every statement stands alone
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("sqlite_immediate") else "BEGIN")
+        # On the driver: through SQLAlchemy this BEGIN cost a push batch ~30 µs.
+        dbapi: Any = conn.connection.dbapi_connection
+        dbapi.execute("BEGIN IMMEDIATE" if options.get("sqlite_immediate") else "BEGIN")
 
     return engine
 
