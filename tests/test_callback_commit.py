@@ -15,6 +15,7 @@ import hashlib
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -318,3 +319,36 @@ def test_quarantine_replay_stores_once_after_the_key_is_fixed(store: Store) -> N
 def test_signature_helpers_agree_with_a_plain_sha1() -> None:
     """The tests above sign with msgcube's helpers; pin them to the definition once."""
     assert signature("tok", "1", "2") == hashlib.sha1(b"12tok").hexdigest()
+
+
+async def test_commits_leave_the_wal_checkpoint_to_a_thread_of_its_own(tmp_path: Path) -> None:
+    """The committer's own commits never copy the WAL back (the pushes they acknowledge
+    would wait for it); its background checkpoint does, and the pool's connections get
+    SQLite's automatic checkpoint back for every other writer."""
+    path = tmp_path / "wal.db"
+    store = open_store(f"sqlite:///{path}")
+    try:
+        account = new_account(store)
+        with store.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        base = path.stat().st_size
+        with store.write(checkpoint=False) as conn:  # ~1500 pages: past the 1000-page trigger
+            conn.exec_driver_sql("CREATE TABLE ballast (b BLOB)")
+            conn.exec_driver_sql("INSERT INTO ballast VALUES (zeroblob(6000000))")
+        assert path.stat().st_size == base  # all of it still in the log only
+        with store.engine.connect() as conn:  # the connection that wrote, back in the pool
+            dbapi = conn.connection.dbapi_connection
+            assert dbapi is not None
+            assert dbapi.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
+        committer = GroupCommitter(store, lambda: NOW, checkpoint_every=8)
+        await committer.start()
+        try:
+            for i in range(1, 41):
+                await committer.commit(account, message(i, f"o{i % 3}"))
+        finally:
+            await committer.stop()
+        assert committer.stats.checkpoints >= 1
+        assert path.stat().st_size > base + 6_000_000
+        assert count(store, account) == (40, 0)
+    finally:
+        store.dispose()

@@ -9,7 +9,11 @@ the writer only lingers a millisecond before taking it, so that the requests ans
 the previous commit can come back and share the next fsync instead of leaving it to a
 handful (not after a commit of one push: nobody else is coming back). On SQLite, the
 committers of several worker processes take turns through a ``flock`` rather than
-SQLite's sleeping busy handler.
+SQLite's sleeping busy handler, and SQLite's WAL checkpoint is kept off the commit: an
+automatic one runs inside the COMMIT that crosses ~1000 pages of log (≈ every 90
+one-push batches) and made that push wait for the log to be copied back and the database
+file fsynced; here a ``PASSIVE`` checkpoint runs on a thread of its own after enough
+commits, beside the next ones.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class CommitStats:
     items: int = 0
     largest: int = 0
     failed_batches: int = 0
+    checkpoints: int = 0
 
 
 @dataclass(slots=True)
@@ -73,12 +78,14 @@ class GroupCommitter:
         limits: QuarantineLimits | None = None,
         max_batch: int = 1024,
         linger: float = 0.001,
+        checkpoint_every: int = 64,
     ) -> None:
         self.store_db = store
         self.clock = clock
         self.limits = limits or QuarantineLimits()
         self.max_batch = max_batch
         self.linger = linger
+        self.checkpoint_every = checkpoint_every
         self.stats = CommitStats()
         self._queue: asyncio.Queue[_Job | object] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -86,6 +93,9 @@ class GroupCommitter:
         self._stopping = False
         self._lock: _FileLock | None = None
         self._senders = _SenderCache()
+        self._checkpointer: ThreadPoolExecutor | None = None
+        self._checkpointing: asyncio.Future[None] | None = None
+        self._since_checkpoint = 0
 
     def _process_lock(self) -> contextlib.AbstractContextManager[None]:
         """The cross-process commit lock of a SQLite file (created with the first commit)."""
@@ -104,6 +114,8 @@ class GroupCommitter:
         # One dedicated thread: commits never wait behind request handlers in the shared
         # pool, and this process never has two of its own commits competing for the lock.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="msgcube-commit")
+        if self.store_db.is_sqlite:
+            self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="msgcube-checkpoint")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
 
     async def stop(self) -> None:
@@ -119,6 +131,12 @@ class GroupCommitter:
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
                 self._executor = None
+            if self._checkpointer is not None:
+                # The last checkpoint finishes; the next writer's automatic one (or the
+                # last connection's close) takes what it left.
+                self._checkpointer.shutdown(wait=True)
+                self._checkpointer = None
+                self._checkpointing = None
             if self._lock is not None:
                 self._lock.close()
                 self._lock = None
@@ -185,6 +203,7 @@ class GroupCommitter:
                     if not job.future.done():
                         job.future.set_result(outcomes.get(id(job)))
             shared = len(batch) > 1
+            self._after_commit(len(batch))
             self.stats.batches += 1
             self.stats.items += len(batch)
             self.stats.largest = max(self.stats.largest, len(batch))
@@ -195,6 +214,31 @@ class GroupCommitter:
                     item = queue.get_nowait()
                     if isinstance(item, _Job) and not item.future.done():
                         item.future.set_exception(RuntimeError("server shutting down"))
+
+    def _after_commit(self, items: int) -> None:
+        """Start a WAL checkpoint beside the next commits once enough were made without.
+
+        Counted in commits plus pushes/16, a stand-in for log pages (a one-push commit
+        writes ~11, a push more in a large batch ~0.5): every 64 one-push commits, or
+        ~1000 pushes in large batches, about what SQLite's own 1000-page trigger gives.
+        """
+        if self._checkpointer is None:
+            return
+        self._since_checkpoint += 1 + items // 16
+        if self._since_checkpoint < self.checkpoint_every:
+            return
+        if self._checkpointing is not None and not self._checkpointing.done():
+            return
+        self._since_checkpoint = 0
+        loop = asyncio.get_running_loop()
+        self._checkpointing = loop.run_in_executor(self._checkpointer, self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        try:
+            self.store_db.checkpoint_wal()
+            self.stats.checkpoints += 1
+        except Exception:  # the log only grows until the next one: never a push's failure
+            log.exception("WAL checkpoint failed")
 
     def _commit(self, batch: list[_Job]) -> dict[int, Kept]:
         """One transaction for the whole batch (runs on the writer thread).
@@ -219,7 +263,7 @@ class GroupCommitter:
                 # ClickHouse first, outside the write lock: its quorum insert is the long
                 # round trip, and holding the lock through it serialised both workers.
                 stored = store_analytics(analytics, list(records.values()), stamp)
-            with self._process_lock(), self.store_db.write() as conn:
+            with self._process_lock(), self.store_db.write(checkpoint=False) as conn:
                 for cached, recs in records.values():
                     account = ingest_view(conn, cached)
                     today = local_today(now, account.tz)

@@ -184,12 +184,20 @@ def ingest_view(conn: Connection, cached: Account) -> Account:
     periods' count_interval 0 stale. Two columns, not the whole row: this runs once per
     batch on the hot path.
     """
-    row = conn.execute(_INGEST_VIEW, {"account_id": cached.id}).first()
+    if conn.dialect.name == "sqlite":  # no row locks to take: straight to the driver
+        dbapi: Any = conn.connection.dbapi_connection
+        row = dbapi.execute(_SQLITE_INGEST_VIEW, (cached.id,)).fetchone()
+    else:
+        row = conn.execute(_INGEST_VIEW, {"account_id": cached.id}).first()
     if row is None:
         raise LookupError(f"account {cached.appid} no longer exists")
-    if row.tz == cached.tz and bool(row.follower_base) == cached.follower_base:
+    tz, follower_base = row[0], bool(row[1])
+    if tz == cached.tz and follower_base == cached.follower_base:
         return cached
-    return replace(cached, tz=row.tz, follower_base=bool(row.follower_base))
+    return replace(cached, tz=tz, follower_base=follower_base)
+
+
+_SQLITE_INGEST_VIEW = "SELECT tz, follower_base FROM accounts WHERE id = ?"
 
 
 def end_sessions(conn: Connection, account_id: int) -> None:
@@ -214,7 +222,17 @@ def extend_stats_since(conn: Connection, account_id: int, day: date) -> None:
 
     One statement built once: every push batch runs it, and building the expression
     anew each time cost several times running it (bench/push.py)."""
+    if conn.dialect.name == "sqlite":  # ~6 times cheaper on the driver
+        dbapi: Any = conn.connection.dbapi_connection
+        dbapi.execute(_SQLITE_EXTEND_STATS_SINCE, (account_id, day.isoformat()))
+        return
     conn.execute(_EXTEND_STATS_SINCE, {"account_id": account_id, "day": day})
+
+
+_SQLITE_EXTEND_STATS_SINCE = (
+    "UPDATE accounts SET stats_since = ?2"
+    " WHERE id = ?1 AND (stats_since IS NULL OR stats_since > ?2)"
+)
 
 
 def set_follower_base(conn: Connection, account_id: int) -> None:

@@ -165,7 +165,11 @@ def write_messages(
             }
         )
         days[stored_msg_id(m.msg_id)] = (day, code is not None)
-    stmt = insert_ignore(conn, messages, ["account_id", "msg_id"]).returning(messages.c.msg_id)
+    stmt = _INSERT_MESSAGES.get(conn.dialect.name)
+    if stmt is None:  # built once per dialect, as the user-layer upserts
+        stmt = _INSERT_MESSAGES[conn.dialect.name] = insert_ignore(
+            conn, messages, ["account_id", "msg_id"]
+        ).returning(messages.c.msg_id)
     # RETURNING names exactly the rows this call stored: a concurrent writer may have
     # stored some of them between the existence check above and this insert.
     inserted = list(conn.execute(stmt, rows).scalars())
@@ -182,6 +186,7 @@ def write_messages(
 
 
 _COUNT_COLUMNS = ("c1", "c2", "c3", "c4", "c6", "total")
+_INSERT_MESSAGES: dict[str, Any] = {}
 
 
 def add_user_days(conn: Connection, account_id: int, rows: Iterable[dict[str, Any]]) -> None:
@@ -203,9 +208,9 @@ def add_user_days(conn: Connection, account_id: int, rows: Iterable[dict[str, An
             total = periods.setdefault((period, start, user_id), [0] * len(_COUNT_COLUMNS))
             for i, v in enumerate(values):
                 total[i] += v
-    add_day = {c: (lambda ex, c=c: user_day.c[c] + ex[c]) for c in _COUNT_COLUMNS}
+    add_day, add_period = _user_layer_upserts(conn)
     conn.execute(
-        upsert(conn, user_day, ["account_id", "day", "user_id"], add_day),
+        add_day,
         [
             {
                 "account_id": account_id,
@@ -218,9 +223,8 @@ def add_user_days(conn: Connection, account_id: int, rows: Iterable[dict[str, An
             for (day, user_id), values in days.items()
         ],
     )
-    add_period = {c: (lambda ex, c=c: user_period.c[c] + ex[c]) for c in _COUNT_COLUMNS}
     conn.execute(
-        upsert(conn, user_period, ["account_id", "period", "start", "user_id"], add_period),
+        add_period,
         [
             {
                 "account_id": account_id,
@@ -232,6 +236,24 @@ def add_user_days(conn: Connection, account_id: int, rows: Iterable[dict[str, An
             for (period, start, user_id), values in periods.items()
         ],
     )
+
+
+# Built once per dialect: building the two upserts anew for every push batch cost more
+# CPU than running them (PostgreSQL, one-push batches: ≈ 1 ms of ≈ 2.5 ms per commit).
+_USER_LAYER_UPSERTS: dict[str, tuple[Any, Any]] = {}
+
+
+def _user_layer_upserts(conn: Connection) -> tuple[Any, Any]:
+    """The user_day and user_period upserts that add a batch's counts (per dialect)."""
+    found = _USER_LAYER_UPSERTS.get(conn.dialect.name)
+    if found is None:
+        add_day = {c: (lambda ex, c=c: user_day.c[c] + ex[c]) for c in _COUNT_COLUMNS}
+        add_period = {c: (lambda ex, c=c: user_period.c[c] + ex[c]) for c in _COUNT_COLUMNS}
+        found = _USER_LAYER_UPSERTS[conn.dialect.name] = (
+            upsert(conn, user_day, ["account_id", "day", "user_id"], add_day),
+            upsert(conn, user_period, ["account_id", "period", "start", "user_id"], add_period),
+        )
+    return found
 
 
 def rebuild_user_layers(conn: Connection, account_id: int) -> None:

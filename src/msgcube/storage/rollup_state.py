@@ -28,6 +28,16 @@ def mark_dirty(conn: Connection, account_id: int, keys: Iterable[PeriodKey], tod
     so live traffic leaves caches alone).
     """
     keys = set(keys)
+    if conn.dialect.name == "sqlite":
+        # Straight to the driver: every push batch runs this, and SQLAlchemy's execution
+        # of the upsert cost ~8 times SQLite's (bench/push.py's per-commit CPU).
+        dbapi: Any = conn.connection.dbapi_connection
+        if any(has_ended(p, s, today) for p, s in keys):
+            dbapi.execute(_SQLITE_BUMP_STATS_GEN, (account_id,))
+        marks = [(account_id, p.value, s.isoformat()) for p, s in sorted(keys)]
+        if marks:
+            dbapi.executemany(_SQLITE_MARK, marks)
+        return len(marks)
     if any(has_ended(p, s, today) for p, s in keys):
         conn.execute(_BUMP_STATS_GEN, {"account_id": account_id})
     rows = [
@@ -47,6 +57,12 @@ _BUMP_STATS_GEN = (
     .values(stats_gen=accounts.c.stats_gen + 1)
 )
 _MARK: dict[str, Any] = {}
+_SQLITE_BUMP_STATS_GEN = "UPDATE accounts SET stats_gen = stats_gen + 1 WHERE id = ?"
+_SQLITE_MARK = (
+    "INSERT INTO rollup_state (account_id, period, start, dirty_seq, done_seq)"
+    " VALUES (?, ?, ?, 1, 0)"
+    " ON CONFLICT (account_id, period, start) DO UPDATE SET dirty_seq = dirty_seq + 1"
+)
 
 
 def _mark_statement(conn: Connection) -> Any:
