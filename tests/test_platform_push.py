@@ -8,6 +8,7 @@ the ticket. If msgcube sealed the push any differently from WeChat, it would rai
 
 from __future__ import annotations
 
+import logging
 import secrets
 import string
 from collections.abc import AsyncIterator
@@ -29,6 +30,7 @@ from msgcube.settings import Settings
 from msgcube.storage.db import Store
 from msgcube.storage.platforms import get_platform
 from msgcube.web.app import create_app
+from msgcube.web.server import configure_logging
 from msgcube.web.ticket_pusher import push_due_tickets
 from support.api import shanghai
 
@@ -150,6 +152,38 @@ async def test_a_failing_receiver_is_logged_not_retried_within_the_slot(
     async with httpx.AsyncClient(transport=transport) as client:
         await push_due_tickets(app.state.ctx, client)
     assert f"ticket push to {receiver.component_appid} answered HTTP 404" in caplog.text
+
+
+async def test_the_ticket_url_stays_out_of_the_log(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """httpx logs every request's URL at INFO: with the server's logging, only msgcube's
+    own line is written — not the signed query, nor a password in the URL."""
+    receiver = Receiver(fresh_appid("wxpush"))
+    with store.write() as conn:
+        register_platform(
+            conn,
+            component_appid=receiver.component_appid,
+            secret="s",
+            now=int(T0.timestamp()),
+            ticket_url=f"http://platform:pw-in-url-42@receiver.test{receiver.path}",
+            push_token=receiver.token,
+            aes_key=receiver.key,
+        )
+    app = create_app(Settings(now=T0.isoformat()), store)
+    saved = {name: logging.getLogger(name).level for name in ("httpx", "msgcube")}
+    try:
+        configure_logging("info")
+        caplog.set_level(logging.INFO)
+        transport = httpx.ASGITransport(app=receiver.app())
+        async with httpx.AsyncClient(transport=transport) as client:
+            await push_due_tickets(app.state.ctx, client)
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+    assert len(receiver.received) == 1
+    assert f"pushed component_verify_ticket to {receiver.component_appid}" in caplog.text
+    assert "pw-in-url-42" not in caplog.text and "msg_signature" not in caplog.text
 
 
 def test_a_ticket_url_needs_a_token_and_a_valid_aes_key(store: Store) -> None:

@@ -28,6 +28,10 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     logging.getLogger("msgcube").setLevel(level.upper())
+    # httpx logs each request's full URL at INFO — a platform's ticket URL with its signed
+    # query, and any ``user:password@`` in it. msgcube logs its own line per ticket push.
+    httpx_level = max(logging.WARNING, logging.getLevelNamesMapping()[level.upper()])
+    logging.getLogger("httpx").setLevel(httpx_level)
 
 
 def export_settings(settings: Settings) -> None:
