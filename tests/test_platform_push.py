@@ -74,19 +74,24 @@ class Receiver:
         return Starlette(routes=[Route(self.path, self.handle, methods=["POST"])])
 
 
-@pytest.fixture
-async def pushed(store: Store) -> AsyncIterator[tuple[Receiver, Starlette, httpx.AsyncClient]]:
-    receiver = Receiver(fresh_appid("wxpush"))
+def register(store: Store, receiver: Receiver, ticket_url: str, push_token: str = "") -> None:
+    """Register the receiver's platform with this ticket URL (its Token unless given)."""
     with store.write() as conn:
         register_platform(
             conn,
             component_appid=receiver.component_appid,
             secret="s",
             now=int(T0.timestamp()),
-            ticket_url=f"http://receiver.test{receiver.path}?from=msgcube",
-            push_token=receiver.token,
+            ticket_url=ticket_url,
+            push_token=push_token or receiver.token,
             aes_key=receiver.key,
         )
+
+
+@pytest.fixture
+async def pushed(store: Store) -> AsyncIterator[tuple[Receiver, Starlette, httpx.AsyncClient]]:
+    receiver = Receiver(fresh_appid("wxpush"))
+    register(store, receiver, f"http://receiver.test{receiver.path}?from=msgcube")
     app = create_app(Settings(now=T0.isoformat()), store)
     transport = httpx.ASGITransport(app=receiver.app())
     async with httpx.AsyncClient(transport=transport) as client:
@@ -137,16 +142,7 @@ async def test_a_failing_receiver_is_logged_not_retried_within_the_slot(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     receiver = Receiver(fresh_appid("wxpush"))
-    with store.write() as conn:
-        register_platform(
-            conn,
-            component_appid=receiver.component_appid,
-            secret="s",
-            now=int(T0.timestamp()),
-            ticket_url="http://receiver.test/nowhere",
-            push_token="t",
-            aes_key=receiver.key,
-        )
+    register(store, receiver, "http://receiver.test/nowhere", push_token="t")
     app = create_app(Settings(now=T0.isoformat()), store)
     transport = httpx.ASGITransport(app=receiver.app())
     async with httpx.AsyncClient(transport=transport) as client:
@@ -160,16 +156,7 @@ async def test_the_ticket_url_stays_out_of_the_log(
     """httpx logs every request's URL at INFO: with the server's logging, only msgcube's
     own line is written — not the signed query, nor a password in the URL."""
     receiver = Receiver(fresh_appid("wxpush"))
-    with store.write() as conn:
-        register_platform(
-            conn,
-            component_appid=receiver.component_appid,
-            secret="s",
-            now=int(T0.timestamp()),
-            ticket_url=f"http://platform:pw-in-url-42@receiver.test{receiver.path}",
-            push_token=receiver.token,
-            aes_key=receiver.key,
-        )
+    register(store, receiver, f"http://platform:pw-in-url-42@receiver.test{receiver.path}")
     app = create_app(Settings(now=T0.isoformat()), store)
     saved = {name: logging.getLogger(name).level for name in ("httpx", "msgcube")}
     try:
