@@ -94,7 +94,7 @@ def compute_days(
         f" count() FROM ({messages}) WHERE mt != 0 GROUP BY day, uid"
     )
     # Users counted by grouping per user first, then counting the groups: exact, and
-    # ~35 % faster on 2M messages than uniqExact over the openid strings (a hash set per hour).
+    # ~25 % faster on 2M messages than uniqExact over the openid strings (a hash set per hour).
     an.command(
         f"INSERT INTO {an.table('stat_summary')} ({_SUMMARY_COLUMNS})"
         f" SELECT {literal(a)}, 'hour', day, toUInt16(hr) * 100, mt, count(), sum(n), {v}"
