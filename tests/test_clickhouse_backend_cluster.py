@@ -160,6 +160,21 @@ def query(rep: Replica, sql: str) -> list[tuple[Any, ...]]:
         conn.disconnect()
 
 
+def wait_rejoined(rep: Replica, timeout: float = 90.0) -> None:
+    """Wait until a restarted replica's tables take writes again.
+
+    After a SIGKILL they stay read-only until ZooKeeper expired the old session and 18.16
+    retried (every ~10 s). A write that Distributed routes to it meanwhile is refused
+    (Code 164, "Replica is not active right now"): a push gets 500 (WeChat retries), an
+    API call whose rollup writes there gets -1 — an errcode, never a wrong answer.
+    """
+    deadline = time.monotonic() + timeout
+    sql = "SELECT count() FROM system.replicas WHERE is_readonly OR is_session_expired"
+    while query(rep, sql)[0][0]:
+        assert time.monotonic() < deadline, f"{rep.name} did not rejoin within {timeout:.0f}s"
+        time.sleep(0.2)
+
+
 def stored_ids(rep: Replica, database: str) -> list[tuple[int, int]]:
     """(account_id, msg_id) of every message in REP's replica, after it caught up, deduplicated.
 
@@ -498,6 +513,7 @@ def test_a_replica_killed_mid_stream_loses_nothing_acknowledged(
             stream.join(timeout=600)
         assert not stream.is_alive()
         assert acks(pushers) == len(items)  # every push acknowledged once, none lost
+        wait_rejoined(victim)  # until then a rollup routed to it answers -1 (see there)
         assert_answers_match(server.base_url, records)
 
     # Every acknowledged push is on every replica of its shard, the killed one included.
