@@ -109,7 +109,6 @@ class _Opener:
             found = create_platform_account(
                 self.conn, platform, entry.appid, push.to_user, self.tz, self.now
             )
-            self._accounts[entry.appid] = found
         return found, push.record
 
     def _account(self, appid: str) -> Account | None:
