@@ -33,6 +33,7 @@ import asyncio
 import hashlib
 import os
 import platform
+import random
 import re
 import secrets
 import shutil
@@ -146,6 +147,7 @@ class Load:
     seconds: float = 0.0
     measuring: bool = False
     expect: bytes | None = b"success"
+    random: random.Random = field(default_factory=lambda: random.Random(20261130))
 
     @property
     def rate(self) -> float:
@@ -160,10 +162,13 @@ _CL = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
 
 
 class _Conn(asyncio.Protocol):
-    """One keep-alive connection with one request in flight at a time."""
+    """One keep-alive connection with one request in flight at a time, each sent after
+    a random pause of mean ``pause`` seconds after the previous answer (0: at once)."""
 
-    def __init__(self, make: Callable[[], bytes], load: Load, budget: Iterator[int]) -> None:
-        self.make, self.load, self.budget = make, load, budget
+    def __init__(
+        self, make: Callable[[], bytes], load: Load, budget: Iterator[int], pause: float = 0.0
+    ) -> None:
+        self.make, self.load, self.budget, self.pause = make, load, budget, pause
         self.buf = b""
         self.started = 0.0
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -204,7 +209,11 @@ class _Conn(asyncio.Protocol):
                 self.load.latencies.append(elapsed)
         else:
             self.load.bad[status] = self.load.bad.get(status, 0) + 1
-        self.send()
+        if self.pause:
+            wait = self.load.random.expovariate(1 / self.pause)
+            asyncio.get_running_loop().call_later(wait, self.send)
+        else:
+            self.send()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():
@@ -220,11 +229,18 @@ async def drive(
     total: int | None = None,
     on_tick: Callable[[Load], None] | None = None,
     expect: bytes | None = b"success",
+    rate: float = 0.0,
 ) -> Load:
     """Keep ``connections`` busy for ``warmup + seconds`` (or until ``total`` requests).
 
     A request counts as answered when it gets HTTP 200 and, unless ``expect`` is None,
-    exactly that body.
+    exactly that body. With a ``rate``, each connection waits a random time of mean
+    ``connections / rate`` seconds (exponential: pushes from many users arrive
+    independently) after an answer before its next request: about that many requests/s
+    are offered, fewer if answers are slow, so latency is measured below saturation
+    instead of being the queue that saturation builds. A fixed pause would not do: the
+    connections answered by one group commit would all come back at once, forever in
+    step.
     """
     loop = asyncio.get_running_loop()
     load = Load(expect=expect)
@@ -232,7 +248,9 @@ async def drive(
     conns: list[_Conn] = []
     for _ in range(connections):
         _, proto = await loop.create_connection(
-            lambda: _Conn(make, load, budget), "127.0.0.1", port
+            lambda: _Conn(make, load, budget, connections / rate if rate else 0.0),
+            "127.0.0.1",
+            port,
         )
         conns.append(proto)
     if total is None:

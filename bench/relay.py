@@ -1,7 +1,7 @@
 """Relay benchmark: the latency msgcube adds in front of an account's own server.
 
     python bench/relay.py [--seconds 5] [--rounds 4] [--concurrency 1,8] [--think-ms 0,20]
-                          [--db-dir DIR] [--no-record]
+                          [--rates 0] [--db-dir DIR] [--no-record]
 
 1. starts a minimal upstream — ``upstream_app`` below, a bare ASGI app on uvicorn (one
    worker) answering every push with a fixed encrypted passive reply, as a bot would,
@@ -14,6 +14,8 @@
    same kind of pushes to msgcube's callback URL, which stores each one durably and
    relays it there, concurrently. Alternating slices share whatever else the machine
    is doing;
+   With ``--rates`` other than 0, each connection also waits ``connections / rate``
+   seconds between its pushes, offering about that many pushes/s (see below);
 3. compares the latency percentiles (request sent → whole answer read): the added
    latency is msgcube's p50 / p99 minus the upstream's own. Goals: added p50 ≤ 2 ms,
    added p99 ≤ 10 ms. Every answer must be the upstream's reply byte for byte;
@@ -26,7 +28,14 @@ with both servers. To starve msgcube as little as possible it makes each slice's
 (``--prepare``) before the slice starts and then only writes bytes; msgcube's share of a
 core during each relayed slice is printed: a concurrency at which it nears 100% measures
 queueing behind one busy worker, not what a push costs. The 1-minute load average
-before the run is recorded. Never part of the test suite.
+before the run is recorded.
+
+Why paced rates: with every connection sending its next push the moment the last one is
+answered, a setting that saturates msgcube's one worker measures the queue in front of
+it — by Little's law, connections ÷ pushes/s — rather than what relaying adds to a push.
+The saturated rows give the throughput; the paced rows (same connections, a fixed
+offered rate below it) give the latency a busy account sees. Never part of the test
+suite.
 """
 
 from __future__ import annotations
@@ -115,12 +124,19 @@ class Pair:
 
     think: int
     concurrency: int
+    rate: float  # offered pushes/s (0: each connection as fast as answers come)
     direct: list[float] = field(default_factory=list)
     relayed: list[float] = field(default_factory=list)
     relayed_ok: int = 0
     bad: int = 0
     cpu: list[float] = field(default_factory=list)  # msgcube's share of a core, per slice
     cpu_ms: list[float] = field(default_factory=list)  # msgcube's CPU ms per push, per slice
+    relayed_s: float = 0.0  # measured seconds of the relayed slices
+
+    @property
+    def setting(self) -> str:
+        """The connections, and the offered rate when paced."""
+        return f"{self.concurrency} @ {self.rate:g}/s" if self.rate else str(self.concurrency)
 
     def pct(self, which: str, q: float) -> float:
         lat = sorted(getattr(self, which))
@@ -179,8 +195,8 @@ def measure(
             env=env,
         )
         time.sleep(1.5)  # the server's account cache (1 s) sees the new upstream
-        for concurrency in args.concurrency:
-            pair = Pair(think, concurrency)
+        for concurrency, rate in [(c, r) for c in args.concurrency for r in args.rates]:
+            pair = Pair(think, concurrency, rate)
             for _ in range(args.rounds):
                 for target, target_path in ((u_port, path), (port, "")):
                     pushes = Prepared(
@@ -189,7 +205,9 @@ def measure(
                     next_id += 10**9
                     cpu = Cpu(server)
                     load: Load = run_load(
-                        target, pushes, concurrency, args.seconds, args.warmup, expect=REPLY
+                        *(target, pushes, concurrency, args.seconds, args.warmup),
+                        expect=REPLY,
+                        rate=rate,
                     )
                     if target == port:
                         pair.cpu.append(cpu.share())
@@ -198,11 +216,13 @@ def measure(
                     if target == port:
                         pair.relayed += load.latencies
                         pair.relayed_ok += load.ok
+                        pair.relayed_s += load.seconds
                     else:
                         pair.direct += load.latencies
             pairs.append(pair)
             print(
-                f"think {think} ms, c={concurrency} (msgcube at {max(pair.cpu):.0%} of a core, "
+                f"think {think} ms, c={pair.setting} ({len(pair.relayed) / pair.relayed_s:,.0f}"
+                f" relayed/s, msgcube at {max(pair.cpu):.0%} of a core, "
                 f"{min(pair.cpu_ms):.2f} ms CPU per push): "
                 f"upstream p50 {pair.pct('direct', 0.5):.2f} "
                 f"/ p99 {pair.pct('direct', 0.99):.2f} ms; through msgcube p50 "
@@ -250,6 +270,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--think-ms", type=_ints, default=[0, 20], help="comma-separated upstream think times in ms"
+    )
+    parser.add_argument(
+        "--rates",
+        type=lambda text: [float(x) for x in text.split(",")],
+        default=[0.0],
+        help="comma-separated offered pushes/s (0: unpaced, each connection flat out)",
     )
     parser.add_argument("--db-dir", default="", help="directory of the SQLite file")
     parser.add_argument("--prepare", type=int, default=20_000, help="pushes made before each slice")
@@ -319,7 +345,8 @@ SECTION = """## Relay (`bench/relay.py`)
 What msgcube adds in front of an account's own server. A minimal upstream (a bare ASGI
 app on one uvicorn worker answering each push with a fixed encrypted passive reply after
 "think" ms, the bot's own work) is sent WeChat-style pushes (safe mode, signed, a new
-MsgId each, `text/xml`, one in flight per connection) straight, and through `msgcube
+MsgId each, `text/xml`, one in flight per connection; "8 @ 500/s": 8 connections
+offering 500 pushes/s between them, each pausing after an answer) straight, and through `msgcube
 serve` (one worker, default settings, a fresh SQLite database in "db dir": every push is
 committed durably *and* forwarded, concurrently, and answered when both are done), in
 alternating slices so both sides share whatever else the machine runs. Latency is the
@@ -354,7 +381,7 @@ def record(args: argparse.Namespace, pairs: list[Pair], load: float, ok: bool) -
     db_dir = args.db_dir or tempfile.gettempdir()
     rows = "".join(
         f"| {date.today()} | {os.cpu_count()} | {load:.2f} | {db_dir} | {p.think} | "
-        f"{p.concurrency} | {args.rounds} × {args.seconds:g} | "
+        f"{p.setting} | {args.rounds} × {args.seconds:g} | "
         f"{p.pct('direct', 0.5):.2f} / {p.pct('direct', 0.99):.2f} | "
         f"{p.pct('relayed', 0.5):.2f} / {p.pct('relayed', 0.99):.2f} | "
         f"{p.added(0.5):+.2f} / {p.added(0.99):+.2f} | {'yes' if ok else 'NO'} |\n"
