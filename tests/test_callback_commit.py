@@ -76,6 +76,36 @@ async def test_concurrent_pushes_share_commits(store: Store) -> None:
     assert committer.stats.largest > 10
 
 
+async def test_after_a_shared_commit_it_waits_for_as_many_pushes_and_no_longer(
+    store: Store,
+) -> None:
+    """The next batch waits for the company the last one had, not for the whole linger.
+
+    The linger is a minute, so a committer that waited it out would trip the 20 s bound;
+    one that did not wait at all would commit the first two of the second wave alone.
+    """
+    account = new_account(store)
+    committer = GroupCommitter(store, lambda: NOW, linger=60.0)
+    await committer.start()
+
+    async def waves() -> None:
+        # 4 at once: one batch (the first commit waits for nobody).
+        await asyncio.gather(*(committer.commit(account, message(i)) for i in range(1, 5)))
+        # 2, then 2 more a moment later: all four in the next batch, which waited for
+        # the 4 the last one held, and went as soon as they were there.
+        first = [asyncio.ensure_future(committer.commit(account, message(i))) for i in (5, 6)]
+        await asyncio.sleep(0.2)
+        assert not any(f.done() for f in first)  # waiting for company
+        await asyncio.gather(*first, *(committer.commit(account, message(i)) for i in (7, 8)))
+
+    try:
+        await asyncio.wait_for(waves(), timeout=20)
+    finally:
+        await committer.stop()
+    assert count(store, account) == (8, 0)
+    assert (committer.stats.batches, committer.stats.largest) == (2, 4)
+
+
 async def test_identical_pushes_at_once_store_one_row(store: Store) -> None:
     account = new_account(store)
     committer = GroupCommitter(store, lambda: NOW)

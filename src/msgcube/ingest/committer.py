@@ -61,6 +61,11 @@ class _Job:
 _STOP = object()
 
 
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class GroupCommitter:
     """One writer per process that turns concurrent pushes into shared transactions.
 
@@ -96,6 +101,8 @@ class GroupCommitter:
         self._checkpointer: ThreadPoolExecutor | None = None
         self._checkpointing: asyncio.Future[None] | None = None
         self._since_checkpoint = 0
+        self._last_batch = 1  # items in the last commit: the company worth waiting for
+        self._company: asyncio.Future[None] | None = None  # resolved when it has come
 
     def _process_lock(self) -> contextlib.AbstractContextManager[None]:
         """The cross-process commit lock of a SQLite file (created with the first commit)."""
@@ -124,6 +131,8 @@ class GroupCommitter:
             return
         self._stopping = True
         self._queue.put_nowait(_STOP)
+        if self._company is not None:  # no more company is coming
+            _settle(self._company)
         try:
             await self._task
         finally:
@@ -162,6 +171,11 @@ class GroupCommitter:
             await self.start()
         assert self._queue is not None
         self._queue.put_nowait(job)
+        company = self._company
+        if company is not None and self._queue.qsize() + 1 >= self._last_batch:
+            self._company = None
+            if not company.done():
+                company.set_result(None)
         # If the request is cancelled (client gone) the future is cancelled with it, but
         # the job stays queued and is committed regardless: a retry is then a duplicate.
         return await job.future
@@ -175,14 +189,16 @@ class GroupCommitter:
             first = await queue.get()
             if first is _STOP:
                 break
-            if self.linger and shared:
+            if self.linger and shared and queue.qsize() + 1 < self._last_batch:
                 # Right after a commit the queue is nearly empty: the answers are only now
-                # going out and the next requests are on their way. Waiting a millisecond
-                # lets them join this batch instead of paying a whole commit for a handful
-                # (bench/push.py, 2 workers on 2 cores: no linger ~3.7k pushes/s, 1 ms
-                # ~5.8k, 3 ms ~4.8k). Only after a shared commit: a lone push (the last
-                # batch held one) would wait for company that is not coming.
-                await asyncio.sleep(self.linger)
+                # going out and the next requests are on their way. Waiting for them lets
+                # them join this batch instead of paying a whole commit for a handful
+                # (bench/push.py, 2 workers on 2 cores: no wait ~3.7k pushes/s, 1 ms
+                # ~5.8k, 3 ms ~4.8k). It waits only for as many as the last commit held,
+                # and at most ``linger``: once they are here, waiting longer only delays
+                # them (8 pushes in flight were waiting a whole millisecond every commit),
+                # and a lone push (the last batch held one) waits for nobody.
+                await self._wait_for_company(loop)
             batch: list[_Job] = [first]  # type: ignore[list-item]
             while len(batch) < self.max_batch and not queue.empty():
                 item = queue.get_nowait()
@@ -202,7 +218,7 @@ class GroupCommitter:
                 for job in batch:
                     if not job.future.done():
                         job.future.set_result(outcomes.get(id(job)))
-            shared = len(batch) > 1
+            shared, self._last_batch = len(batch) > 1, len(batch)
             self._after_commit(len(batch))
             self.stats.batches += 1
             self.stats.items += len(batch)
@@ -214,6 +230,16 @@ class GroupCommitter:
                     item = queue.get_nowait()
                     if isinstance(item, _Job) and not item.future.done():
                         item.future.set_exception(RuntimeError("server shutting down"))
+
+    async def _wait_for_company(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Until the queue holds as many items as the last commit did, or ``linger``."""
+        company = self._company = loop.create_future()
+        timer = loop.call_later(self.linger, _settle, company)
+        try:
+            await company
+        finally:
+            timer.cancel()
+            self._company = None
 
     def _after_commit(self, items: int) -> None:
         """Start a WAL checkpoint beside the next commits once enough were made without.
