@@ -12,12 +12,14 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from itertools import chain, repeat
 from operator import add, itemgetter
 from typing import Any
 
 import orjson
 from sqlalchemy import Connection, case, delete, func, insert, literal, select, update
 
+from msgcube.domain.message_block import MessageBlock, stored_msg_id
 from msgcube.domain.messages import COUNTED_TYPES, FOLLOW_EVENTS, MSG_TYPE_CODES, Event, Message
 from msgcube.domain.periods import QUARTER, local_day_hour, month_start, week_start
 from msgcube.storage.dialect import insert_ignore, upsert
@@ -99,15 +101,6 @@ class WriteResult:
         self.counted_days |= other.counted_days
         self.follow_days |= other.follow_days
         self.all_days |= other.all_days
-
-
-def stored_msg_id(msg_id: int) -> int:
-    """The ``messages.msg_id`` of a MsgId: WeChat's unsigned 64 bits in a signed BIGINT.
-
-    MsgIds from 2**63 up are stored as their two's complement (negative). The mapping is
-    one-to-one, so deduplication on the column is deduplication on the MsgId.
-    """
-    return msg_id - 2**64 if msg_id >= 2**63 else msg_id
 
 
 def _existing_msg_ids(conn: Connection, account_id: int, msg_ids: Sequence[int]) -> set[int]:
@@ -454,6 +447,84 @@ _SQLITE_USER_LAYERS = (
         for period, start in (("week", _SQLITE_WEEK), ("month", _SQLITE_MONTH))
     ),
 )
+
+
+def write_block_sqlite(
+    conn: Connection,
+    account_id: int,
+    block: MessageBlock,
+    sender_ids: list[int],
+    received_at: int,
+) -> WriteResult:
+    """A parsed block (``domain.message_block``) into SQLite: the bulk import's writer.
+
+    As ``_write_messages_sqlite``, with everything per message already done by the
+    parser: one ``executemany`` per (local day, ``MsgType``) group whose rows are zipped
+    from the block's columns in C (``sender_ids[n]`` is the database id of the import's
+    sender number n), and the block's per-sender counts upserted as they are when every
+    counted row was new; else SQL adds up the rows stored (their ids are above
+    ``last_id``: the write lock is held from ``BEGIN IMMEDIATE``).
+    """
+    result = WriteResult()
+    dbapi: Any = conn.connection.dbapi_connection
+    last_id = dbapi.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]
+    ids = sender_ids.__getitem__
+    all_new = True
+    for g in block.groups:
+        rows = zip(
+            repeat(account_id),
+            g.msg_ids,
+            map(ids, g.senders),
+            g.create_times,
+            repeat(g.name),
+            repeat(g.code),
+            repeat(g.day.isoformat()),
+            g.hours,
+            repeat(received_at),
+        )
+        stored = dbapi.executemany(_SQLITE_INSERT, rows).rowcount
+        if stored:
+            result.messages_new += stored
+            result.all_days.add(g.day)
+        if g.code is not None:
+            all_new = all_new and stored == len(g.msg_ids)
+            if stored:
+                result.counted_days.add(g.day)
+    if all_new:
+        days = [c for c in block.counts if c.period == "day"]
+        dbapi.executemany(
+            _SQLITE_UPSERT_DAY + _SQLITE_ADD,
+            chain.from_iterable(
+                zip(
+                    repeat(account_id),
+                    repeat(c.start.isoformat()),
+                    map(ids, c.senders),
+                    repeat(week_start(c.start).isoformat()),
+                    repeat(month_start(c.start).isoformat()),
+                    *c.counts,
+                )
+                for c in days
+            ),
+        )
+        dbapi.executemany(
+            _SQLITE_UPSERT_PERIOD + _SQLITE_ADD,
+            chain.from_iterable(
+                zip(
+                    repeat(account_id),
+                    repeat(c.period),
+                    repeat(c.start.isoformat()),
+                    map(ids, c.senders),
+                    *c.counts,
+                )
+                for c in block.counts
+                if c.period != "day"
+            ),
+        )
+    elif result.counted_days:
+        for statement in _SQLITE_USER_LAYERS:
+            dbapi.execute(statement, (account_id, last_id))
+    result.messages_duplicate = block.messages - result.messages_new
+    return result
 
 
 def write_events(
