@@ -78,14 +78,12 @@ def write_block(
     openids = senders.openids
     openids.extend(block.new_senders)
     if analytics_of(conn) is not None or conn.dialect.name != "sqlite":
-        return write_batch(
-            conn,
-            account,
-            [*block.records(openids), *events],
-            today,
-            senders.ids,
-            received_at=received_at,
+        records = list(block.records(openids))
+        result = write_batch(
+            conn, account, [*records, *events], today, senders.ids, received_at=received_at
         )
+        result.messages_duplicate += block.messages - len(records)  # the block's own
+        return result
     known = senders.ids.resolve(conn, block.new_senders)
     senders.numbers.extend(known[o] for o in block.new_senders)
     result = write_block_sqlite(conn, account.id, block, senders.numbers, received_at)

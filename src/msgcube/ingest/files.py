@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import IO
 
 from msgcube.domain.periods import local_today
-from msgcube.errors import IngestError
 from msgcube.ingest.batch import BlockSenders, write_block
 from msgcube.ingest.parser_process import parsed_elsewhere
 from msgcube.ingest.parsing import BATCH, Reject, parse_blocks
@@ -77,8 +76,8 @@ def import_stream(
     ``progress`` is called after each batch with its line count and the bytes read so
     far. ``parser`` says where lines are parsed: ``inline`` here, ``process`` in a
     process of its own (``ingest.parser_process``) while this one writes the batch
-    before — the two halves then run on two cores — or ``auto``: a process for a large
-    file or a pipe.
+    before — the two halves then run on two cores — whenever the input is a file or a
+    pipe, or ``auto``: a process for a large file or a pipe.
     """
     today, received_at = local_today(now, account.tz), int(now.timestamp())
     report = report or ImportReport()
@@ -117,14 +116,13 @@ of its own: below, starting one costs more than it saves."""
 
 
 def _use_process(parser: str, stream: IO[bytes]) -> bool:
-    """Whether to parse in a process of its own (see ``import_stream``)."""
+    """Whether to parse in a process of its own (see ``import_stream``): only an input
+    with a file descriptor (a file, a pipe) can be handed over."""
     if parser == "inline":
         return False
     try:
         info = os.fstat(stream.fileno())
     except (OSError, ValueError, io.UnsupportedOperation):
-        if parser == "process":
-            raise IngestError("a parser process needs a file or a pipe to read") from None
         return False
     return parser == "process" or not stat.S_ISREG(info.st_mode) or info.st_size >= PROCESS_FROM
 

@@ -54,12 +54,12 @@ def parsed_elsewhere(
 def _receive(child: subprocess.Popen[bytes], pipe: IO[bytes], source: str) -> Iterator[ParsedBlock]:
     while True:
         header = pipe.read(_HEADER.size)
-        if len(header) < _HEADER.size:
+        frame = pipe.read(_HEADER.unpack(header)[0]) if len(header) == _HEADER.size else b""
+        if not frame or len(frame) < _HEADER.unpack(header)[0]:  # died, maybe mid-frame
             code = child.wait()
             how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
             raise ImportStopped(f"{source}: the parser process ended unexpectedly ({how})")
-        (size,) = _HEADER.unpack(header)
-        kind, value = pickle.loads(pipe.read(size))  # noqa: S301 - our own child's frames
+        kind, value = pickle.loads(frame)  # noqa: S301 - our own child's frames
         if kind == "block":
             yield value
         elif kind == "error":
