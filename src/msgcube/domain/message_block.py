@@ -102,50 +102,84 @@ class MessageBlock:
 
 def build_block(batch: Iterable[Message], tz: str, senders: Senders) -> MessageBlock:
     """Group and count one batch of messages (see the module docstring)."""
-    new: list[str] = []
-    seen: set[int] = set()
-    rows: dict[tuple[date, str], list[tuple[int, int, int, int]]] = {}
-    # Local day and hour per UTC quarter-hour (exact: see local_day_hour), looked up
-    # without a call per message; a slot remembers its day's groups by name.
-    slots: dict[int, tuple[date, int, dict[str, list[tuple[int, int, int, int]]]]] = {}
-    by_day: dict[date, dict[str, list[tuple[int, int, int, int]]]] = {}
-    numbers = senders.numbers
-    count = 0
-    for msg_id, openid, create_time, name in batch:
-        count += 1
+    builder = BlockBuilder(tz, senders)
+    add = builder.add
+    for m in batch:
+        add(*m)
+    return builder.finish()
+
+
+class _Columns:
+    __slots__ = ("create_times", "hours", "msg_ids", "senders")
+
+    def __init__(self) -> None:
+        self.msg_ids: array[int] = array("q")
+        self.senders: array[int] = array("q")
+        self.create_times: array[int] = array("q")
+        self.hours = bytearray()
+
+
+class BlockBuilder:
+    """``build_block`` one message at a time: the parser adds each line's message as it
+    reads it, so a batch is held only in columns, never as 100k records."""
+
+    def __init__(self, tz: str, senders: Senders) -> None:
+        self.tz = tz
+        self.senders = senders
+        self._reset()
+
+    def _reset(self) -> None:
+        self.count = 0
+        self._new: list[str] = []
+        self._seen: set[int] = set()
+        self._groups: dict[tuple[date, str], _Columns] = {}
+        # Local day and hour per UTC quarter-hour (exact: see local_day_hour), looked up
+        # without a call per message; a slot remembers its day's groups by name.
+        self._slots: dict[int, tuple[date, int, dict[str, _Columns]]] = {}
+        self._by_day: dict[date, dict[str, _Columns]] = {}
+
+    def add(self, msg_id: int, openid: str, create_time: int, name: str) -> None:
+        self.count += 1
         if msg_id >= _SIGNED:
             msg_id -= 2**64  # stored_msg_id, inlined on the hot path
+        seen = self._seen
         if msg_id in seen:
-            continue  # the first of a MsgId in the batch is the one stored
+            return  # the first of a MsgId in the batch is the one stored
         seen.add(msg_id)
         quarter = create_time // QUARTER
-        slot = slots.get(quarter)
+        slot = self._slots.get(quarter)
         if slot is None:
-            day, hour = local_day_hour(create_time, tz)
-            slot = slots[quarter] = (day, hour, by_day.setdefault(day, {}))
+            day, hour = local_day_hour(create_time, self.tz)
+            slot = self._slots[quarter] = (day, hour, self._by_day.setdefault(day, {}))
         day, hour, names = slot
         group = names.get(name)
         if group is None:
-            group = names[name] = rows[(day, name)] = []
-        sender = numbers.get(openid)
+            group = names[name] = self._groups[(day, name)] = _Columns()
+        sender = self.senders.numbers.get(openid)
         if sender is None:
-            sender = senders.number(openid, new)
-        group.append((msg_id, sender, create_time, hour))
-    groups = []
-    for (day, name), members in rows.items():
-        msg_ids, numbers_, create_times, hours = zip(*members, strict=True)
-        groups.append(
+            sender = self.senders.number(openid, self._new)
+        group.msg_ids.append(msg_id)
+        group.senders.append(sender)
+        group.create_times.append(create_time)
+        group.hours.append(hour)
+
+    def finish(self) -> MessageBlock:
+        """The block of the messages added since the last ``finish``."""
+        groups = [
             Group(
                 day,
                 name,
                 MSG_TYPE_CODES.get(name),
-                array("q", msg_ids),
-                array("q", numbers_),
-                array("q", create_times),
-                bytes(hours),
+                c.msg_ids,
+                c.senders,
+                c.create_times,
+                bytes(c.hours),
             )
-        )
-    return MessageBlock(count, new, groups, _user_counts(groups))
+            for (day, name), c in self._groups.items()
+        ]
+        block = MessageBlock(self.count, self._new, groups, _user_counts(groups))
+        self._reset()
+        return block
 
 
 def _user_counts(groups: list[Group]) -> list[UserCounts]:

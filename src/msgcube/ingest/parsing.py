@@ -19,8 +19,8 @@ from typing import IO, Any
 
 import orjson
 
-from msgcube.domain.message_block import MessageBlock, Senders, build_block
-from msgcube.domain.messages import Event, Message, fast_message, parse_record
+from msgcube.domain.message_block import BlockBuilder, MessageBlock, Senders
+from msgcube.domain.messages import Event, fast_message, parse_record
 from msgcube.errors import ImportStopped, IngestError
 
 BATCH = 100_000  # lines per transaction, as the plain loader of bench/import.py
@@ -56,20 +56,18 @@ def parse_blocks(
     the import with ``ImportStopped`` naming ``source`` and the line.
     """
     rows = _csv(stream) if fmt == "csv" else _jsonl(stream)
-    senders = Senders()
+    builder = BlockBuilder(tz, Senders())
+    add = builder.add
     valid_openids: set[str] = set()
-    messages: list[Message] = []
     events: list[Event] = []
     rejects: list[Reject] = []
     uncounted: Counter[str] = Counter()
     lines = 0
 
     def block() -> ParsedBlock:
-        nonlocal lines, messages, events, rejects, uncounted
-        done = ParsedBlock(
-            lines, _position(stream), build_block(messages, tz, senders), events, rejects, uncounted
-        )
-        messages, events, rejects, uncounted, lines = [], [], [], Counter(), 0
+        nonlocal lines, events, rejects, uncounted
+        done = ParsedBlock(lines, _position(stream), builder.finish(), events, rejects, uncounted)
+        events, rejects, uncounted, lines = [], [], Counter(), 0
         return done
 
     with _no_cycle_collection():
@@ -80,7 +78,7 @@ def parse_blocks(
                 # full checks and reasons.
                 fast = fast_message(value, valid_openids) if type(value) is dict else None
                 if fast is not None:
-                    messages.append(fast)
+                    add(*fast)
                 else:
                     if isinstance(value, IngestError):
                         raise value
@@ -92,14 +90,14 @@ def parse_blocks(
                     else:
                         if record.msg_type is None:
                             uncounted[record.msg_type_name] += 1
-                        messages.append(record)
+                        add(*record)
             except IngestError as exc:
                 rejects.append(Reject(number, exc.reason, raw))
                 continue
             except Exception as exc:
                 reason = f"the parser failed: {type(exc).__name__}: {exc}"
                 raise ImportStopped(f"{source}:{number}: {reason}") from exc
-            if len(messages) + len(events) >= batch:
+            if builder.count + len(events) >= batch:
                 yield block()
         if lines:
             yield block()
