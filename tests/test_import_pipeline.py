@@ -9,10 +9,14 @@ and leaves no process behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -219,3 +223,50 @@ def test_parser_process_reads_a_pipe(tmp_path: Path) -> None:
     assert (report.lines, report.written.messages_new) == (501, 500)
     assert [(b.source, b.line, b.reason[:12]) for b in report.bad] == [("-", 501, "invalid JSON")]
     store.dispose()
+
+
+def test_ctrl_c_stops_the_cli_import_in_one_line_with_whole_batches(tmp_path: Path) -> None:
+    """SIGINT to the import's process group (as a terminal's Ctrl-C): one line, exit 1, the
+    parser process gone, every committed batch whole; importing again stores the rest."""
+    db = tmp_path / "int.db"
+    env = os.environ | {
+        "MSGCUBE_DB": str(db),
+        "MSGCUBE_NOW": "2026-03-10T12:00:00+08:00",
+        "MSGCUBE_CONFIG": os.devnull,
+        "MSGCUBE_IMPORT_PARSER": "process",
+    }
+    cli = [sys.executable, "-m", "msgcube.cli"]
+    subprocess.run(
+        [*cli, "account", "add", "--appid", "wxint", "--secret", "s"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    n = 300_000
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b"".join(push(i, f"u{i % 1000}") + b"\n" for i in range(1, n + 1)))
+    args = [*cli, "import", "--appid", "wxint", "--quiet", str(path)]
+    proc = subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    parsers: set[int] = set()
+    stored = 0
+    while not stored and proc.poll() is None:  # until the first batch is committed
+        for task in Path(f"/proc/{proc.pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                parsers.update(int(p) for p in (task / "children").read_text().split())
+        with contextlib.suppress(sqlite3.OperationalError), sqlite3.connect(db) as conn:
+            stored = conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, (out, err)
+    assert err.decode().strip() == "Aborted!" and b"Traceback" not in err
+    assert parsers and not any(Path(f"/proc/{p}").exists() for p in parsers)
+    with sqlite3.connect(db) as conn:
+        in_db, counted = conn.execute(
+            "SELECT COUNT(*), (SELECT SUM(total) FROM user_day) FROM messages"
+        ).fetchone()
+    assert in_db == counted and in_db < n and (in_db - 10_000) % 100_000 == 0
+    done = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
+    assert f"{n} lines: {n - in_db} new messages, {in_db} duplicates" in done.stdout
