@@ -56,6 +56,9 @@ _MEASURE = (
     "from msgcube.cli.main import cli\n"
     "cli(sys.argv[1:], standalone_mode=False)\n"
     "print('peak_kb', hwm('self'), 'parser_peak_kb', max(children.values(), default=0))\n"
+    "import resource\n"
+    "me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))\n"
+    "print('cpu_s', me.ru_utime + me.ru_stime, 'parser_cpu_s', kids.ru_utime + kids.ru_stime)\n"
 )
 """Runs ``msgcube import`` and prints the peak RSS (VmHWM) of the importing process and of
 its parser process (sampled every 50 ms from a thread: VmHWM only grows, and the parser's
@@ -102,7 +105,8 @@ def plain_loader(jsonl: Path, db: Path) -> tuple[int, float]:
 
 def msgcube_import(jsonl: Path, db: Path) -> tuple[int, float, float, float]:
     """``msgcube import`` in its own process: (new messages, seconds, peak RSS in MB of the
-    importing process and of its parser process)."""
+    importing process and of its parser process). Prints both processes' CPU seconds: on
+    a shared machine the importer's (the writer's) CPU is the comparable number."""
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     env = os.environ | {
@@ -128,6 +132,9 @@ def msgcube_import(jsonl: Path, db: Path) -> tuple[int, float, float, float]:
     peak = re.search(r"peak_kb (\d+) parser_peak_kb (\d+)", done.stdout)
     if not (new and peak):
         sys.exit(f"unexpected output of msgcube import:\n{done.stdout}")
+    cpu = re.search(r"cpu_s ([\d.]+) parser_cpu_s ([\d.]+)", done.stdout)
+    if cpu:
+        print(f"CPU seconds: importer (writer) {float(cpu[1]):.1f}, parser {float(cpu[2]):.1f}")
     return int(new[1]), seconds, int(peak[1]) / 1024, int(peak[2]) / 1024
 
 

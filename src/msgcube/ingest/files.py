@@ -14,7 +14,6 @@ import os
 import stat
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -88,18 +87,13 @@ def import_stream(
             blocks = stack.enter_context(parsed_elsewhere(stream, fmt, account.tz, batch, source))
         else:
             blocks = parse_blocks(stream, fmt, account.tz, batch=batch, source=source)
-        # WAL checkpoints (copying committed pages into the database file, and its fsync)
-        # run on a thread of their own, beside the next batch's statements: SQLite
-        # releases the GIL while it works. One at a time; the last is awaited.
-        checkpoints = stack.enter_context(ThreadPoolExecutor(1, "msgcube-checkpoint"))
-        checkpointed: Future[None] | None = None
         for block in blocks:
             for bad in block.rejects:
                 report.reject(source, bad, rejects)
             report.uncounted.update(block.uncounted)
             report.lines += block.lines
             if block.messages.messages or block.events:
-                with store.write(checkpoint=False) as conn:
+                with store.write() as conn:
                     report.written.add(
                         write_block(
                             conn,
@@ -111,14 +105,8 @@ def import_stream(
                             received_at=received_at,
                         )
                     )
-                if checkpointed is None or checkpointed.done():
-                    if checkpointed is not None:
-                        checkpointed.result()
-                    checkpointed = checkpoints.submit(store.checkpoint_wal)
             if progress:
                 progress(block.lines, block.position)
-        if checkpointed is not None:
-            checkpointed.result()
     return report
 
 
