@@ -23,6 +23,7 @@ import struct
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any
 
 from msgcube.errors import ImportStopped
@@ -36,10 +37,14 @@ def parsed_elsewhere(
     stream: IO[bytes], fmt: str, tz: str, batch: int, source: str
 ) -> Iterator[Iterator[ParsedBlock]]:
     """The blocks of ``stream``, parsed by a child process (reaped on leaving)."""
+    # The child imports this very msgcube, wherever it was loaded from.
+    here = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
     child = subprocess.Popen(  # noqa: S603 - this interpreter, our module, no shell
         [sys.executable, "-m", __name__, fmt, tz, str(batch), source],
         stdin=stream.fileno(),
         stdout=subprocess.PIPE,
+        env=os.environ | {"PYTHONPATH": path},
     )
     assert child.stdout is not None
     try:
