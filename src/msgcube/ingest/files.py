@@ -86,7 +86,11 @@ def import_stream(
         if _use_process(parser, stream):
             blocks = stack.enter_context(parsed_elsewhere(stream, fmt, account.tz, batch, source))
         else:
-            blocks = parse_blocks(stream, fmt, account.tz, batch=batch, source=source)
+            blocks = stack.enter_context(
+                contextlib.closing(
+                    parse_blocks(stream, fmt, account.tz, batch=batch, source=source)
+                )
+            )
         for block in blocks:
             for bad in block.rejects:
                 report.reject(source, bad, rejects)

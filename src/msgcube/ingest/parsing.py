@@ -13,7 +13,7 @@ import csv
 import gc
 import io
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -52,7 +52,7 @@ class ParsedBlock:
 
 def parse_blocks(
     stream: IO[bytes], fmt: str, tz: str, *, batch: int = BATCH, source: str = "-"
-) -> Iterator[ParsedBlock]:
+) -> Generator[ParsedBlock, None, None]:
     """Parse ``stream`` (``jsonl`` or ``csv``) into blocks of at most ``batch`` records.
 
     A bad line is a ``Reject``; a line that makes the parser itself fail (a bug) stops
