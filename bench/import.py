@@ -37,12 +37,32 @@ APPID = "wxbenchimport000001"
 PLAIN_TXN = 100_000
 
 _MEASURE = (
-    "import re, sys\n"
+    "import re, sys, threading, time\n"
+    "from pathlib import Path\n"
+    "def hwm(pid):\n"
+    "    status = Path(f'/proc/{pid}/status').read_text()\n"
+    "    return int(re.search(r'VmHWM:\\s+(\\d+) kB', status)[1])\n"
+    "children = {}\n"
+    "def watch():\n"
+    "    while True:\n"
+    "        for task in Path('/proc/self/task').iterdir():\n"
+    "            for pid in (task / 'children').read_text().split():\n"
+    "                try:\n"
+    "                    children[pid] = max(children.get(pid, 0), hwm(pid))\n"
+    "                except (OSError, TypeError):\n"
+    "                    pass\n"
+    "        time.sleep(0.05)\n"
+    "threading.Thread(target=watch, daemon=True).start()\n"
     "from msgcube.cli.main import cli\n"
     "cli(sys.argv[1:], standalone_mode=False)\n"
-    "status = open('/proc/self/status').read()\n"
-    "print('peak_kb', re.search(r'VmHWM:\\s+(\\d+) kB', status)[1])\n"
+    "print('peak_kb', hwm('self'), 'parser_peak_kb', max(children.values(), default=0))\n"
+    "import resource\n"
+    "me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))\n"
+    "print('cpu_s', me.ru_utime + me.ru_stime, 'parser_cpu_s', kids.ru_utime + kids.ru_stime)\n"
 )
+"""Runs ``msgcube import`` and prints the peak RSS (VmHWM) of the importing process and of
+its parser process (sampled every 50 ms from a thread: VmHWM only grows, and the parser's
+memory is flat after its first batches)."""
 
 
 def plain_loader(jsonl: Path, db: Path) -> tuple[int, float]:
@@ -83,8 +103,10 @@ def plain_loader(jsonl: Path, db: Path) -> tuple[int, float]:
     return n, seconds
 
 
-def msgcube_import(jsonl: Path, db: Path) -> tuple[int, float, float]:
-    """``msgcube import`` in its own process: (new messages, seconds, peak RSS in MB)."""
+def msgcube_import(jsonl: Path, db: Path) -> tuple[int, float, float, float]:
+    """``msgcube import`` in its own process: (new messages, seconds, peak RSS in MB of the
+    importing process and of its parser process). Prints both processes' CPU seconds: on
+    a shared machine the importer's (the writer's) CPU is the comparable number."""
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     env = os.environ | {
@@ -107,10 +129,13 @@ def msgcube_import(jsonl: Path, db: Path) -> tuple[int, float, float]:
     if done.returncode != 0:
         sys.exit(f"msgcube import failed:\n{done.stdout}\n{done.stderr}")
     new = re.search(r"(\d+) new messages", done.stdout)
-    peak = re.search(r"peak_kb (\d+)", done.stdout)
+    peak = re.search(r"peak_kb (\d+) parser_peak_kb (\d+)", done.stdout)
     if not (new and peak):
         sys.exit(f"unexpected output of msgcube import:\n{done.stdout}")
-    return int(new[1]), seconds, int(peak[1]) / 1024
+    cpu = re.search(r"cpu_s ([\d.]+) parser_cpu_s ([\d.]+)", done.stdout)
+    if cpu:
+        print(f"CPU seconds: importer (writer) {float(cpu[1]):.1f}, parser {float(cpu[2]):.1f}")
+    return int(new[1]), seconds, int(peak[1]) / 1024, int(peak[2]) / 1024
 
 
 def main() -> int:
@@ -141,11 +166,13 @@ def main() -> int:
     n_plain, t_plain = plain_loader(jsonl, work / "plain.db")
     plain_rate = n_plain / t_plain
     print(f"plain loader: {n_plain:,} messages in {t_plain:.1f}s = {plain_rate:,.0f} msg/s")
-    n_ours, t_ours, rss = msgcube_import(jsonl, work / "msgcube.db")
+    n_ours, t_ours, rss_writer, rss_parser = msgcube_import(jsonl, work / "msgcube.db")
     rate = n_ours / t_ours
+    rss = rss_writer + rss_parser  # the goal is on the sum: both processes are the import
     print(
         f"msgcube import: {n_ours:,} messages in {t_ours:.1f}s = {rate:,.0f} msg/s, "
-        f"peak RSS {rss:.0f} MB (process start included)"
+        f"peak RSS {rss:.0f} MB = importer {rss_writer:.0f} + parser process "
+        f"{rss_parser:.0f} (process starts included)"
     )
     ratio = plain_rate / rate
     met = rate >= 200_000 and ratio <= 2 and rss < 300

@@ -18,12 +18,14 @@ from conftest import fresh_appid
 NOW = "2026-03-10T12:00:00+08:00"
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
+@pytest.fixture(params=["process", "inline"])
+def env(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    """Every test twice: lines parsed by a parser process, and in the importing process."""
     return {
         "MSGCUBE_DB": str(tmp_path / "m.db"),
         "MSGCUBE_NOW": NOW,
         "MSGCUBE_CONFIG": "/dev/null",  # no config file
+        "MSGCUBE_IMPORT_PARSER": request.param,
     }
 
 

@@ -5,6 +5,7 @@
     MsgcubeError
     ├── ApiError(errcode)        a WeChat errcode; the web edge answers {"errcode", "errmsg"}
     ├── IngestError              a push or an import line that cannot be accepted (a reason)
+    │   └── ImportStopped        an import that stopped before the end of its input
     ├── BadSignature             a callback request that does not prove knowledge of the Token
     ├── PushRefused              an authentic push msgcube will not store (403)
     ├── UpstreamFailed           an upstream answer the relay cannot pass on (502)
@@ -89,6 +90,14 @@ class IngestError(MsgcubeError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class ImportStopped(IngestError):
+    """An import that stopped before the end of its input (its parser failed or died).
+
+    The batches committed before stay committed, each one whole; importing the file again
+    stores the rest (stored messages are recognised as duplicates).
+    """
 
 
 class BadSignature(MsgcubeError):

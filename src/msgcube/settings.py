@@ -58,6 +58,16 @@ class AccessLog(StrEnum):
     ALL = "all"
 
 
+class ImportParser(StrEnum):
+    """Where ``msgcube import`` parses lines: beside the writer in a process of its own
+    (``process``), in the importing process (``inline``), or ``auto``: a process for a file
+    of 8 MiB or more and for a pipe."""
+
+    AUTO = "auto"
+    PROCESS = "process"
+    INLINE = "inline"
+
+
 # --------------------------------------------------------------------------- parsers
 
 
@@ -269,6 +279,12 @@ class Settings:
     )
     quarantine_retention_days: int = setting(
         30, _count, "Days a quarantined push is kept before it is pruned automatically. 0: forever."
+    )
+    import_parser: ImportParser = setting(
+        ImportParser.AUTO,
+        _choice(ImportParser),
+        "Where `msgcube import` parses: process (a second process parses the next batch while "
+        "this one writes; two cores), inline, or auto (process for files from 8 MiB and pipes).",
     )
     now: datetime | None = setting(
         None, _now, "Pin the clock (ISO 8601 with offset), for tests and demos."

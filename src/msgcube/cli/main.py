@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import click
 import orjson
@@ -203,7 +203,7 @@ def import_cmd(
         with open(rejects_path, "wb") as rejects_file:
             for path in files:
                 kind = detect_format(path) if fmt == "auto" else fmt
-                with open_input(path) as stream, _progress(path, stream, quiet) as tick:
+                with open_input(path) as stream, _progress(path, quiet) as tick:
                     import_stream(
                         store,
                         account,
@@ -215,6 +215,7 @@ def import_cmd(
                         report=report,
                         progress=tick,
                         sender_ids=senders,
+                        parser=settings.import_parser,
                     )
         if report.bad_count == 0:
             rejects_path.unlink(missing_ok=True)
@@ -242,12 +243,12 @@ def import_cmd(
 
 
 @contextlib.contextmanager
-def _progress(name: str, stream: IO[bytes], quiet: bool) -> Iterator[Callable[[int], None]]:
+def _progress(name: str, quiet: bool) -> Iterator[Callable[[int, int | None], None]]:
     total: int | None = None
     with contextlib.suppress(OSError, ValueError):
         total = Path(name).stat().st_size if name != "-" else None
     if quiet or not err.is_terminal:
-        yield lambda _n: None
+        yield lambda _n, _position: None
         return
     columns = (
         TextColumn("{task.description}"),
@@ -260,13 +261,12 @@ def _progress(name: str, stream: IO[bytes], quiet: bool) -> Iterator[Callable[[i
         task = bar.add_task(name, total=total, lines=0, rate="")
         lines = 0
 
-        def tick(n: int) -> None:
+        def tick(n: int, position: int | None) -> None:
             nonlocal lines
             lines += n
-            position = stream.tell() if total else None
             elapsed = bar.tasks[task].elapsed  # rich's own clock: display only
             rate = f"{lines / elapsed:,.0f} msg/s" if elapsed else ""
-            bar.update(task, completed=position, lines=lines, rate=rate)
+            bar.update(task, completed=position if total else None, lines=lines, rate=rate)
 
         yield tick
 

@@ -132,15 +132,18 @@ def fast_message(fields: Mapping[str, Any], valid_openids: set[str]) -> Message 
     msg_id = fields.get("MsgId")
     openid = fields.get("FromUserName")
     if (
-        msg_type not in MSG_TYPE_CODES
+        type(msg_type) is not str  # first: an unhashable value (a list) is no dict key
+        or msg_type not in MSG_TYPE_CODES
         or type(create_time) is not int
         or type(msg_id) is not int
         or not CREATE_TIME_MIN <= create_time <= CREATE_TIME_MAX
         or not MSG_ID_MIN <= msg_id <= MSG_ID_MAX
     ):
         return None
+    if type(openid) is not str:
+        return None
     if openid not in valid_openids:
-        if not isinstance(openid, str) or not openid:
+        if not openid:
             return None
         try:
             text_field(openid, "FromUserName", OPENID_MAX)

@@ -18,6 +18,7 @@ from sqlalchemy import Connection
 from msgcube.analytics import writes as analytics_writes
 from msgcube.analytics.client import Analytics
 from msgcube.analytics.writes import AccountRecords, Stored
+from msgcube.domain.message_block import MessageBlock
 from msgcube.domain.messages import Event, Message, Record
 from msgcube.domain.periods import PeriodKey
 from msgcube.rollup.plan import keys_for_days, keys_from
@@ -27,6 +28,7 @@ from msgcube.storage.records import (
     SenderIds,
     WriteResult,
     replace_followers,
+    write_block_sqlite,
     write_events,
     write_messages,
 )
@@ -58,6 +60,49 @@ def write_batch(
     result.add(write_events(conn, account.id, account.tz, evts, received_at))
     _mark(conn, account, result, today)
     return result
+
+
+def write_block(
+    conn: Connection,
+    account: Account,
+    block: MessageBlock,
+    events: Sequence[Event],
+    today: date,
+    senders: BlockSenders,
+    *,
+    received_at: int,
+) -> WriteResult:
+    """Store one parsed import batch inside the caller's write transaction, as
+    ``write_batch`` stores records: SQLite takes the block's columns as they are, the
+    other backends its records."""
+    openids = senders.openids
+    openids.extend(block.new_senders)
+    if analytics_of(conn) is not None or conn.dialect.name != "sqlite":
+        records = list(block.records(openids))
+        result = write_batch(
+            conn, account, [*records, *events], today, senders.ids, received_at=received_at
+        )
+        result.messages_duplicate += block.messages - len(records)  # the block's own
+        return result
+    known = senders.ids.resolve(conn, block.new_senders)
+    senders.numbers.extend(known[o] for o in block.new_senders)
+    result = write_block_sqlite(conn, account.id, block, senders.numbers, received_at)
+    result.add(write_events(conn, account.id, account.tz, events, received_at))
+    _mark(conn, account, result, today)
+    return result
+
+
+class BlockSenders:
+    """The import's sender numbers (``domain.message_block.Senders``) → database ids.
+
+    ``numbers[n]`` is the database id of sender n and ``openids[n]`` its openid; both
+    grow by each block's ``new_senders``, in order.
+    """
+
+    def __init__(self, ids: SenderIds) -> None:
+        self.ids = ids
+        self.openids: list[str] = []
+        self.numbers: list[int] = []
 
 
 def store_analytics(

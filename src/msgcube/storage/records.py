@@ -8,18 +8,18 @@ message, so the caller can mark exactly those periods dirty.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from operator import add, itemgetter
+from itertools import chain, repeat
 from typing import Any
 
 import orjson
 from sqlalchemy import Connection, case, delete, func, insert, literal, select, update
 
-from msgcube.domain.messages import COUNTED_TYPES, FOLLOW_EVENTS, MSG_TYPE_CODES, Event, Message
-from msgcube.domain.periods import QUARTER, local_day_hour, month_start, week_start
+from msgcube.domain.message_block import MessageBlock, Senders, build_block, stored_msg_id
+from msgcube.domain.messages import COUNTED_TYPES, FOLLOW_EVENTS, Event, Message
+from msgcube.domain.periods import local_day_hour, month_start, week_start
 from msgcube.storage.dialect import insert_ignore, upsert
 from msgcube.storage.schema import (
     accounts,
@@ -101,15 +101,6 @@ class WriteResult:
         self.all_days |= other.all_days
 
 
-def stored_msg_id(msg_id: int) -> int:
-    """The ``messages.msg_id`` of a MsgId: WeChat's unsigned 64 bits in a signed BIGINT.
-
-    MsgIds from 2**63 up are stored as their two's complement (negative). The mapping is
-    one-to-one, so deduplication on the column is deduplication on the MsgId.
-    """
-    return msg_id - 2**64 if msg_id >= 2**63 else msg_id
-
-
 def write_messages(
     conn: Connection,
     account_id: int,
@@ -121,7 +112,11 @@ def write_messages(
     if not batch:
         return WriteResult()
     if conn.dialect.name == "sqlite":
-        return _write_messages_sqlite(conn, account_id, tz, batch, sender_ids, received_at)
+        # The import's writer, for a batch built here (pushes, generated traffic).
+        block = build_block(batch, tz, Senders())
+        known = sender_ids.resolve(conn, block.new_senders)
+        numbers = [known[o] for o in block.new_senders]
+        return write_block_sqlite(conn, account_id, block, numbers, received_at)
     # No existence query first: the insert's RETURNING names exactly the rows this call
     # stored, the MsgIds stored before (or by a concurrent writer) included — one round
     # trip less per push batch. A duplicate's sender is interned already.
@@ -288,94 +283,6 @@ _SQLITE_INSERT = (
     "INSERT OR IGNORE INTO messages (account_id, msg_id, user_id, create_time, msg_type_name,"
     " msg_type, day, hour, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_SIGNED = 2**63
-# A messages row as inserted: account_id, msg_id, user_id, create_time, msg_type_name,
-# msg_type, day, hour, received_at.
-_Row = tuple[int, int, int, int, str, int | None, str, int, int]
-_USER_TYPE = itemgetter(2, 5)
-
-
-def _write_messages_sqlite(
-    conn: Connection,
-    account_id: int,
-    tz: str,
-    batch: Sequence[Message],
-    sender_ids: SenderIds,
-    received_at: int,
-) -> WriteResult:
-    """The bulk-import hot path on SQLite: one ``INSERT OR IGNORE`` per (day, counted) group.
-
-    No existence check and no RETURNING: the rows of one local day and one kind (counted
-    or not) go in one ``executemany``, whose rowcount is how many of them were new. That is
-    exactly what dirty-marking needs (a day is dirty when its group stored a row), and it
-    is exact because the write transaction began with ``BEGIN IMMEDIATE``: no other writer
-    runs in between. Straight to the driver: SQLAlchemy's per-row parameter processing
-    costs more than SQLite's insert itself.
-    """
-    result = WriteResult()
-    # Rowids are handed out as max + 1 and the write lock is held: every row this call
-    # stores has an id above this one, every older row an id at most this one.
-    last_id = conn.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM messages").scalar_one()
-    ids = sender_ids.resolve(conn, {m.openid for m in batch})
-    groups: dict[tuple[date, bool], list[_Row]] = {}
-    # Local day and hour per UTC quarter-hour (exact: see local_day_hour), looked up here
-    # without a call per message; a slot holds its day's two groups (counted, not).
-    slots: dict[int, tuple[str, int, list[_Row], list[_Row]]] = {}
-    codes = MSG_TYPE_CODES
-    seen: set[int] = set()
-    for msg_id, openid, create_time, name in batch:
-        if msg_id >= _SIGNED:
-            msg_id -= 2**64  # stored_msg_id, inlined on the hot path
-        if msg_id in seen:
-            continue  # the first of a MsgId in the batch is the one stored
-        seen.add(msg_id)
-        slot = slots.get(create_time // QUARTER)
-        if slot is None:
-            day, hour = local_day_hour(create_time, tz)
-            slot = slots[create_time // QUARTER] = (
-                day.isoformat(),
-                hour,
-                groups.setdefault((day, True), []),
-                groups.setdefault((day, False), []),
-            )
-        iso, hour, counted_rows, other_rows = slot
-        code = codes.get(name)
-        row = (account_id, msg_id, ids[openid], create_time, name, code, iso, hour, received_at)
-        (counted_rows if code is not None else other_rows).append(row)
-    partly_new = False
-    for (day, counted), rows in groups.items():
-        if not rows:
-            continue
-        stored = conn.exec_driver_sql(_SQLITE_INSERT, rows).rowcount
-        if stored:
-            result.messages_new += stored
-            result.all_days.add(day)
-            if counted:
-                result.counted_days.add(day)
-                partly_new = partly_new or stored != len(rows)
-    if partly_new:
-        # Some rows of a group were already stored: which ones is known to the table
-        # only (the new ones have ids above ``last_id``), so SQL adds them up.
-        for statement in _SQLITE_USER_LAYERS:
-            conn.exec_driver_sql(statement, (account_id, last_id))
-    elif result.counted_days:
-        # The common case: every counted group was new entirely — add up its rows here,
-        # (sender, type) pairs counted in C, then spread over the count columns.
-        column = {t: i for i, t in enumerate(COUNTED_TYPES)}
-        width = len(_COUNT_COLUMNS)
-        days: dict[tuple[date, int], list[int]] = {}
-        for day in result.counted_days:
-            for (user_id, code), n in Counter(map(_USER_TYPE, groups[(day, True)])).items():
-                per_user = days.get((day, user_id))
-                if per_user is None:
-                    per_user = days[(day, user_id)] = [0] * width
-                per_user[column[code]] = n
-                per_user[-1] += n
-        _add_counts_sqlite(conn, account_id, days)
-    result.messages_duplicate = len(batch) - result.messages_new
-    return result
-
-
 _SQLITE_UPSERT_DAY = (
     "INSERT INTO user_day (account_id, day, user_id, week, month, c1, c2, c3, c4, c6, total)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -386,29 +293,6 @@ _SQLITE_UPSERT_PERIOD = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (account_id, period, start, user_id) DO UPDATE SET"
 )
-
-
-def _add_counts_sqlite(
-    conn: Connection, account_id: int, days: dict[tuple[date, int], list[int]]
-) -> None:
-    """Upsert per-(day, sender) counts into user_day and their sums into user_period."""
-    labels = {
-        d: (d.isoformat(), week_start(d).isoformat(), month_start(d).isoformat())
-        for d in {d for d, _ in days}
-    }
-    periods: dict[tuple[str, str, int], list[int]] = {}
-    day_rows = []
-    for (day, user_id), values in days.items():
-        iso, week, month = labels[day]
-        day_rows.append((account_id, iso, user_id, week, month, *values))
-        for key in (("week", week, user_id), ("month", month, user_id)):
-            total = periods.get(key)
-            periods[key] = values if total is None else list(map(add, total, values))
-    conn.exec_driver_sql(_SQLITE_UPSERT_DAY + _SQLITE_ADD, day_rows)
-    conn.exec_driver_sql(
-        _SQLITE_UPSERT_PERIOD + _SQLITE_ADD,
-        [(account_id, p, s, u, *v) for (p, s, u), v in periods.items()],
-    )
 
 
 # The batch's new counted messages added to their senders' user-day rows and user-period
@@ -438,6 +322,90 @@ _SQLITE_USER_LAYERS = (
         for period, start in (("week", _SQLITE_WEEK), ("month", _SQLITE_MONTH))
     ),
 )
+
+
+def write_block_sqlite(
+    conn: Connection,
+    account_id: int,
+    block: MessageBlock,
+    sender_ids: list[int],
+    received_at: int,
+) -> WriteResult:
+    """A parsed block (``domain.message_block``) into SQLite: the bulk import's writer.
+
+    No existence check and no RETURNING; everything per message was done by the parser:
+    one ``executemany`` per (local day, ``MsgType``) group whose rows are zipped
+    from the block's columns in C (``sender_ids[n]`` is the database id of the import's
+    sender number n), and the block's per-sender counts upserted as they are when every
+    counted row was new; else SQL adds up the rows stored (their ids are above
+    ``last_id``: the write lock is held from ``BEGIN IMMEDIATE``).
+
+    A group's rowcount is how many of its rows were new: exactly what dirty-marking needs
+    (a day is dirty when a counted group of it stored a row), and exact because the
+    write transaction began with ``BEGIN IMMEDIATE``: no other writer runs in between.
+    Straight to the driver: SQLAlchemy's per-row parameter processing costs more than
+    SQLite's insert itself.
+    """
+    result = WriteResult()
+    dbapi: Any = conn.connection.dbapi_connection
+    last_id = dbapi.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]
+    ids = sender_ids.__getitem__
+    all_new = True
+    for g in block.groups:
+        rows = zip(
+            repeat(account_id),
+            g.msg_ids,
+            map(ids, g.senders),
+            g.create_times,
+            repeat(g.name),
+            repeat(g.code),
+            repeat(g.day.isoformat()),
+            g.hours,
+            repeat(received_at),
+        )
+        stored = dbapi.executemany(_SQLITE_INSERT, rows).rowcount
+        if stored:
+            result.messages_new += stored
+            result.all_days.add(g.day)
+        if g.code is not None:
+            all_new = all_new and stored == len(g.msg_ids)
+            if stored:
+                result.counted_days.add(g.day)
+    if all_new:
+        days = [c for c in block.counts if c.period == "day"]
+        dbapi.executemany(
+            _SQLITE_UPSERT_DAY + _SQLITE_ADD,
+            chain.from_iterable(
+                zip(
+                    repeat(account_id),
+                    repeat(c.start.isoformat()),
+                    map(ids, c.senders),
+                    repeat(week_start(c.start).isoformat()),
+                    repeat(month_start(c.start).isoformat()),
+                    *c.counts,
+                )
+                for c in days
+            ),
+        )
+        dbapi.executemany(
+            _SQLITE_UPSERT_PERIOD + _SQLITE_ADD,
+            chain.from_iterable(
+                zip(
+                    repeat(account_id),
+                    repeat(c.period),
+                    repeat(c.start.isoformat()),
+                    map(ids, c.senders),
+                    *c.counts,
+                )
+                for c in block.counts
+                if c.period != "day"
+            ),
+        )
+    elif result.counted_days:
+        for statement in _SQLITE_USER_LAYERS:
+            dbapi.execute(statement, (account_id, last_id))
+    result.messages_duplicate = block.messages - result.messages_new
+    return result
 
 
 def write_events(
