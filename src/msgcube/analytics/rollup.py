@@ -102,13 +102,12 @@ def compute_days(
         " countIf(mt = 1), countIf(mt = 2), countIf(mt = 3), countIf(mt = 4), countIf(mt = 6),"
         f" count() FROM ({messages}) WHERE mt != 0 GROUP BY day, uk"
     )
-    # Users counted by grouping per user first, then counting the groups: exact, and
-    # faster than uniqExact per hour (A/B on 2M messages).
+    # uniqExact over the 16-byte keys: 0.12 s against 0.15 s for counting (day, hour,
+    # type, user) groups, which had been the faster form over openid strings (A/B, 2M).
     an.command(
         f"INSERT INTO {an.table('stat_summary')} ({_SUMMARY_COLUMNS})"
-        f" SELECT {literal(a)}, 'hour', day, toUInt16(hr) * 100, mt, count(), sum(n), {v}"
-        f" FROM (SELECT day, hr, mt, uk, count() AS n FROM ({messages}) WHERE mt != 0"
-        " GROUP BY day, hr, mt, uk) GROUP BY day, hr, mt"
+        f" SELECT {literal(a)}, 'hour', day, toUInt16(hr) * 100, mt, uniqExact(uk), count(), {v}"
+        f" FROM ({messages}) WHERE mt != 0 GROUP BY day, hr, mt"
     )
     per_user = (
         "SELECT day AS p, user_key, c1 AS s1, c2 AS s2, c3 AS s3, c4 AS s4, c6 AS s6, total AS st"
