@@ -9,8 +9,11 @@ rollup of the same messages says.
 
 from __future__ import annotations
 
+import os
 from datetime import date, timedelta
 from pathlib import Path
+
+import pytest
 
 from msgcube.analytics import rollup
 from msgcube.analytics.client import Analytics
@@ -19,6 +22,7 @@ from msgcube.analytics.url import parse_analytics_url
 from msgcube.domain.endpoints import Period
 from msgcube.domain.periods import period_end_timestamp
 from msgcube.storage import clickhouse_dialect as ch
+from support.clickhouse_cluster import ClickHouseCluster
 
 TZ = "Asia/Shanghai"
 MONDAY = date(2026, 3, 2)
@@ -44,10 +48,11 @@ V1_USER_DAY = [
 
 
 def _version_1(an: Analytics) -> None:
-    """The tables as msgcube's schema version 1 created them (chdb form)."""
+    """The tables as msgcube's schema version 1 created them (either form)."""
     t = an.target
+    changed = [f"`{n}{suffix}`" for n in ("messages", USER_DAY) for suffix in ("", "_local")]
     for statement in create_statements(an):
-        if "`messages`" not in statement and f"`{USER_DAY}`" not in statement:
+        if not any(name in statement for name in changed):
             an.ddl(statement)
     messages = ch.create_table(
         t,
@@ -87,7 +92,30 @@ def _week(an: Analytics, account: int) -> list[tuple[int, int, int]]:
 def test_version_1_is_upgraded_on_open_and_its_user_days_still_count(
     chdb_dir: Path,
 ) -> None:
-    an = Analytics(parse_analytics_url(f"chdb://{chdb_dir}?database=upgrade_v1"))
+    url = parse_analytics_url(f"chdb://{chdb_dir}?database=upgrade_v1")
+    assert url is not None
+    an = Analytics(url)
+    try:
+        check_upgrade(an)
+    finally:
+        an.close()
+
+
+@pytest.mark.clickhouse_cluster
+@pytest.mark.slow
+def test_version_1_is_upgraded_on_the_cluster(ch_cluster: ClickHouseCluster) -> None:
+    """On 18.16: the local tables altered ON CLUSTER, the Distributed table made again."""
+    database = f"msgcube_upgrade_{os.getpid()}"
+    url = parse_analytics_url(ch_cluster.url(database))
+    assert url is not None
+    an = Analytics(url)
+    try:
+        check_upgrade(an)
+    finally:
+        an.close()
+
+
+def check_upgrade(an: Analytics) -> None:
     _version_1(an)
     start = period_end_timestamp(Period.DAY, MONDAY - timedelta(days=1), TZ)
     # o1: 3 texts on Monday, 1 image on Tuesday; o2: 2 texts on Tuesday (one copy twice).
@@ -116,8 +144,8 @@ def test_version_1_is_upgraded_on_open_and_its_user_days_still_count(
     migrate(an)  # idempotent: the version row says current
 
     assert an.rows(f"SELECT max(version) FROM {an.table('schema_version')}") == [(SCHEMA_VERSION,)]
-    tables = {r[0] for r in an.rows("SHOW TABLES FROM upgrade_v1")}
-    assert "user_day" not in tables and USER_DAY in tables
+    tables = {r[0] for r in an.rows(f"SHOW TABLES FROM {an.target.database}")}
+    assert not {"user_day", "user_day_local"} & tables and USER_DAY in tables
     assert {name for name, *_ in TABLES} <= tables
     # Parts written before the column compute it when read; the copy is keyed the same.
     assert an.rows(

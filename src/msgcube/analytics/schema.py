@@ -13,12 +13,18 @@ The computed layers carry the ``version`` of the rollup run that wrote them, and
 ``rollup_runs`` records each run: a claim (``done = 0``) before its rows, a completion
 (``done = 1``) after. Readers take, per period, the rows of its latest completed run —
 a recompute replaces the old rows exactly (also when a period drops to no rows) without
-ALTER DELETE, which is an asynchronous mutation in ClickHouse. ``user_day`` replaces by
-version in the background (it is the big one); the finished statistics are small and
+ALTER DELETE, which is an asynchronous mutation in ClickHouse. The user-day layer replaces
+by version in the background (it is the big one); the finished statistics are small and
 keep old versions (readers never see them).
 
-``schema_version`` records what was created; a later msgcube adds its steps here. Its row
-is written last, so opening checks it (one query) and skips the DDL when current.
+Senders are grouped and counted by ``user_key``, the 16-byte ``sipHash128(openid)`` that
+ClickHouse computes on insert (clickhouse_dialect.user_key says why that is as exact as
+``uniqExact`` over the strings): the rollup's big GROUP BYs hash fixed-width keys instead
+of 28-byte strings (measured in bench/RESULTS.md, "Rollup").
+
+``schema_version`` records what was created; a later msgcube adds its steps here (version
+2: ``user_key``, ``user_day`` → ``user_day_keyed``). Its row is written last, so opening
+checks it (one query) and skips the DDL when current.
 """
 
 from __future__ import annotations
@@ -216,7 +222,7 @@ def migrate(analytics: Analytics) -> None:
 
 def _exists(analytics: Analytics, table: str, column: str | None = None) -> bool:
     """Whether TABLE (its local table, on the server we talk to) has COLUMN, or exists."""
-    name = ch.local_table(analytics.target, table).rsplit(".", 1)[1].strip("`")
+    name = table + (ch.LOCAL_SUFFIX if analytics.target.cluster is not None else "")
     where = f"database = {literal(analytics.target.database)} AND "
     if column is None:
         sql = f"SELECT count() FROM system.tables WHERE {where}name = {literal(name)}"
@@ -243,8 +249,9 @@ def _copy_old_user_day(analytics: Analytics) -> None:
     if not _exists(analytics, "user_day"):
         return
     target = analytics.target
-    for statement in ch.drop_table(target, USER_DAY) + _create_table(target, USER_DAY):
-        analytics.ddl(statement)
+    if analytics.scalar(f"SELECT count() FROM {analytics.table(USER_DAY)}"):
+        for statement in ch.drop_table(target, USER_DAY) + _create_table(target, USER_DAY):
+            analytics.ddl(statement)
     names = [c for c, _ in _spec(USER_DAY)[1]]
     old = [ch.user_key("openid") if c == "user_key" else c for c in names]
     analytics.command(
