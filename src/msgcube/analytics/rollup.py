@@ -73,7 +73,10 @@ def _deduplicated_messages(an: Analytics, a: int, tz: str, days: Sequence[date])
     MsgId), and ``FINAL`` merges equal keys across all parts at read time, whether or
     not the engine merged them yet. The filter names sorting-key columns only, so it
     cannot separate copies before they collapse. A later copy with another CreateTime
-    is never inserted (``message_ids``: first stored wins).
+    is never inserted (``message_ids``: first stored wins). Only two writers racing with
+    *different* messages under one MsgId (not a retry: WeChat resends the same one) could
+    store two keys; the ``GROUP BY msg_id`` this replaces (twice the cost on 2M messages)
+    collapsed those only when both fell in one run's window either.
     """
     lo = period_end_timestamp(Period.DAY, min(days) - timedelta(days=1), tz)
     hi = period_end_timestamp(Period.DAY, max(days), tz)
