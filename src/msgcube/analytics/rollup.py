@@ -29,6 +29,7 @@ from msgcube.storage import clickhouse_dialect as ch
 _TYPES = (1, 2, 3, 4, 6)  # the counted msg_types, each a column c<t> / s<t>
 _SUMMARY_COLUMNS = "account_id, period, ref_date, ref_hour, msg_type, msg_user, msg_count, version"
 _DIST_COLUMNS = "account_id, period, ref_date, count_interval, msg_user, version"
+_ROW_COLUMNS = "user_key, c1, c2, c3, c4, c6, total"  # of a user-day row, after its label p
 
 
 def _claim(an: Analytics, account_id: int, period: Period, starts: Sequence[date]) -> int:
@@ -112,12 +113,11 @@ def compute_days(
         f" SELECT {literal(a)}, 'hour', day, toUInt16(hr) * 100, mt, uniqExact(uk), count(), {v}"
         f" FROM ({messages}) WHERE mt != 0 GROUP BY day, hr, mt"
     )
-    per_user = (
-        "SELECT day AS p, user_key, c1 AS s1, c2 AS s2, c3 AS s3, c4 AS s4, c6 AS s6, total AS st"
-        f" FROM {an.table(USER_DAY)}"
+    rows = (
+        f"SELECT day AS p, {_ROW_COLUMNS} FROM {an.table(USER_DAY)}"
         f" WHERE account_id = {literal(a)} AND day IN {in_list(days)} AND version = {v}"
     )
-    _aggregates(an, a, tz, follower_base, Period.DAY, days, per_user, {d: v for d in days}, v)
+    _aggregates(an, a, tz, follower_base, Period.DAY, days, rows, {d: v for d in days}, v)
     _runs(an, a, Period.DAY, days, v, done=1)
 
 
@@ -137,19 +137,15 @@ def compute_periods(
     first, last = min(starts), max(period_last_day(period, s) for s in starts)
     day_runs = latest_runs(an, a, Period.DAY, first, last)
     label = "week" if period is Period.WEEK else "month"
+    rows = ""
     if day_runs:
-        per_user = (
-            f"SELECT {label} AS p, user_key, sum(c1) AS s1, sum(c2) AS s2, sum(c3) AS s3,"
-            " sum(c4) AS s4, sum(c6) AS s6, sum(total) AS st"
-            f" FROM {an.table(USER_DAY)}"
+        rows = (
+            f"SELECT {label} AS p, {_ROW_COLUMNS} FROM {an.table(USER_DAY)}"
             f" WHERE account_id = {literal(a)} AND day >= {literal(first)}"
             f" AND day <= {literal(last)} AND {label} IN {in_list(starts)}"
             f" AND (day, version) IN {tuple_set(sorted(day_runs.items()))}"
-            f" GROUP BY {label}, user_key"
         )
-    else:
-        per_user = ""
-    _aggregates(an, a, tz, follower_base, period, starts, per_user, day_runs, v)
+    _aggregates(an, a, tz, follower_base, period, starts, rows, day_runs, v)
     _runs(an, a, period, starts, v, done=1)
 
 
@@ -160,23 +156,37 @@ def _aggregates(
     follower_base: bool,
     period: Period,
     starts: Sequence[date],
-    per_user: str,
+    rows: str,
     day_runs: dict[date, int],
     v: int,
 ) -> None:
-    """Summary rows per msg_type and distribution rows per count_interval, of PER_USER."""
+    """Summary rows per msg_type and distribution rows per count_interval, of the
+    user-day ROWS of the periods (labelled ``p``)."""
     p = literal(period.value)
-    if per_user:
-        # Aggregated per period first, then one row per type of the few results: an
-        # arrayJoin over the per-user rows made five rows of each (five times the work).
-        per_type = ", ".join(f"countIf(s{t} > 0) AS u{t}, sum(s{t}) AS n{t}" for t in _TYPES)
+    if rows:
+        # A day has one row per user; a week or month has one per user and day.
+        one_per_user = period is Period.DAY
+        # The summary straight from the rows, users counted per type by uniqExactIf over
+        # the keys: CPU 0.14-0.16 s against 0.18-0.19 s for summing per user first
+        # (week, month; 2M messages). Aggregated per period first, then one row per type
+        # of the few results (an arrayJoin over the rows would multiply them by five).
+        per_type = ", ".join(
+            (f"countIf(c{t} > 0)" if one_per_user else f"uniqExactIf(user_key, c{t} > 0)")
+            + f" AS u{t}, sum(c{t}) AS n{t}"
+            for t in _TYPES
+        )
         an.command(
             f"INSERT INTO {an.table('stat_summary')} ({_SUMMARY_COLUMNS})"
             f" SELECT {literal(a)}, {p}, p, 0, t, u, n, {v}"
-            f" FROM (SELECT p, {per_type} FROM ({per_user}) GROUP BY p)"
+            f" FROM (SELECT p, {per_type} FROM ({rows}) GROUP BY p)"
             f" ARRAY JOIN [{', '.join(map(str, _TYPES))}] AS t,"
             f" [{', '.join(f'u{t}' for t in _TYPES)}] AS u,"
             f" [{', '.join(f'n{t}' for t in _TYPES)}] AS n WHERE n > 0"
+        )
+        per_user = (
+            f"SELECT p, total AS st FROM ({rows})"
+            if one_per_user
+            else f"SELECT p, sum(total) AS st FROM ({rows}) GROUP BY p, user_key"
         )
         buckets = (
             "SELECT p, countIf(st >= 1 AND st <= 5) AS u1, countIf(st >= 6 AND st <= 10) AS u2,"
