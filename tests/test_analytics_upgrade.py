@@ -54,25 +54,27 @@ def _version_1(an: Analytics) -> None:
     for statement in create_statements(an):
         if not any(name in statement for name in changed):
             an.ddl(statement)
-    messages = ch.create_table(
-        t,
-        "messages",
-        V1_MESSAGES,
-        ["account_id", "create_time", "msg_id"],
-        engine="ReplacingMergeTree",
-        partition_by="intDiv(create_time, 2592000)",
-    )
-    user_day = ch.create_table(
-        t,
-        "user_day",
-        V1_USER_DAY,
-        ["account_id", "day", "openid"],
-        engine="ReplacingMergeTree",
-        version="version",
-        partition_by="toYYYYMM(day)",
-    )
-    for statement in messages + user_day:
-        an.ddl(statement)
+    v1 = [
+        (
+            "messages",
+            V1_MESSAGES,
+            ["account_id", "create_time", "msg_id"],
+            None,
+            "intDiv(create_time, 2592000)",
+        ),
+        ("user_day", V1_USER_DAY, ["account_id", "day", "openid"], "version", "toYYYYMM(day)"),
+    ]
+    for name, columns, order_by, version, partition_by in v1:
+        for statement in ch.create_table(
+            t,
+            name,
+            columns,
+            order_by,
+            engine="ReplacingMergeTree",
+            version=version,
+            partition_by=partition_by,
+        ):
+            an.ddl(statement)
     an.insert("schema_version", ["account_id", "version"], [(0, 1)])
 
 
@@ -92,30 +94,27 @@ def _week(an: Analytics, account: int) -> list[tuple[int, int, int]]:
 def test_version_1_is_upgraded_on_open_and_its_user_days_still_count(
     chdb_dir: Path,
 ) -> None:
-    url = parse_analytics_url(f"chdb://{chdb_dir}?database=upgrade_v1")
-    assert url is not None
-    an = Analytics(url)
-    try:
-        check_upgrade(an)
-    finally:
-        an.close()
+    check_upgrade(f"chdb://{chdb_dir}?database=upgrade_v1")
 
 
 @pytest.mark.clickhouse_cluster
 @pytest.mark.slow
 def test_version_1_is_upgraded_on_the_cluster(ch_cluster: ClickHouseCluster) -> None:
     """On 18.16: the local tables altered ON CLUSTER, the Distributed table made again."""
-    database = f"msgcube_upgrade_{os.getpid()}"
-    url = parse_analytics_url(ch_cluster.url(database))
+    check_upgrade(ch_cluster.url(f"msgcube_upgrade_{os.getpid()}"))
+
+
+def check_upgrade(analytics_db: str) -> None:
+    url = parse_analytics_url(analytics_db)
     assert url is not None
     an = Analytics(url)
     try:
-        check_upgrade(an)
+        upgraded_and_counted(an)
     finally:
         an.close()
 
 
-def check_upgrade(an: Analytics) -> None:
+def upgraded_and_counted(an: Analytics) -> None:
     _version_1(an)
     start = period_end_timestamp(Period.DAY, MONDAY - timedelta(days=1), TZ)
     # o1: 3 texts on Monday, 1 image on Tuesday; o2: 2 texts on Tuesday (one copy twice).
