@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from msgcube.analytics.client import Analytics
-from msgcube.analytics.schema import SCHEMA_VERSION, is_current
+from msgcube.analytics.schema import SCHEMA_VERSION, USER_DAY, is_current
 from msgcube.analytics.schema import migrate as migrate_analytics
 from msgcube.analytics.url import parse_analytics_url
 from msgcube.analytics.writes import MESSAGE_COLUMNS
@@ -486,7 +486,7 @@ def test_forgetting_an_account_deletes_its_clickhouse_rows(chdb_store: Store) ->
     with chdb_store.write() as conn:
         delete_account_rows(conn, account.id, account.appid)
     an = analytics(chdb_store)
-    for table in ("messages", "message_ids", "events", "user_day", "stat_summary", "rollup_runs"):
+    for table in ("messages", "message_ids", "events", USER_DAY, "stat_summary", "rollup_runs"):
         counts = dict(
             an.rows(
                 f"SELECT account_id, count() FROM {an.table(table)}"

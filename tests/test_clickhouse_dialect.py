@@ -53,3 +53,21 @@ def test_quoting_and_refusals() -> None:
         ch.create_table(ch.Target("mc"), "t", COLUMNS, ["msg_id"], version="version")
     with pytest.raises(ValueError, match="columns and an ORDER BY"):
         ch.create_table(ch.Target("mc"), "t", COLUMNS, [])
+
+
+def test_adding_a_column_alters_the_local_tables_and_remakes_the_distributed_one() -> None:
+    """18.16 refuses ``ALTER … ON CLUSTER`` on a Distributed table (code 371) and knows no
+    ``ADD COLUMN IF NOT EXISTS``; the real cluster runs these in test_analytics_upgrade."""
+    key = f"{ch.USER_KEY_TYPE} DEFAULT {ch.user_key('openid')}"
+    assert ch.add_column(ch.Target("mc"), "messages", "k", key) == [
+        "ALTER TABLE `mc`.`messages` ADD COLUMN `k` FixedString(16) DEFAULT sipHash128(openid)"
+    ]
+    alter, drop, create = ch.add_column(ch.Target("mc", "prod"), "messages", "k", key)
+    assert alter == (
+        "ALTER TABLE `mc`.`messages_local` ON CLUSTER `prod`"
+        " ADD COLUMN `k` FixedString(16) DEFAULT sipHash128(openid)"
+    )
+    assert drop == "DROP TABLE IF EXISTS `mc`.`messages` ON CLUSTER `prod`"
+    assert create == ch.create_table(ch.Target("mc", "prod"), "messages", COLUMNS, ["msg_id"])[1]
+    with pytest.raises(ValueError, match="needs a cluster"):
+        ch.create_distributed(ch.Target("mc"), "messages")

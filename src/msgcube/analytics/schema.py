@@ -13,23 +13,34 @@ The computed layers carry the ``version`` of the rollup run that wrote them, and
 ``rollup_runs`` records each run: a claim (``done = 0``) before its rows, a completion
 (``done = 1``) after. Readers take, per period, the rows of its latest completed run —
 a recompute replaces the old rows exactly (also when a period drops to no rows) without
-ALTER DELETE, which is an asynchronous mutation in ClickHouse. ``user_day`` replaces by
-version in the background (it is the big one); the finished statistics are small and
+ALTER DELETE, which is an asynchronous mutation in ClickHouse. The user-day layer replaces
+by version in the background (it is the big one); the finished statistics are small and
 keep old versions (readers never see them).
 
-``schema_version`` records what was created; a later msgcube adds its steps here. Its row
-is written last, so opening checks it (one query) and skips the DDL when current.
+Senders are grouped and counted by ``user_key``, the 16-byte ``sipHash128(openid)`` that
+ClickHouse computes on insert (clickhouse_dialect.user_key says why that is as exact as
+``uniqExact`` over the strings): the rollup's big GROUP BYs hash fixed-width keys instead
+of 28-byte strings (measured in bench/RESULTS.md, "Rollup").
+
+``schema_version`` records what was created; a later msgcube adds its steps here (version
+2: ``user_key``, ``user_day`` → ``user_day_keyed``). Its row is written last, so opening
+checks it (one query) and skips the DDL when current.
 """
 
 from __future__ import annotations
 
-from msgcube.analytics.client import Analytics
+from msgcube.analytics.client import Analytics, literal
 from msgcube.errors import AnalyticsError
 from msgcube.storage import clickhouse_dialect as ch
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _S, _D = ch.STRING, "Date"
+_USER_KEY = f"{ch.USER_KEY_TYPE} DEFAULT {ch.user_key('openid')}"
+
+USER_DAY = "user_day_keyed"
+"""The user-day layer: one row per account, day and sender key (schema version 2; version
+1 kept the openid strings in ``user_day``, which :func:`migrate` copies over and drops)."""
 
 TABLES: list[tuple[str, list[tuple[str, str]], list[str], dict[str, str]]] = [
     (
@@ -42,6 +53,9 @@ TABLES: list[tuple[str, list[tuple[str, str]], list[str], dict[str, str]]] = [
             ("msg_type", "UInt8"),  # 0: stored, not counted
             ("msg_type_name", _S),
             ("received_at", "Int64"),
+            # Computed by ClickHouse from openid on insert (and on read in parts older
+            # than the column): what the rollup groups senders by.
+            ("user_key", _USER_KEY),
         ],
         ["account_id", "create_time", "msg_id"],
         # 30-day partitions of Unix time: whole parts age out together.
@@ -86,11 +100,11 @@ TABLES: list[tuple[str, list[tuple[str, str]], list[str], dict[str, str]]] = [
         {},
     ),
     (
-        "user_day",
+        USER_DAY,
         [
             ("account_id", "UInt32"),
             ("day", _D),
-            ("openid", _S),
+            ("user_key", ch.USER_KEY_TYPE),
             ("version", "UInt64"),
             ("week", _D),
             ("month", _D),
@@ -101,7 +115,7 @@ TABLES: list[tuple[str, list[tuple[str, str]], list[str], dict[str, str]]] = [
             ("c6", "UInt64"),
             ("total", "UInt64"),
         ],
-        ["account_id", "day", "openid"],
+        ["account_id", "day", "user_key"],
         {"engine": "ReplacingMergeTree", "version": "version", "partition_by": "toYYYYMM(day)"},
     ),
     (
@@ -155,19 +169,27 @@ TABLES: list[tuple[str, list[tuple[str, str]], list[str], dict[str, str]]] = [
 
 def create_statements(analytics: Analytics) -> list[str]:
     """Every statement that creates the schema, in order (all ``IF NOT EXISTS``)."""
-    target = analytics.target
-    out = [ch.create_database(target)]
-    for name, columns, order_by, options in TABLES:
-        out += ch.create_table(
-            target,
-            name,
-            columns,
-            order_by,
-            engine="ReplacingMergeTree" if options.get("engine") else "MergeTree",
-            version=options.get("version"),
-            partition_by=options.get("partition_by"),
-        )
+    out = [ch.create_database(analytics.target)]
+    for name, *_ in TABLES:
+        out += _create_table(analytics.target, name)
     return out
+
+
+def _spec(name: str) -> tuple[str, list[tuple[str, str]], list[str], dict[str, str]]:
+    return next(t for t in TABLES if t[0] == name)
+
+
+def _create_table(target: ch.Target, name: str) -> list[str]:
+    _, columns, order_by, options = _spec(name)
+    return ch.create_table(
+        target,
+        name,
+        columns,
+        order_by,
+        engine="ReplacingMergeTree" if options.get("engine") else "MergeTree",
+        version=options.get("version"),
+        partition_by=options.get("partition_by"),
+    )
 
 
 def is_current(analytics: Analytics) -> bool:
@@ -181,15 +203,60 @@ def is_current(analytics: Analytics) -> bool:
 
 
 def migrate(analytics: Analytics) -> None:
-    """Create what is missing; record the schema version (idempotent, safe to repeat).
+    """Create what is missing, bring an older schema up to date; record the schema version
+    (idempotent, safe to repeat).
 
-    The version row is written after every table exists, so a current version means
-    nothing is missing and the statements are skipped.
+    The version row is written after every step, so a current version means nothing is
+    missing and the statements are skipped.
     """
     if is_current(analytics):
         return
     for statement in create_statements(analytics):
         analytics.ddl(statement)
+    _add_user_key(analytics)
+    _copy_old_user_day(analytics)
     found = analytics.scalar(f"SELECT max(version) FROM {analytics.table('schema_version')}")
     if not found or int(found) < SCHEMA_VERSION:
         analytics.insert("schema_version", ["account_id", "version"], [(0, SCHEMA_VERSION)])
+
+
+def _exists(analytics: Analytics, table: str, column: str | None = None) -> bool:
+    """Whether TABLE (its local table, on the server we talk to) has COLUMN, or exists."""
+    name = table + (ch.LOCAL_SUFFIX if analytics.target.cluster is not None else "")
+    where = f"database = {literal(analytics.target.database)} AND "
+    if column is None:
+        sql = f"SELECT count() FROM system.tables WHERE {where}name = {literal(name)}"
+    else:
+        where += f"table = {literal(name)} AND name = {literal(column)}"
+        sql = f"SELECT count() FROM system.columns WHERE {where}"
+    return bool(analytics.scalar(sql))
+
+
+def _add_user_key(analytics: Analytics) -> None:
+    """Version 1 → 2: ``messages`` gains ``user_key``. Adding it rewrites nothing: parts
+    written before compute it from openid when read."""
+    if _exists(analytics, "messages", "user_key"):
+        return
+    for statement in ch.add_column(analytics.target, "messages", "user_key", _USER_KEY):
+        analytics.ddl(statement)
+
+
+def _copy_old_user_day(analytics: Analytics) -> None:
+    """Version 1 → 2: the rows of ``user_day`` (keyed by openid) copied into
+    :data:`USER_DAY` with their sender keys, versions unchanged, inside ClickHouse; then
+    the old table is dropped. An interrupted copy is started again from an emptied
+    target, since the old table is dropped only after the copy is complete."""
+    if not _exists(analytics, "user_day"):
+        return
+    target = analytics.target
+    if analytics.scalar(f"SELECT count() FROM {analytics.table(USER_DAY)}"):
+        for statement in ch.drop_table(target, USER_DAY) + _create_table(target, USER_DAY):
+            analytics.ddl(statement)
+    names = [c for c, _ in _spec(USER_DAY)[1]]
+    old = [ch.user_key("openid") if c == "user_key" else c for c in names]
+    analytics.command(
+        f"INSERT INTO {analytics.table(USER_DAY)} ({', '.join(names)})"
+        f" SELECT {', '.join(old)} FROM {analytics.table('user_day')}"
+    )
+    for statement in ch.drop_table(target, "user_day"):
+        analytics.ddl(statement)

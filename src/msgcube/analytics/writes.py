@@ -4,8 +4,9 @@ ClickHouse has no unique constraint, so a batch first asks which of its keys are
 already (``message_ids``, ``events``) and inserts only the rest: the new/duplicate
 counts and the dirty marks come out as on SQL, sequentially exact. Two *concurrent*
 copies of one push can both pass that check; both rows then exist until the engine
-merges them (``ReplacingMergeTree`` on the same key), and the rollup deduplicates by
-the key itself (``GROUP BY msg_id`` / the event key), so they still count once.
+merges them (``ReplacingMergeTree`` on the same key), and the rollup reads messages with
+``FINAL`` (equal keys collapse at read time) and events grouped by their key, so they
+still count once.
 
 A batch may hold several accounts: it costs one lookup per table and one insert per
 table whatever their number — on a cluster a quorum insert is a ~50 ms round trip, so

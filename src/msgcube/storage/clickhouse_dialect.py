@@ -41,6 +41,9 @@ STRING = "String"
 #: The type of timestamps: ``DateTime64`` does not exist in 18.16; seconds suffice.
 DATETIME = "DateTime"
 
+#: The sender key: 16 bytes in both releases (18.16 has no ``UInt128``).
+USER_KEY_TYPE = "FixedString(16)"
+
 LOCAL_SUFFIX = "_local"
 """In the cluster form, the replicated table on each server is ``<table>_local``; the
 name without the suffix is the Distributed table that spreads rows and gathers answers."""
@@ -142,13 +145,35 @@ def create_table(
     )
     if target.cluster is None:
         return [create]
-    distributed = (
+    return [create, create_distributed(target, table, shard_key)]
+
+
+def create_distributed(target: Target, table: str, shard_key: str = "account_id") -> str:
+    """The Distributed table over TABLE's local tables (cluster form only); it takes the
+    local table's columns as they are when it is created."""
+    if target.cluster is None:
+        raise ValueError("a Distributed table needs a cluster")
+    return (
         f"CREATE TABLE IF NOT EXISTS {qualified(target, table)}{_on_cluster(target)}"
         f" AS {local_table(target, table)}"
         f" ENGINE = Distributed({quote_ident(target.cluster)}, {quote_ident(target.database)},"
         f" {quote_ident(table + LOCAL_SUFFIX)}, sipHash64({quote_ident(shard_key)}))"
     )
-    return [create, distributed]
+
+
+def add_column(target: Target, table: str, name: str, type_: str) -> list[str]:
+    """The statements that add column NAME to TABLE on every server.
+
+    18.16 knows no ``ADD COLUMN IF NOT EXISTS`` (callers ask ``system.columns`` first)
+    and refuses ``ALTER … ON CLUSTER`` on a Distributed table (code 371): on a cluster
+    the local tables are altered and the Distributed table is created again over them
+    (until then the table is missing for a moment: inserts fail, and are retried).
+    """
+    alter = f"ALTER TABLE {local_table(target, table)}{_on_cluster(target)} ADD COLUMN"
+    alter += f" {quote_ident(name)} {type_}"
+    if target.cluster is None:
+        return [alter]
+    return [alter, drop_table(target, table)[0], create_distributed(target, table)]
 
 
 def drop_table(target: Target, table: str) -> list[str]:
@@ -203,3 +228,16 @@ def bulk_insert_settings(current: bool) -> Mapping[str, int]:
     18.16 knows neither setting and refuses a query naming an unknown one.
     """
     return {"optimize_on_insert": 0, "max_insert_threads": 2} if current else {}
+
+
+def user_key(openid: str) -> str:
+    """The sender key of the openid expression OPENID: its 128-bit SipHash.
+
+    The rollup groups and counts senders by this fixed-width key instead of the 28-byte
+    openid strings. It is exactly as exact as ClickHouse's own ``uniqExact`` over a
+    String, which keeps the same 128-bit SipHash of each string in its set (not the
+    string): ``sipHash128`` and that set's key are both ``SipHash::update`` of the bytes
+    then ``get128``. 18.16 and 26.9 return the same 16 bytes (a stored key stays valid
+    across an upgrade), e.g. ``B6B415A2DA966B6C685A65E54C12A353`` for ``'abc'``.
+    """
+    return f"sipHash128({openid})"
