@@ -1,7 +1,8 @@
 """Relay benchmark: the latency msgcube adds in front of an account's own server.
 
     python bench/relay.py [--seconds 5] [--rounds 4] [--concurrency 1,8] [--think-ms 0,20]
-                          [--rates 0] [--db-dir DIR] [--no-record]
+                          [--rates 0] [--workers 1] [--db-dir DIR]
+                          [--no-record]
 
 1. starts a minimal upstream — ``upstream_app`` below, a bare ASGI app on uvicorn (one
    worker) answering every push with a fixed encrypted passive reply, as a bot would,
@@ -159,16 +160,21 @@ class Prepared:
 
 
 class Cpu:
-    """The share of one core msgcube's process used from now until ``share()``."""
+    """The share of one core msgcube's processes (with ``--workers`` > 1 its worker
+    processes) used from now until ``share()``."""
 
     def __init__(self, server: subprocess.Popen[bytes]) -> None:
         import psutil
 
-        self.proc = psutil.Process(server.pid)
-        self.cpu, self.wall = sum(self.proc.cpu_times()[:2]), time.perf_counter()
+        parent = psutil.Process(server.pid)
+        self.procs = [parent, *parent.children(recursive=True)]
+        self.cpu, self.wall = self._total(), time.perf_counter()
+
+    def _total(self) -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in self.procs)
 
     def used(self) -> float:
-        return sum(self.proc.cpu_times()[:2]) - self.cpu
+        return self._total() - self.cpu
 
     def share(self) -> float:
         return self.used() / (time.perf_counter() - self.wall)
@@ -277,6 +283,7 @@ def main() -> int:
         default=[0.0],
         help="comma-separated offered pushes/s (0: unpaced, each connection flat out)",
     )
+    parser.add_argument("--workers", type=int, default=1, help="msgcube serve's workers")
     parser.add_argument("--db-dir", default="", help="directory of the SQLite file")
     parser.add_argument("--prepare", type=int, default=20_000, help="pushes made before each slice")
     parser.add_argument("--no-record", action="store_true", help="do not touch RESULTS.md")
@@ -301,7 +308,7 @@ def main() -> int:
     upstream = start(upstream_cmd, clean_env(RELAY_BENCH_REPLY=REPLY.decode()), log, u_port)
     checks: list[str] = []
     try:
-        serve_env = env | {"MSGCUBE_PORT": str(port), "MSGCUBE_WORKERS": "1"}
+        serve_env = env | {"MSGCUBE_PORT": str(port), "MSGCUBE_WORKERS": str(args.workers)}
         server = start([MSGCUBE, "serve"], serve_env, log, port)
         try:
             pairs = measure(args, server, port, u_port, env)
