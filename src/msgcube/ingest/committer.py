@@ -171,11 +171,8 @@ class GroupCommitter:
             await self.start()
         assert self._queue is not None
         self._queue.put_nowait(job)
-        company = self._company
-        if company is not None and self._queue.qsize() + 1 >= self._last_batch:
-            self._company = None
-            if not company.done():
-                company.set_result(None)
+        if self._company is not None and self._queue.qsize() + 1 >= self._last_batch:
+            _settle(self._company)  # the committer's wait clears it
         # If the request is cancelled (client gone) the future is cancelled with it, but
         # the job stays queued and is committed regardless: a retry is then a duplicate.
         return await job.future

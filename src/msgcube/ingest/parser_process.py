@@ -59,8 +59,9 @@ def parsed_elsewhere(
 def _receive(child: subprocess.Popen[bytes], pipe: IO[bytes], source: str) -> Iterator[ParsedBlock]:
     while True:
         header = pipe.read(_HEADER.size)
-        frame = pipe.read(_HEADER.unpack(header)[0]) if len(header) == _HEADER.size else b""
-        if not frame or len(frame) < _HEADER.unpack(header)[0]:  # died, maybe mid-frame
+        size = _HEADER.unpack(header)[0] if len(header) == _HEADER.size else 0
+        frame = pipe.read(size) if size else b""
+        if not frame or len(frame) < size:  # died, maybe mid-frame
             code = child.wait()
             how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
             raise ImportStopped(f"{source}: the parser process ended unexpectedly ({how})")
