@@ -245,3 +245,138 @@ def test_the_answer_cap_is_exact(size: int) -> None:
 
     with serving(app) as base:
         asyncio.run(go(base))
+
+
+# Answers written byte for byte, for the framing cases a real bot may produce; after
+# each, ``close`` says whether the server closes the connection.
+SCRIPTED: dict[bytes, tuple[bytes, bool]] = {
+    # HTTP/1.0 style: no Content-Length, the body ends where the connection does
+    b"/eof": (b"HTTP/1.0 200 OK\r\nContent-Type: text/xml\r\n\r\n<xml>until close</xml>", True),
+    # an interim answer first; the final one is what WeChat must get
+    b"/interim": (
+        b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nContent-Type: text/plain\r\n\r\nsuccess",
+        False,
+    ),
+    # bytes nobody asked for after a complete answer: the answer stands, the link goes
+    b"/junk": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokJUNK", False),
+    # a declared length the connection does not deliver
+    b"/short": (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", True),
+    b"/upgrade": (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n",
+        False,
+    ),
+    b"/chunked": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\n<xml>\r\n6\r\n</xml>\r\n0\r\nX-Trailer: t\r\n\r\n",
+        False,
+    ),
+}
+
+
+async def scripted_server(requests: list[tuple[int, bytes]]) -> tuple[asyncio.Server, str]:
+    """Reads each request whole (headers and Content-Length body), answers ``SCRIPTED``;
+    ``requests`` gets (connection number, request bytes) in order."""
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        number = connections
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                request = head + await reader.readexactly(length)
+                requests.append((number, request))
+                answer, close = SCRIPTED[request.split(b" ")[1].split(b"?")[0]]
+                writer.write(answer)
+                await writer.drain()
+                if close:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}"
+
+
+def test_answer_framing_the_way_bots_write_it() -> None:
+    requests: list[tuple[int, bytes]] = []
+
+    async def go() -> dict[str, Any]:
+        server, base = await scripted_server(requests)
+        relay = Relay(timeout=5)
+        out: dict[str, Any] = {}
+        async with server, relay.running():
+            for path in ("/eof", "/interim", "/interim", "/junk", "/chunked", "/short"):
+                outcome = await relay.forward(base + path, "POST", b"a=1", "text/xml", b"<xml/>")
+                out.setdefault(path, []).append(outcome)
+            out["/upgrade"] = [await relay.forward(base + "/upgrade", "POST", b"", None, b"")]
+        return out
+
+    out = asyncio.run(go())
+    (eof,) = out["/eof"]
+    assert (eof.failed, eof.status, eof.content_type, eof.body) == (
+        False,
+        200,
+        "text/xml",
+        b"<xml>until close</xml>",
+    )
+    for interim in out["/interim"]:
+        assert (interim.failed, interim.status, interim.content_type, interim.body) == (
+            False,
+            200,
+            "text/plain",
+            b"success",
+        )
+    (junk,) = out["/junk"]
+    assert (junk.failed, junk.body) == (False, b"ok")
+    (chunked,) = out["/chunked"]
+    assert (chunked.failed, chunked.body) == (False, b"<xml></xml>")
+    (short,) = out["/short"]
+    assert (short.failed, short.reason) == (
+        True,
+        "upstream unreachable (connection closed before a complete answer)",
+    )
+    (upgrade,) = out["/upgrade"]
+    assert (upgrade.failed, upgrade.reason) == (
+        True,
+        "upstream unreachable (it switched protocols)",
+    )
+    # Which connection each request came on: a new one after the EOF-delimited answer,
+    # the same one for both interim exchanges and the junk, a new one after the junk.
+    numbers = [number for number, _ in requests]
+    assert numbers == [1, 2, 2, 2, 3, 3, 4]
+    first = requests[0][1]
+    assert first.startswith(b"POST /eof?a=1 HTTP/1.1\r\n")
+    assert first.endswith(b"\r\ncontent-type: text/xml\r\n\r\n<xml/>")
+
+
+def test_a_header_that_would_break_the_framing_is_never_sent() -> None:
+    requests: list[tuple[int, bytes]] = []
+
+    async def go() -> Any:
+        server, base = await scripted_server(requests)
+        relay = Relay(timeout=5)
+        async with server, relay.running():
+            return await relay.forward(
+                base + "/interim", "POST", b"", "text/xml\r\nX-Injected: 1", b"<xml/>"
+            )
+
+    outcome = asyncio.run(go())
+    assert (outcome.failed, outcome.reason) == (
+        True,
+        "relay error (header content-type not sendable)",
+    )
+    assert requests == []

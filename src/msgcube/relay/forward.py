@@ -26,7 +26,7 @@ upstream signed, so the two ends stay in each other's keys.
 string (``signature``, ``timestamp``, ``nonce``, ``openid``, ``encrypt_type``,
 ``msg_signature``, unchanged) appended to the upstream URL, the Content-Type and the
 exact body bytes over one pool of HTTP/1.1 keep-alive connections per worker process
-(``http11``: h11 on asyncio, a fraction of httpx's cost per call). It never retries
+(``http11``: llhttp on asyncio, a fraction of httpx's cost per call). It never retries
 (WeChat does), never follows redirects, uses no proxy, caps concurrent calls per
 upstream origin (``relay_concurrency``: beyond it a push waits, within its time budget)
 and never raises: every failure is an outcome.
@@ -41,8 +41,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-
-import h11
 
 from msgcube.domain.periods import local_day_hour
 from msgcube.errors import UpstreamFailed
@@ -188,9 +186,9 @@ class Relay:
             return replace(timed_out, cost_ms=max(timed_out.cost_ms, round(self.timeout * 1000)))
         except UpstreamFailed as exc:
             return outcome(0, None, b"", str(exc))
-        except (OSError, h11.ProtocolError) as exc:
+        except OSError as exc:
             return outcome(0, None, b"", f"upstream unreachable ({_describe(exc)})")
-        except Exception as exc:  # e.g. a header h11 refuses: still only a failure
+        except Exception as exc:  # a bug of ours: logged, still only a failure
             log.exception("relaying to %s failed", shown_upstream(upstream_url))
             return outcome(0, None, b"", f"relay error ({_describe(exc)})")
         ctype = _content_type(answer)
