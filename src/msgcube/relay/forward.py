@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 
 from msgcube.domain.periods import local_day_hour
 from msgcube.errors import UpstreamFailed
-from msgcube.relay.http11 import Answer, Http11Pool, Origin
+from msgcube.relay.http11 import Answer, Http11Pool, Origin, describe
 from msgcube.relay.recorder import RelayRecorder
 from msgcube.relay.upstream import escaped_query, shown_upstream
 from msgcube.storage.accounts import Account
@@ -187,10 +187,10 @@ class Relay:
         except UpstreamFailed as exc:
             return outcome(0, None, b"", str(exc))
         except OSError as exc:
-            return outcome(0, None, b"", f"upstream unreachable ({_describe(exc)})")
+            return outcome(0, None, b"", f"upstream unreachable ({describe(exc)})")
         except Exception as exc:  # a bug of ours: logged, still only a failure
             log.exception("relaying to %s failed", shown_upstream(upstream_url))
-            return outcome(0, None, b"", f"relay error ({_describe(exc)})")
+            return outcome(0, None, b"", f"relay error ({describe(exc)})")
         ctype = _content_type(answer)
         if not 200 <= answer.status < 300:
             reason = f"upstream answered {answer.status}"
@@ -262,8 +262,3 @@ def _content_type(answer: Answer) -> str | None:
     """The answer's Content-Type as latin-1 text of its exact bytes (Starlette sends it so)."""
     value = answer.header(b"content-type")
     return None if value is None else value.decode("latin-1")
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text[:120]}" if text else type(exc).__name__

@@ -125,26 +125,29 @@ class _Link(asyncio.Protocol):
             if self._answer.done:
                 self.broken = True  # junk after a complete answer: that answer stands
             else:
-                self._answer.fail(f"upstream unreachable (not HTTP: {_parse_error(exc)})")
+                self._answer.fail(f"upstream unreachable (not HTTP: {describe(exc)})")
         self._wake()
 
     def eof_received(self) -> bool:
-        self.broken = True
-        answer = self._answer
-        if self._busy and answer.until_close and not answer.done:
-            answer.done = True  # a body without a length ends where the connection does
+        self._closed_cleanly()
         self._wake()
         return False  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if exc is None:
+            self._closed_cleanly()  # TLS: may end without an EOF of its own
         self.broken = True
-        answer = self._answer
-        if exc is None and self._busy and answer.until_close and not answer.done:
-            answer.done = True  # closed cleanly without an EOF of its own (TLS)
         self._live.discard(self)
         if not self.lost.done():
             self.lost.set_result(None)
         self._wake()
+
+    def _closed_cleanly(self) -> None:
+        """The upstream closed: a body without a length ends here (llhttp's "finish")."""
+        self.broken = True
+        answer = self._answer
+        if self._busy and answer.until_close and not answer.done:
+            answer.done = True
 
     # llhttp's callbacks, while an answer is read
     def on_message_begin(self) -> None:
@@ -196,9 +199,7 @@ class _Link(asyncio.Protocol):
         request = _request_head(method, target, headers)
         answer = self._answer = _Reading(max_body)
         self._busy = True
-        self.transport.write(request + body if len(body) < 65536 else request)
-        if len(body) >= 65536:
-            self.transport.write(body)
+        self.transport.writelines((request, body))
         while True:
             if answer.error:
                 raise UpstreamFailed(answer.error)
@@ -257,9 +258,10 @@ _TARGET = re.compile(rb"[\x21-\x7e]+")
 _UNSAFE_VALUE = re.compile(rb"[\r\n\x00]")
 
 
-def _parse_error(exc: Exception) -> str:
+def describe(exc: BaseException) -> str:
+    """An exception in a failure reason: its type and the start of its text."""
     text = str(exc).strip()
-    return text[:120] if text else type(exc).__name__
+    return f"{type(exc).__name__}: {text[:120]}" if text else type(exc).__name__
 
 
 class Http11Pool:
