@@ -161,16 +161,38 @@ def query(rep: Replica, sql: str) -> list[tuple[Any, ...]]:
 
 
 def wait_rejoined(rep: Replica, timeout: float = 90.0) -> None:
-    """Wait until a restarted replica's tables take writes again.
+    """Wait until a restarted replica's tables take quorum writes again.
 
-    After a SIGKILL they stay read-only until ZooKeeper expired the old session and 18.16
-    retried (every ~10 s). A write that Distributed routes to it meanwhile is refused
-    (Code 164, "Replica is not active right now"): a push gets 500 (WeChat retries), an
-    API call whose rollup writes there gets -1 — an errcode, never a wrong answer.
+    A quorum insert needs the replica's ``is_active`` node in ZooKeeper, and only the
+    new process's node counts. After a SIGKILL the old session's node can outlive the
+    restart by up to ZooKeeper's session timeout: meanwhile the replica looks active,
+    then the node vanishes, and 18.16 creates its own only on its next try (every ~10 s).
+    In that window a write that Distributed routes to it is refused (Code 164, "Replica
+    is not active right now"): a push gets 500 (WeChat retries), an API call whose
+    rollup writes there gets -1 — an errcode, never a wrong answer. So this waits for
+    every replicated table's ``is_active`` created since the restart, not for
+    ``system.replicas`` alone (which can read "active" on the old node).
     """
     deadline = time.monotonic() + timeout
-    sql = "SELECT count() FROM system.replicas WHERE is_readonly OR is_session_expired"
-    while query(rep, sql)[0][0]:
+    since = int(rep.started_at)  # ZooKeeper's ctime has whole seconds here
+    paths = [p for (p,) in query(rep, "SELECT replica_path FROM system.replicas")]
+    assert paths, f"{rep.name} has no replicated tables"
+
+    def rejoined() -> bool:
+        busy = "SELECT count() FROM system.replicas WHERE is_readonly OR is_session_expired"
+        if query(rep, busy)[0][0]:
+            return False
+        for path in paths:
+            node = query(
+                rep,
+                "SELECT toUInt32(ctime) FROM system.zookeeper"
+                f" WHERE path = '{path}' AND name = 'is_active'",
+            )
+            if not node or node[0][0] < since:
+                return False
+        return True
+
+    while not rejoined():
         assert time.monotonic() < deadline, f"{rep.name} did not rejoin within {timeout:.0f}s"
         time.sleep(0.2)
 

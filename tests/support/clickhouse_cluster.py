@@ -177,6 +177,8 @@ class Replica:
     interserver_port: int
     root: Path
     proc: subprocess.Popen[bytes] | None = None
+    #: Wall-clock time (``time.time()``) of the latest start of this server's process.
+    started_at: float = 0.0
 
     @property
     def name(self) -> str:
@@ -421,6 +423,7 @@ class ClickHouseCluster:
             flags.mkdir(parents=True, exist_ok=True)
             (flags / "force_restore_data").touch()
         argv = [CLICKHOUSE_SERVER, f"--config-file={config}"]
+        rep.started_at = time.time()
         rep.proc = self._popen(argv, rep.root / "stdout.log", rep.root)
 
     def _wait_server(self, rep: Replica) -> None:
