@@ -114,6 +114,9 @@ async def test_accounts_create_list_update(admin: Admin, store: Store) -> None:
     assert changed.json()["ip_whitelist"] == []
     assert changed.json()["daily_quota"] == 50
     assert await get_token(admin.client, appid, "new-secret")
+    largest = await admin("PATCH", f"/accounts/{appid}", {"daily_quota": 2**31 - 1})
+    assert largest.status_code == 200, largest.text
+    assert largest.json()["daily_quota"] == 2**31 - 1
     back = await admin("PATCH", f"/accounts/{appid}", {"daily_quota": None})
     assert back.json()["daily_quota"] is None
 
@@ -121,9 +124,11 @@ async def test_accounts_create_list_update(admin: Admin, store: Store) -> None:
         {"verified": "yes"},
         {"daily_quota": -1},
         {"daily_quota": True},
+        {"daily_quota": 2**31},  # PostgreSQL's INTEGER could not hold it; SQLite could
         {"ip_whitelist": "example.com"},
         {"tz": "Mars/Olympus"},
         {"secret": 5},
+        {"secret": ""},
         {"aes_key": "short"},
     ]
     for bad in bad_changes:

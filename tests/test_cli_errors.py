@@ -149,6 +149,82 @@ def test_connection_refused_is_not_retried(tmp_path: Path) -> None:
     assert attempts.next(NetworkError("timeout")) is not None
 
 
+@pytest.mark.parametrize(
+    ("args", "extra_env", "fragments"),
+    [
+        (
+            ["account", "set", "--appid", "wxerr", "--daily-quota", "9" * 23],
+            {},
+            ["daily_quota: must be 0 to 2147483647"],
+        ),
+        (["account", "set", "--appid", "wxerr", "--secret", ""], {}, ["secret must not be empty"]),
+        (["settings"], {"MSGCUBE_QUOTA_DATACUBE": "9" * 23}, ["MSGCUBE_QUOTA_DATACUBE"]),
+        (["account", "list"], {"MSGCUBE_DB": "mysql://x/y"}, ["MSGCUBE_DB", "mysql://"]),
+        (["quarantine", "show", "9" * 23], {}, ["9" * 23, "range"]),
+        (["quarantine", "replay", "9" * 23], {}, ["9" * 23, "range"]),
+        (["generate", "--appid", "wxerr", "--end", "garbage"], {}, ["--end", "garbage"]),
+        (
+            ["sync", "--appid", "wxerr", "--secret", "s", "--db", "x.db"],
+            {},
+            ["--base-url", "no host"],
+        ),
+        (
+            ["sync", "--appid", "wxerr", "--secret", "s", "--base-url", "http://127.0.0.1:9"],
+            {},
+            ["--db", "mysql://"],
+        ),
+        (
+            ["replay", "--appid", "wxerr", "--token", "t", "--url", "notaurl"],
+            {},
+            ["--url", "http:// or https://"],
+        ),
+    ],
+)
+def test_bad_values_are_one_line_never_a_traceback(
+    env: dict[str, str],
+    tmp_path: Path,
+    args: list[str],
+    extra_env: dict[str, str],
+    fragments: list[str],
+) -> None:
+    """Values that reached a driver or a parser unchecked used to end in a traceback (an
+    OverflowError, a missing MySQLdb, httpx.InvalidURL, date.fromisoformat …)."""
+    if args[0] == "sync":
+        # The two sync cases each break one of --base-url and --db.
+        args = [*args, "--base-url", "http://"] if "--db" in args else [*args, "--db", "mysql://x"]
+    if args[0] == "replay":
+        pushes = tmp_path / "p.jsonl"
+        pushes.write_text("{}\n")
+        args = [*args, str(pushes)]
+    run = msgcube({**env, **extra_env}, *args, cwd=tmp_path)
+    assert run.code in (1, 2), run
+    assert "Traceback" not in run.err, run.err
+    assert run.err.strip(), run
+    last = run.err.strip().splitlines()[-1]
+    for fragment in fragments:
+        assert fragment in last, last
+
+
+def test_a_broken_follower_file_is_one_line_and_changes_nothing(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    good, bad = tmp_path / "good.txt", tmp_path / "bad.txt"
+    good.write_bytes(b"fan1\nfan2\n")
+    bad.write_bytes(b"fan3\n\xa3\xff\n")
+    assert msgcube(env, "followers", "import", "--appid", "wxerr", str(good)).code == 0
+    one_line_error(
+        msgcube(env, "followers", "import", "--appid", "wxerr", str(bad)), f"{bad}:2: not UTF-8"
+    )
+
+
+def test_a_client_refuses_a_url_it_cannot_call() -> None:
+    """An unusable base URL used to fail only at the first call, as a network error
+    retried with backoff for 20 s (``notaurl``) or as ``httpx.InvalidURL``."""
+    for url in ("notaurl", "ftp://host", "http://", "http://[::1", "http://h:99999"):
+        with pytest.raises(ValueError, match="base URL"):
+            Client("wxerr", "s", base_url=url)
+
+
 def test_serve_help_lists_its_options() -> None:
     run = msgcube(msgcube_env("unused.db"), "serve", "--help")
     assert run.code == 0

@@ -167,6 +167,25 @@ async def test_bad_credentials_are_refused_alike(world: World, which: str) -> No
         assert (await client.get("/dashboard")).status_code == 303
 
 
+async def test_an_empty_secret_never_signs_in(sqlite_store: Store) -> None:
+    """An account stored with an empty AppSecret (possible before ``update_account``
+    refused one) does not open to its appid alone: ``/cgi-bin/token`` calls an empty
+    secret missing (41004), and the dashboard agrees."""
+    appid = fresh_appid("wxnosecret")
+    seed_account(sqlite_store, appid, SECRET, days=1, users=2)
+    with sqlite_store.write() as conn:
+        set_account(conn, appid, secret="")  # no checks at this layer: an old database
+    async with browser(sqlite_store) as client:
+        refused = await sign_in(client, appid, "")
+        assert refused.status_code == 401
+        assert (await client.get("/dashboard")).status_code == 303
+        token = await client.get(
+            "/cgi-bin/token",
+            params={"grant_type": "client_credential", "appid": appid, "secret": ""},
+        )
+        assert token.json()["errcode"] == 41004
+
+
 async def test_a_new_secret_ends_old_sessions(sqlite_store: Store) -> None:
     appid = fresh_appid("wxrotate")
     seed_account(sqlite_store, appid, SECRET, days=3, users=5)

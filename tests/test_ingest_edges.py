@@ -36,13 +36,14 @@ from msgcube.domain.identifiers import (
 )
 from msgcube.domain.messages import Message, parse_record
 from msgcube.errors import IngestError
-from msgcube.ingest.batch import write_batch
+from msgcube.ingest.batch import import_followers, write_batch
+from msgcube.ingest.files import follower_openids
 from msgcube.ingest.gate import RawPush
 from msgcube.settings import Settings
 from msgcube.storage.accounts import Account, add_account
 from msgcube.storage.db import Store
 from msgcube.storage.quarantine import add_entry, list_entries
-from msgcube.storage.schema import accounts, events, messages, quarantine, senders
+from msgcube.storage.schema import accounts, events, followers, messages, quarantine, senders
 from msgcube.web.app import create_app
 from msgcube.wechat import AESKey, build_push_xml, cdata, encrypt, msg_signature, signature
 from support.api import shanghai
@@ -426,3 +427,31 @@ def test_cli_appids_that_cannot_exist_are_one_line_errors(store: Store, tmp_path
     result = runner.invoke(cli, ["quarantine", "list", "--appid", "wx" * 40], env=env)
     assert result.exit_code == 2
     assert "appid is longer than 64 characters" in result.stderr
+
+
+@pytest.mark.parametrize("bad", ["o" * (OPENID_MAX + 1), "nul\x00x", "ctl\x01x", "\ud800"])
+def test_a_follower_list_obeys_the_sender_rule_on_every_backend(store: Store, bad: str) -> None:
+    """A follower list used to reach the table unchecked: SQLite stored a NUL or a
+    200-character openid that PostgreSQL refused with a database error. Now both refuse
+    it by the sender rule, and the base already imported is left as it was."""
+    account = new_account(store)
+    today = shanghai(2026, 3, 10).date()
+    with store.write() as conn:
+        assert import_followers(conn, account, ["fan1", "fan2"], today) == 2
+    with pytest.raises(IngestError, match="openid"), store.write() as conn:
+        import_followers(conn, account, ["fan3", bad], today)
+    with store.read() as conn:
+        kept = conn.execute(
+            select(followers.c.openid).where(followers.c.account_id == account.id)
+        ).scalars()
+        assert sorted(kept) == ["fan1", "fan2"]
+
+
+def test_a_follower_file_names_its_bad_line() -> None:
+    lines = [b"fan1\n", b"\n", b"  fan2  \n", b"fan\x01\n"]
+    with pytest.raises(IngestError) as raised:
+        follower_openids(lines, "f.txt")
+    assert raised.value.reason == "f.txt:4: openid contains the control character U+0001"
+    with pytest.raises(IngestError, match=r"^f.txt:2: not UTF-8$"):
+        follower_openids([b"fan1\n", b"\xff\xfe\n"], "f.txt")
+    assert follower_openids(lines[:3], "f.txt") == ["fan1", "fan2"]

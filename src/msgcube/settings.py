@@ -29,6 +29,7 @@ from typing import Any
 
 from msgcube.analytics.url import AnalyticsUrl, mask_analytics, parse_analytics_url
 from msgcube.domain.endpoints import SpanProfile
+from msgcube.domain.identifiers import COUNT_MAX
 from msgcube.domain.periods import DEFAULT_TZ, check_tz
 from msgcube.errors import ConfigError
 
@@ -96,10 +97,30 @@ def _now(value: str) -> datetime | None:
     return parsed
 
 
+DB_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg")
+"""The database URLs msgcube can open: SQLite (the driver in Python) and PostgreSQL
+through psycopg 3 (the driver it installs)."""
+
+
+def _db(value: str) -> str:
+    """A SQLite file path, or a URL of a database msgcube can open (``DB_SCHEMES``): any
+    other URL would fail deep in SQLAlchemy, importing a driver that is not there."""
+    scheme, separator, _ = value.partition("://")
+    if separator and scheme.lower() not in DB_SCHEMES:
+        raise ValueError(
+            "expected a SQLite file path or postgresql://user:pass@host/db "
+            f"(msgcube cannot open {scheme}:// databases)"
+        )
+    return value
+
+
 def _count(value: str) -> int:
+    """A count (workers, quotas, quarantine bounds): ``0..COUNT_MAX``, so every count a
+    setting gives fits a database column and a JSON answer (``quota/get``'s
+    ``daily_limit``) on every backend."""
     number = int(value)
-    if number < 0:
-        raise ValueError("must be zero or more")
+    if not 0 <= number <= COUNT_MAX:
+        raise ValueError(f"must be 0 to {COUNT_MAX}")
     return number
 
 
@@ -212,7 +233,7 @@ class Settings:
 
     db: str = setting(
         "",
-        str,
+        _db,
         "Database URL or SQLite file path; default msgcube.db in the working directory. "
         "postgresql://user:pass@host/db for PostgreSQL.",
         shown=mask_db,

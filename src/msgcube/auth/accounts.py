@@ -8,7 +8,8 @@ the field), so nothing that would break the account later can be stored:
   week and month dirty, so statistics follow the new zone — the data is not refused;
 * a new ``aes_key`` must be a valid EncodingAESKey; the replaced key stays as the previous
   one, so pushes sealed with it while WeChat switches keys still open;
-* a new ``secret`` is hashed with the deployment's key and ends dashboard sessions.
+* a ``secret`` must not be empty; a new one is hashed with the deployment's key and ends
+  dashboard sessions.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from sqlalchemy import Connection, func, select, update
 
 from msgcube.analytics.reads import local_days
 from msgcube.auth.policy import normalize_whitelist
-from msgcube.domain.identifiers import appid_problem, original_id_problem, token_problem
+from msgcube.domain.identifiers import (
+    COUNT_MAX,
+    appid_problem,
+    original_id_problem,
+    secret_problem,
+    token_problem,
+)
 from msgcube.domain.periods import check_tz, local_today
 from msgcube.errors import AccountError, AccountExists, NotFound
 from msgcube.relay.upstream import upstream_or_none
@@ -63,9 +70,11 @@ def _check(problem: str | None) -> None:
 def check_changes(changes: AccountChanges) -> dict[str, Any]:
     """The column values of ``changes``, each checked (``AccountError`` names a bad one)."""
     values: dict[str, Any] = {}
-    for name in ("secret", "verified"):
-        if getattr(changes, name) is not None:
-            values[name] = getattr(changes, name)
+    if changes.secret is not None:
+        _check(secret_problem(changes.secret))
+        values["secret"] = changes.secret
+    if changes.verified is not None:
+        values["verified"] = changes.verified
     if changes.original_id is not None:
         _check(original_id_problem(changes.original_id))
         values["original_id"] = changes.original_id
@@ -97,8 +106,12 @@ def check_changes(changes: AccountChanges) -> dict[str, Any]:
         except ValueError as exc:
             raise AccountError(f"upstream: {exc}") from None
     quota = changes.daily_quota
-    if quota is not None and quota != "default" and (isinstance(quota, bool) or quota < 0):
-        raise AccountError("daily_quota: must be zero or more, or 'default'")
+    if (
+        quota is not None
+        and quota != "default"
+        and (isinstance(quota, bool) or not 0 <= quota <= COUNT_MAX)
+    ):
+        raise AccountError(f"daily_quota: must be 0 to {COUNT_MAX}, or 'default'")
     return values
 
 
@@ -107,6 +120,7 @@ def create_account(
 ) -> Account:
     """Register ``appid`` with ``secret`` in ``tz``, then apply ``changes`` (all checked first)."""
     _check(appid_problem(appid))
+    _check(secret_problem(secret))
     check_changes(changes)
     try:
         check_tz(tz)

@@ -11,7 +11,7 @@ import contextlib
 import secrets
 import sys
 from collections.abc import Callable, Iterator
-from datetime import date, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from msgcube.domain.endpoints import BY_NAME, ENDPOINTS, Period
 from msgcube.domain.periods import local_today
 from msgcube.errors import AccountError, ApiError, NotFound
 from msgcube.ingest.batch import import_followers
-from msgcube.ingest.files import ImportReport, detect_format, import_stream
+from msgcube.ingest.files import ImportReport, detect_format, follower_openids, import_stream
 from msgcube.relay import shown_upstream
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
@@ -283,7 +283,7 @@ def followers() -> None:
 def followers_import(appid: str, file: str, settings: Settings) -> None:
     """Set the follower base from a file of openids, one per line (- is stdin)."""
     with open_input(file) as stream:
-        openids = [ln.strip().decode("utf-8") for ln in stream if ln.strip()]
+        openids = follower_openids(stream, file)
     with opened(settings) as store:
         account = require_account(store, appid)
         today = local_today(settings.clock(), account.tz)
@@ -298,7 +298,13 @@ def followers_import(appid: str, file: str, settings: Settings) -> None:
 @click.option("--users", type=click.IntRange(1), default=2000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--per-day", type=click.IntRange(1), default=None, help="Average messages per day.")
-@click.option("--end", "end_text", default=None, help="Last day (default: yesterday).")
+@click.option(
+    "--end",
+    "end_day",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Last day, YYYY-MM-DD (default: yesterday).",
+)
 @click.option(
     "--out", "out_path", default=None, help="Write JSON Lines here instead of the database."
 )
@@ -309,7 +315,7 @@ def generate(
     users: int,
     seed: int,
     per_day: int | None,
-    end_text: str | None,
+    end_day: datetime | None,
     out_path: str | None,
     settings: Settings,
 ) -> None:
@@ -317,8 +323,8 @@ def generate(
     from msgcube.ingest.synthetic import generate_into, write_jsonl
 
     end = (
-        date.fromisoformat(end_text)
-        if end_text
+        end_day.date()
+        if end_day
         else local_today(settings.clock(), settings.tz) - timedelta(days=1)
     )
     if out_path:

@@ -20,6 +20,10 @@ from msgcube.storage.accounts import get_account
 from msgcube.storage.quarantine import get_entries, list_entries, prune_entries
 from msgcube.wechat import AESKey
 
+ENTRY_ID = click.IntRange(1, 2**63 - 1)
+"""A quarantine entry's id: a row id (BIGINT), so a larger number is no entry rather than
+an integer the database driver cannot even bind."""
+
 
 def _appid(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """``--appid``, refused when no account could have it (PostgreSQL cannot query a NUL)."""
@@ -59,7 +63,7 @@ def quarantine_list(appid: str | None, pending: bool, limit: int, settings: Sett
 
 
 @quarantine_group.command("show")
-@click.argument("entry_id", type=int)
+@click.argument("entry_id", type=ENTRY_ID)
 @click.option("--raw", is_flag=True, help="Write only the body, byte for byte, to stdout.")
 @with_settings
 def quarantine_show(entry_id: int, raw: bool, settings: Settings) -> None:
@@ -83,7 +87,7 @@ def quarantine_show(entry_id: int, raw: bool, settings: Settings) -> None:
 
 
 @quarantine_group.command("replay")
-@click.argument("entry_ids", nargs=-1, type=int)
+@click.argument("entry_ids", nargs=-1, type=ENTRY_ID)
 @click.option("--appid", default=None, callback=_appid, help="Only this account's pending entries.")
 @with_settings
 def quarantine_replay(entry_ids: tuple[int, ...], appid: str | None, settings: Settings) -> None:
@@ -194,7 +198,10 @@ def replay_cmd(
         signer = PushSigner(appid=appid, token=token, mode=mode, aes_key=key)  # type: ignore[arg-type]
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    target = callback_url(url, appid)
+    try:
+        target = callback_url(url, appid)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--url") from exc
     summary = ReplaySummary()
     with open_input(file) as handle:
         records = read_jsonl(handle, summary)

@@ -20,7 +20,8 @@ from msgcube.analytics.url import parse_analytics_url
 from msgcube.cli.common import sqlite_path
 from msgcube.cli.sync_clickhouse import ClickHouseMirror
 from msgcube.client import Client
-from msgcube.client.protocol import DEFAULT_BASE_URL
+from msgcube.client.protocol import DEFAULT_BASE_URL, http_url
+from msgcube.client.schema import normalize_url
 from msgcube.client.sync import Mirror, SyncAborted, SyncProgress, SyncReport, run_daily, sync
 from msgcube.client.tokens import FileTokenCache
 from msgcube.domain.endpoints import BY_NAME, SPAN_PROFILES, SpanProfile
@@ -134,6 +135,11 @@ def sync_command(
         target = ClickHouseMirror(Analytics(url))
     elif "://" not in db_url:
         db_url = target = "sqlite:///" + str(Path(db_url).expanduser())
+    else:
+        try:
+            normalize_url(db_url)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--db") from exc
     mirror = sqlite_path(db_url)
     if mirror is not None and not mirror.parent.is_dir():
         # The mirror file is created on a first sync, its folder never: a typo'd path
@@ -145,6 +151,10 @@ def sync_command(
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     cache = FileTokenCache(Path(token_cache)) if token_cache else None
+    try:
+        http_url(base_url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--base-url") from exc
     client = Client(
         appid,
         secret,

@@ -42,6 +42,7 @@ from msgcube.client.protocol import (
     Attempts,
     Backoff,
     decode,
+    http_url,
     join_url,
     json_body,
     network_error,
@@ -96,7 +97,7 @@ class _Base:
         if token_retries < 0:
             raise ValueError("token_retries must be ≥ 0")
         self.appid = appid
-        self.base_url = base_url.rstrip("/")
+        self.base_url = http_url(base_url).rstrip("/")
         self.span_profile = span_profile
         self.tz = tz
         self._clock = clock or _utc_now

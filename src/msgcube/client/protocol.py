@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -30,6 +31,27 @@ JSON_HEADERS = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 """Statuses a gateway in front of WeChat (or msgcube) answers when it is briefly unwell."""
+
+
+def http_url(url: str, what: str = "base URL") -> str:
+    """``url`` if msgcube can call it — http or https, with a host, a valid port — else
+    ``ValueError`` saying why. Checked when a client is made: a URL httpx cannot use
+    would otherwise fail only at the first call, as a network error that is retried
+    (with backoff) although no retry can ever succeed."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # a broken [IPv6] host
+        raise ValueError(f"invalid {what} {url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"the {what} must start with http:// or https:// (got {url!r})")
+    if not parts.hostname:
+        raise ValueError(f"the {what} has no host (got {url!r})")
+    try:
+        _ = parts.port  # ValueError for a port that is not a number or out of range
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise ValueError(f"invalid {what} {url!r}: {exc}") from None
+    return url
 
 
 def join_url(base_url: str, path: str) -> str:

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from msgcube.client.protocol import http_url
 from msgcube.wechat import AESKey, build_push_xml, cdata, encrypt, msg_signature, signature
 
 Mode = Literal["plain", "compat", "safe"]
@@ -35,8 +36,9 @@ MODES: tuple[Mode, ...] = ("plain", "compat", "safe")
 
 
 def callback_url(url: str, appid: str) -> str:
-    """``url`` itself when it has a path, else msgcube's callback path on that server."""
-    parts = urlsplit(url)
+    """``url`` itself when it has a path, else msgcube's callback path on that server
+    (``ValueError`` for a URL that cannot be called, ``client.protocol.http_url``)."""
+    parts = urlsplit(http_url(url, "callback URL"))
     if parts.path in ("", "/"):
         return url.rstrip("/") + f"/wechat/callback/{appid}"
     return url

@@ -73,11 +73,19 @@ TABLES: dict[str, Table] = {ep.name: _dataset_table(ep) for ep in ENDPOINTS}
 """Endpoint name → its table in the user's database."""
 
 
+MIRROR_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")
+
+
 def normalize_url(url: str) -> str:
-    """``postgresql://`` / ``postgres://`` → the psycopg 3 driver msgcube ships with."""
+    """``postgresql://`` / ``postgres://`` → the psycopg 3 driver msgcube ships with;
+    ``ValueError`` for a database sync cannot write to (it would fail importing a
+    driver that is not installed)."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
+    scheme = url.partition("://")[0].lower()
+    if scheme not in MIRROR_SCHEMES:
+        raise ValueError(f"sync writes to SQLite or PostgreSQL, not {scheme}://")
     return url
 
 

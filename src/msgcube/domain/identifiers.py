@@ -33,6 +33,11 @@ EVENT_MAX = 64
 MSG_ID_MIN, MSG_ID_MAX = 0, 2**64 - 1
 """WeChat's MsgId is an unsigned 64-bit integer (storage maps it onto a signed BIGINT)."""
 
+COUNT_MAX = 2**31 - 1
+"""The largest daily quota an account or a setting may give, and of any count setting:
+``account_quotas.daily_limit`` is PostgreSQL's INTEGER, so a larger value could be
+stored on SQLite and not on PostgreSQL."""
+
 CREATE_TIME_MIN = 946_684_800
 """2000-01-01T00:00:00Z: older than WeChat itself (2011), so no real push is refused,
 while a mistyped or millisecond-free ``CreateTime`` such as ``1`` or ``2009`` is."""
@@ -68,6 +73,18 @@ def original_id_problem(value: object) -> str | None:
 def token_problem(value: object, name: str = "callback token") -> str | None:
     """Why ``value`` cannot be a callback Token (empty means unset: every push refused)."""
     return _id_problem(value, name, CALLBACK_TOKEN_MAX, allow_empty=True)
+
+
+def secret_problem(value: object, name: str = "secret") -> str | None:
+    """Why ``value`` cannot be an account's AppSecret, or ``None`` when it can.
+
+    An empty secret is refused: ``/cgi-bin/token`` reads an empty one as missing (41004),
+    but a stored hash of ``""`` would let anyone sign in to the dashboard with the appid
+    alone. Anything else is allowed, as it is only ever stored hashed.
+    """
+    if not isinstance(value, str):
+        return f"{name} must be a string"
+    return None if value else f"{name} must not be empty"
 
 
 def _id_problem(value: object, name: str, limit: int, *, allow_empty: bool) -> str | None:

@@ -18,6 +18,7 @@ from sqlalchemy import Connection
 from msgcube.analytics import writes as analytics_writes
 from msgcube.analytics.client import Analytics
 from msgcube.analytics.writes import AccountRecords, Stored
+from msgcube.domain.identifiers import OPENID_MAX, text_field
 from msgcube.domain.message_block import MessageBlock
 from msgcube.domain.messages import Event, Message, Record
 from msgcube.domain.periods import PeriodKey
@@ -164,7 +165,13 @@ def _mark(
 def import_followers(
     conn: Connection, account: Account, openids: Iterable[str], today: date
 ) -> int:
-    """Replace the follower base; every period's count_interval 0 may change, so all are dirty."""
+    """Replace the follower base; every period's count_interval 0 may change, so all are dirty.
+
+    Each openid passes the rule every other edge applies to a sender
+    (``domain.identifiers.text_field``; ``IngestError`` otherwise, nothing changed), so a
+    value PostgreSQL cannot store is refused alike on SQLite, PostgreSQL and ClickHouse.
+    """
+    openids = [text_field(o, "openid", OPENID_MAX) for o in openids]
     analytics = analytics_of(conn)
     if analytics is not None:
         count = analytics_writes.replace_followers(analytics, account.id, openids)

@@ -13,13 +13,15 @@ import io
 import os
 import stat
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO
 
+from msgcube.domain.identifiers import OPENID_MAX, text_field
 from msgcube.domain.periods import local_today
+from msgcube.errors import IngestError
 from msgcube.ingest.batch import BlockSenders, write_block
 from msgcube.ingest.parser_process import parsed_elsewhere
 from msgcube.ingest.parsing import BATCH, Reject, parse_blocks
@@ -133,3 +135,23 @@ def _use_process(parser: str, stream: IO[bytes]) -> bool:
 
 def detect_format(path: str) -> str:
     return "csv" if Path(path).suffix.lower() == ".csv" else "jsonl"
+
+
+def follower_openids(lines: Iterable[bytes], source: str) -> list[str]:
+    """The openids of a follower file (one per line, blank lines skipped).
+
+    Unlike a message import, a follower list replaces the whole base, so a bad line
+    stops it before anything changes: ``IngestError`` naming ``source:LINE`` and why
+    (not UTF-8, or not an openid by the sender rule every edge applies).
+    """
+    openids: list[str] = []
+    for number, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode("utf-8").strip()
+            if line:
+                openids.append(text_field(line, "openid", OPENID_MAX))
+        except UnicodeDecodeError:
+            raise IngestError(f"{source}:{number}: not UTF-8") from None
+        except IngestError as exc:
+            raise IngestError(f"{source}:{number}: {exc.reason}") from None
+    return openids

@@ -70,10 +70,13 @@ def secret_matches(conn: Connection, account: Account | None, secret: str) -> bo
     """Whether ``secret`` is the account's AppSecret (constant time).
 
     ``None`` (an unknown appid) does the same work and answers False, so the answer's
-    timing does not tell which appids exist.
+    timing does not tell which appids exist. An empty ``secret`` never matches, as on
+    ``/cgi-bin/token`` (41004): an account stored with an empty secret before that was
+    refused (``auth/accounts``) must not open to its appid alone.
     """
     expected = account.secret_hash if account is not None else "0" * 64
-    return hmac.compare_digest(expected, secret_hash(conn, secret)) and account is not None
+    same = hmac.compare_digest(expected, secret_hash(conn, secret))
+    return same and account is not None and secret != ""
 
 
 def account_from_row(row: Any) -> Account:
