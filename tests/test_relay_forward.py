@@ -9,6 +9,7 @@ import datetime
 import gc
 import ipaddress
 import ssl
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from msgcube.relay import Relay
 from msgcube.relay.forward import MAX_ANSWER
-from msgcube.relay.http11 import Http11Pool, Origin
+from msgcube.relay.http11 import MAX_HEAD, Http11Pool, Origin
 from support.server import free_port
 from support.upstream import serving
 
@@ -271,6 +272,31 @@ SCRIPTED: dict[bytes, tuple[bytes, bool]] = {
         b"5\r\n<xml>\r\n6\r\n</xml>\r\n0\r\nX-Trailer: t\r\n\r\n",
         False,
     ),
+    # a transfer coding the relay cannot pass on (the body would reach WeChat still coded)
+    b"/gzip": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n\x1f\x8b...", False),
+    b"/gzip-chunked": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\n\x1f\x8b.\r\n0\r\n\r\n",
+        False,
+    ),
+    # heads as a misbehaving upstream may send them: many headers, one endless header,
+    # endless interim answers — each far beyond MAX_HEAD, and one big but fine head
+    b"/many-headers": (
+        b"HTTP/1.1 200 OK\r\n"
+        + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(20_000))
+        + b"Content-Length: 2\r\n\r\nok",
+        True,
+    ),
+    b"/long-header": (
+        b"HTTP/1.1 200 OK\r\nX-Long: " + b"v" * (2 << 20) + b"\r\nContent-Length: 2\r\n\r\nok",
+        True,
+    ),
+    b"/interims": (b"HTTP/1.1 100 Continue\r\n\r\n" * 100_000, True),
+    b"/cookies": (
+        b"HTTP/1.1 200 OK\r\n"
+        + b"".join(b"Set-Cookie: c%d=%s\r\n" % (i, b"v" * 100) for i in range(150))
+        + b"Content-Length: 7\r\n\r\nsuccess",
+        False,
+    ),
 }
 
 
@@ -380,3 +406,33 @@ def test_a_header_that_would_break_the_framing_is_never_sent() -> None:
         "relay error (header content-type not sendable)",
     )
     assert requests == []
+
+
+def test_an_answers_head_is_bounded_and_other_transfer_codings_refused() -> None:
+    """llhttp bounds no header: without MAX_HEAD, one upstream answering megabytes of
+    headers for 4.5 s grew a worker by hundreds of MB per push in flight."""
+    requests: list[tuple[int, bytes]] = []
+
+    async def go() -> dict[str, Any]:
+        server, base = await scripted_server(requests)
+        relay = Relay(timeout=5)
+        paths = ("/many-headers", "/long-header", "/interims", "/cookies", "/gzip", "/gzip-chunked")
+        async with server, relay.running():
+            return {p: await relay.forward(base + p, "POST", b"", None, b"") for p in paths}
+
+    started = time.monotonic()
+    out = asyncio.run(go())
+    assert time.monotonic() - started < 4  # refused as the head grew, not at the timeout
+    too_big = f"upstream answer headers over {MAX_HEAD} bytes"
+    for path in ("/many-headers", "/long-header", "/interims"):
+        assert (out[path].failed, out[path].status, out[path].reason) == (True, 0, too_big)
+    cookies = out["/cookies"]
+    assert (cookies.failed, cookies.status, cookies.body) == (False, 200, b"success")
+    assert (out["/gzip"].failed, out["/gzip"].reason) == (
+        True,
+        "upstream unreachable (unsupported transfer coding: gzip)",
+    )
+    assert (out["/gzip-chunked"].failed, out["/gzip-chunked"].reason) == (
+        True,
+        "upstream unreachable (unsupported transfer coding: gzip, chunked)",
+    )

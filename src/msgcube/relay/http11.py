@@ -15,7 +15,10 @@ holds the sockets:
 - idle links per origin (scheme, host, port), reused most recent first, dropped when
   the upstream closed them, sent bytes unasked, or sat idle past ``keepalive`` seconds;
 - a link whose exchange failed or was cancelled (``relay_timeout``) is closed, never
-  reused; nothing is retried (WeChat retries).
+  reused; nothing is retried (WeChat retries);
+- an answer's head (status line and headers, interim answers included) is bounded by
+  ``MAX_HEAD``, its body by the caller's ``max_body``: llhttp sets no limit of its own,
+  and within ``relay_timeout`` an upstream on a fast link can send gigabytes of headers.
 
 Bytes go out as given: the request target, the header values (latin-1 text as received)
 and the body. The caller bounds concurrency and time.
@@ -39,6 +42,10 @@ from msgcube.errors import UpstreamFailed
 Headers = list[tuple[bytes, bytes]]
 
 CUT_SHORT = "upstream unreachable (connection closed before a complete answer)"
+
+MAX_HEAD = 64 << 10
+"""Bytes of an answer's status lines and headers accepted (a bot sends a few hundred;
+common servers refuse heads over 8–64 KiB); beyond it the exchange fails."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +124,9 @@ class _Link(asyncio.Protocol):
         if not self._busy:
             self.broken = True  # an idle upstream has nothing to say: never reuse it
             return
+        answer = self._answer
+        if answer.error:
+            return  # the exchange failed: the link is being closed, nothing more is read
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -126,6 +136,12 @@ class _Link(asyncio.Protocol):
                 self.broken = True  # junk after a complete answer: that answer stands
             else:
                 self._answer.fail(f"upstream unreachable (not HTTP: {describe(exc)})")
+        if not answer.head_done:
+            # Still no final head after this chunk, so all of it was head: llhttp holds a
+            # header line until it ends, so this is what bounds the memory an answer takes.
+            answer.head_size += len(data)
+            if answer.head_size > MAX_HEAD:
+                answer.fail(f"upstream answer headers over {MAX_HEAD} bytes")
         self._wake()
 
     def eof_received(self) -> bool:
@@ -162,8 +178,15 @@ class _Link(asyncio.Protocol):
         answer.status = status
         if 100 <= status < 200:
             return  # an interim answer (100 Continue …): the final one follows
-        names = {name for name, _ in answer.headers}
-        framed = b"content-length" in names or b"transfer-encoding" in names
+        answer.head_done = True
+        codings = b",".join(v for n, v in answer.headers if n == b"transfer-encoding")
+        if codings and codings.strip().lower() != b"chunked":
+            # gzip & co. (asked for with none): the body would reach WeChat still coded,
+            # and without chunked last, llhttp waits for the close (RFC 9112 §6.3).
+            shown = codings[:80].decode("latin-1")
+            answer.fail(f"upstream unreachable (unsupported transfer coding: {shown})")
+            return
+        framed = bool(codings) or any(name == b"content-length" for name, _ in answer.headers)
         answer.until_close = not framed and status not in (204, 304)
 
     def on_body(self, body: bytes) -> None:
@@ -232,6 +255,8 @@ class _Reading:
     done: bool = False
     keep_alive: bool = False
     until_close: bool = False  # no Content-Length, not chunked: the body ends with EOF
+    head_done: bool = False  # the final answer's headers are complete
+    head_size: int = 0  # bytes received while they were not
     error: str | None = None  # why the answer cannot be passed on
 
     def fail(self, reason: str) -> None:
