@@ -75,9 +75,13 @@ class Caller:
         self.store = store
         self.app = create_app(Settings(now=T0.isoformat(), **settings), store)
 
-    async def datacube(self, token: str, peer: str, forwarded: str | None = None) -> dict[str, Any]:
+    async def datacube(
+        self, token: str, peer: str, forwarded: str | list[str] | None = None
+    ) -> dict[str, Any]:
+        """``forwarded``: one X-Forwarded-For header, or a list of them (one line each)."""
         transport = httpx.ASGITransport(app=self.app, client=(peer, 40000))
-        headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+        lines = [forwarded] if isinstance(forwarded, str) else forwarded or []
+        headers = [("X-Forwarded-For", line) for line in lines]
         async with httpx.AsyncClient(transport=transport, base_url="http://msgcube.test") as c:
             response = await c.post(
                 "/datacube/getupstreammsg",
@@ -144,6 +148,10 @@ async def test_behind_a_trusted_proxy_the_forwarded_address_counts(
     ip_error(await caller.datacube(token, PROXY, forwarded=OTHER), OTHER)
     # A client cannot smuggle a whitelisted address in front of its own.
     ip_error(await caller.datacube(token, PROXY, forwarded=f"{CLIENT}, {OTHER}"), OTHER)
+    # Nor in a line of its own before the one its proxy adds (HAProxy's option forwardfor).
+    ip_error(await caller.datacube(token, PROXY, forwarded=[CLIENT, OTHER]), OTHER)
+    ip_error(await caller.datacube(token, PROXY, forwarded=[f" {CLIENT}\t", f"{OTHER} "]), OTHER)
+    assert "list" in await caller.datacube(token, PROXY, forwarded=[OTHER, CLIENT])
     # The proxy's own address is not the client's.
     ip_error(await caller.datacube(token, PROXY), PROXY)
     # A direct, untrusted peer still cannot claim an address.

@@ -79,9 +79,12 @@ def client_ip(request: Request, ctx: AppContext) -> str | None:
 
     The server never rewrites the peer address itself (``web/server.py`` turns uvicorn's
     proxy headers off), so this is the one place a forwarded address can be believed.
+    Every ``X-Forwarded-For`` line counts, in order, as one list (RFC 9110 §5.3): a proxy
+    such as HAProxy adds its hop as a line of its own after the client's, so reading the
+    first line alone would believe what the client wrote.
     """
     peer = request.client.host if request.client else None
-    forwarded = request.headers.get("x-forwarded-for")
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
     return client_address(peer, forwarded, ctx.settings.trusted_proxies)
 
 
