@@ -140,6 +140,20 @@ async def test_the_cookie_is_secure_over_https(world: World) -> None:
         assert (await client.get("/dashboard")).status_code == 200
 
 
+async def test_the_cookie_is_secure_behind_a_trusted_tls_proxy(world: World) -> None:
+    """A proxy terminating TLS talks http to msgcube; the browser still used https, and
+    without Secure it would send the session over any plain-http request to the host."""
+    https = {"x-forwarded-proto": "https"}
+    async with browser(world.store, trusted_proxies="127.0.0.1") as client:
+        page = await client.get("/dashboard/login", headers=https)
+        assert "secure" in page.headers["set-cookie"].lower()
+        plain = await client.get("/dashboard/login", headers={"x-forwarded-proto": "http"})
+        assert "secure" not in plain.headers["set-cookie"].lower()
+    async with browser(world.store) as client:  # an untrusted peer's word is not taken
+        page = await client.get("/dashboard/login", headers=https)
+        assert "secure" not in page.headers["set-cookie"].lower()
+
+
 async def test_sign_in_with_appid_and_secret(world: World) -> None:
     async with browser(world.store) as client:
         signed = await sign_in(client, world.appid, SECRET)

@@ -74,6 +74,13 @@ def _within(addr: Address, nets: tuple[Network, ...]) -> bool:
     return any(addr in net for net in nets)
 
 
+def trusted_peer(peer: str | None, trusted: str | tuple[Network, ...]) -> bool:
+    """Whether the direct peer is one of ``trusted_proxies`` (whose headers count)."""
+    addr = _address(peer)
+    nets = networks(trusted) if isinstance(trusted, str) else trusted
+    return addr is not None and _within(addr, nets)
+
+
 def client_address(
     peer: str | None, forwarded_for: str | None, trusted: str | tuple[Network, ...]
 ) -> str | None:

@@ -15,7 +15,13 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from msgcube.auth.policy import OWN_KINDS, acting_account, check_whitelist, client_address
+from msgcube.auth.policy import (
+    OWN_KINDS,
+    acting_account,
+    check_whitelist,
+    client_address,
+    trusted_peer,
+)
 from msgcube.auth.tokens import check_token_checks
 from msgcube.errors import ApiError, BodyTooLarge
 from msgcube.ingest.gate import parse_query
@@ -86,6 +92,20 @@ def client_ip(request: Request, ctx: AppContext) -> str | None:
     peer = request.client.host if request.client else None
     forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
     return client_address(peer, forwarded, ctx.settings.trusted_proxies)
+
+
+def via_https(request: Request, ctx: AppContext) -> bool:
+    """Whether the browser reached us over https: the request's own scheme, or an
+    ``X-Forwarded-Proto`` naming https from a trusted proxy that terminated TLS (a
+    client's word only makes its own cookie stricter, so any https value counts)."""
+    if request.url.scheme == "https":
+        return True
+    if not trusted_peer(
+        request.client.host if request.client else None, ctx.settings.trusted_proxies
+    ):
+        return False
+    protos = ",".join(request.headers.getlist("x-forwarded-proto")).split(",")
+    return any(proto.strip().lower() == "https" for proto in protos)
 
 
 def first_param(request: Request, names: tuple[str, ...]) -> str | None:

@@ -41,6 +41,7 @@ from starlette.responses import Response
 
 from msgcube.storage.accounts import Account, end_sessions, get_account
 from msgcube.storage.server_secrets import replace_server_secret, server_secret
+from msgcube.web.request_checks import via_https
 
 COOKIE = "msgcube_dashboard"
 COOKIE_PATH = "/dashboard"
@@ -153,6 +154,8 @@ def read_cookie(request: Request, codec: SessionCodec) -> Session | None:
 
 
 def write_cookie(request: Request, response: Response, codec: SessionCodec, s: Session) -> None:
+    """The session cookie; ``Secure`` whenever the browser used https, behind a trusted
+    TLS-terminating proxy too (there the app itself sees http)."""
     response.set_cookie(
         COOKIE,
         codec.dumps(s),
@@ -160,7 +163,7 @@ def write_cookie(request: Request, response: Response, codec: SessionCodec, s: S
         path=COOKIE_PATH,
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        secure=via_https(request, request.app.state.ctx),
     )
 
 
