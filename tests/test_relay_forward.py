@@ -142,6 +142,27 @@ def test_connections_are_kept_alive_and_replaced_once_the_upstream_closes_them()
     assert headers[b"content-length"] == b"1" and b"content-type" not in headers
 
 
+def test_an_idle_close_the_loop_has_not_seen_yet_costs_no_push() -> None:
+    """The upstream's keep-alive ends while msgcube's loop is busy: the next push still
+    goes through, on a new connection (the pool asks the socket, not only the loop)."""
+    peers: list[tuple[int, dict[bytes, bytes]]] = []
+
+    async def go(base: str) -> None:
+        relay = Relay(timeout=5)
+        async with relay.running():
+            first = await relay.forward(base + "/wx", "POST", b"", None, b"x")
+            # Block the loop (a busy worker) while the upstream closes the idle link after
+            # 1 s: its FIN waits in the kernel, and the link has not been told.
+            time.sleep(1.5)
+            second = await relay.forward(base + "/wx", "POST", b"", None, b"x")
+        assert (first.failed, first.body) == (False, b"ok")
+        assert (second.failed, second.reason, second.body) == (False, "", b"ok")
+
+    with serving(peer_app(peers), keep_alive=1) as base:
+        asyncio.run(go(base))
+    assert len(peers) == 2 and peers[0][0] != peers[1][0]  # a new connection for the second
+
+
 def test_a_password_in_the_upstream_url_is_sent_as_basic_credentials() -> None:
     peers: list[tuple[int, dict[bytes, bytes]]] = []
 

@@ -13,7 +13,8 @@ holds the sockets:
 
 - one ``_Link`` (an ``asyncio.Protocol``) per connection, one request in flight on it;
 - idle links per origin (scheme, host, port), reused most recent first, dropped when
-  the upstream closed them, sent bytes unasked, or sat idle past ``keepalive`` seconds;
+  the upstream closed them (a close the loop has not delivered yet included: the socket
+  is asked), sent bytes unasked, or sat idle past ``keepalive`` seconds;
 - a link whose exchange failed or was cancelled (``relay_timeout``) is closed, never
   reused; nothing is retried (WeChat retries);
 - an answer's head (status line and headers, interim answers included) is bounded by
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import select
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -242,6 +244,23 @@ class _Link(asyncio.Protocol):
         """Ready for the next request: both sides keep the connection, nothing is pending."""
         return not self.broken and self._answer.done and self._answer.keep_alive
 
+    def news_pending(self) -> bool:
+        """Whether the kernel holds bytes or a close for this idle link that the event
+        loop has not delivered yet.
+
+        An upstream closes an idle connection when its own keep-alive ends (uvicorn's and
+        Node's after 5 s, gunicorn's after 2 s); if the loop was busy when that close
+        arrived, the link still looks alive, and the push sent on it would fail although
+        the upstream is fine. Asking the socket (one ``poll``, a few µs) closes that gap;
+        only a close that crosses the request on the wire is left, and WeChat retries that.
+        """
+        sock = self.transport.get_extra_info("socket") if self.transport else None
+        if sock is None:
+            return False
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+
 
 @dataclass(slots=True)
 class _Reading:
@@ -339,7 +358,7 @@ class Http11Pool:
             self._discard(idle.pop(0))
         while idle:
             link = idle.pop()  # the most recently used
-            if not link.broken:
+            if not link.broken and not link.news_pending():
                 return link
             self._discard(link)
         return None
