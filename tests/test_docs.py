@@ -4,6 +4,7 @@ repository's documents stand alone (no reference to a specification it does not 
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -13,14 +14,22 @@ from dataclasses import fields
 from datetime import UTC, datetime, time
 from pathlib import Path
 
+import click
 import pytest
 
 from msgcube.cli.demo import DEMO_APPID
 from msgcube.cli.main import cli
-from msgcube.cli.reference import GENERATORS, endpoints_markdown, regenerate, settings_markdown
-from msgcube.domain.endpoints import SpanProfile
-from msgcube.errors import ConfigError
+from msgcube.cli.reference import (
+    CHECKS,
+    GENERATORS,
+    endpoints_markdown,
+    regenerate,
+    settings_markdown,
+)
+from msgcube.domain.endpoints import ENDPOINTS, SpanProfile
+from msgcube.errors import ERRMSG, ConfigError
 from msgcube.settings import SETTINGS, AccessPolicy, Settings
+from msgcube.web.api_table import API, BY_PATH
 from support.server import msgcube_env, run_msgcube
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +110,20 @@ def test_settings_precedence(tmp_path: Path) -> None:
     s = Settings.load({"port": "9003", "tz": None}, env=env)
     assert (s.port, s.span_profile, s.ready_at, s.tz) == (9003, "current", time(8, 0), "UTC")
     assert Settings.load({}, env=env).port == 9002
+
+
+def test_config_keys_count_at_top_level_and_under_msgcube(tmp_path: Path) -> None:
+    """The README: "keys at top level or under [msgcube]" — both, never one silently dropped."""
+    toml = tmp_path / "msgcube.toml"
+    toml.write_text('port = 9001\n[msgcube]\ntz = "UTC"\n')
+    s = Settings.load({}, env={"MSGCUBE_CONFIG": str(toml)})
+    assert (s.port, s.tz) == (9001, "UTC")
+    toml.write_text("port = 9001\n[msgcube]\nport = 9002\n")
+    with pytest.raises(ConfigError, match="'port' is set both at top level and in \\[msgcube\\]"):
+        Settings.load({}, env={"MSGCUBE_CONFIG": str(toml)})
+    toml.write_text("msgcube = 1\n")
+    with pytest.raises(ConfigError, match="must be a table"):
+        Settings.load({}, env={"MSGCUBE_CONFIG": str(toml)})
 
 
 def test_bad_settings_say_where(tmp_path: Path) -> None:
@@ -197,3 +220,98 @@ def test_the_readme_module_table_matches_the_tree() -> None:
         and not any(rel.startswith(package) for package in packages)
     ]
     assert not unlisted, f"modules missing from the README's table: {unlisted}"
+
+
+def _readme_module_rows() -> list[tuple[list[str], str]]:
+    table = README[README.index("| module | holds |") : README.index("### The statistics")]
+    rows = []
+    for row in table.splitlines()[2:]:
+        first, _, rest = row.strip("|").partition(" | ")
+        rows.append((re.findall(r"`([\w/]+(?:\.py|/))`", first), rest))
+    return rows
+
+
+def test_a_package_row_names_every_module_of_its_package() -> None:
+    """A row for a whole package (``relay/``) names each of its modules, and only real ones."""
+    src = ROOT / "src" / "msgcube"
+    for modules, holds in _readme_module_rows():
+        for package in (m for m in modules if m.endswith("/") and m != "storage/migrations/"):
+            named = set(re.findall(r"`(\w+\.py|\w+/)`", holds))
+            present = {
+                p.name + ("/" if p.is_dir() else "")
+                for p in (src / package).iterdir()
+                if (p.suffix == ".py" and p.name != "__init__.py")
+                or (p.is_dir() and p.name != "__pycache__")
+            }
+            assert named == present, f"{package}: README names {sorted(named ^ present)} wrongly"
+
+
+def test_the_errors_row_names_every_exception() -> None:
+    tree = ast.parse((ROOT / "src" / "msgcube" / "errors.py").read_text(encoding="utf-8"))
+    classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    holds = next(h for modules, h in _readme_module_rows() if modules == ["errors.py"])
+    assert classes <= set(re.findall(r"`(\w+)", holds)), classes
+
+
+def test_the_checks_table_covers_every_datacube_errcode() -> None:
+    """The contract's checks in order name every errcode a datacube route can answer (but -1)."""
+    checked = {code for _, codes in CHECKS for code in codes}
+    for ep in ENDPOINTS:
+        assert checked == set(BY_PATH[ep.path].answerable) - {-1}, ep.name
+
+
+def test_the_errcode_table_lists_every_errcode() -> None:
+    """The route table's errcode list is the docs' only one: every errcode is in it."""
+    answered = {code for route in API for code in route.answerable}
+    assert {code for code in ERRMSG if code} == answered
+
+
+def _commands(group: click.Group, prefix: str = "msgcube") -> dict[str, click.Command]:
+    found: dict[str, click.Command] = {}
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found |= _commands(command, f"{prefix} {name}")
+        elif not command.hidden:
+            found[f"{prefix} {name}"] = command
+    return found
+
+
+def test_the_readme_command_table_matches_the_commands() -> None:
+    """Every command has a row in the README's table, with exactly its own options."""
+    section = README[README.index("## Command line") : README.index("### Settings")]
+    rows = {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^\| `(msgcube [a-z ]+?)(?= -|`| [A-Z\[(])(.*?)` \|", section, re.M)
+    }
+    commands = _commands(cli)
+    assert set(rows) == set(commands)
+    settings_flags = {s.flag for s in SETTINGS}
+    for path, command in commands.items():
+        options = {
+            opt
+            for param in command.params
+            if isinstance(param, click.Option)
+            for opt in (*param.opts, *param.secondary_opts)
+            if opt.startswith("--") and opt != "--help"
+        }
+        if path != "msgcube sync":
+            options -= settings_flags
+        shown = set(re.findall(r"--[a-z][a-z-]*", rows[path]))
+        assert shown == options, f"{path}: README {sorted(shown)} vs {sorted(options)}"
+
+
+def test_every_documented_choice_is_accepted() -> None:
+    """The choices the docs print (``classic|current``) are what the option accepts."""
+    for path, command in _commands(cli).items():
+        context = click.Context(command)
+        for param in command.params:
+            if isinstance(param.type, click.Choice):
+                for choice in param.type.choices:
+                    param.type.convert(str(choice), param, context)  # raises if refused
+                assert path
+
+
+def test_settings_help_lists_the_settings_in_table_order() -> None:
+    command = cli.commands["settings"]
+    flags = [p.opts[0] for p in command.params if p.opts[0] in {s.flag for s in SETTINGS}]
+    assert flags == [s.flag for s in SETTINGS]

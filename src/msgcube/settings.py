@@ -346,8 +346,14 @@ class Settings:
                 data = tomllib.loads(path.read_text(encoding="utf-8"))
             except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
                 raise ConfigError(f"{path}: {exc}") from exc
-            section = data.get("msgcube", data)
-            for key, value in section.items():
+            # Keys at top level and under [msgcube] both count; one key set in both places
+            # is refused rather than one of them silently ignored.
+            nested = data.pop("msgcube", {})
+            if not isinstance(nested, dict):
+                raise ConfigError(f"{path}: 'msgcube' must be a table ([msgcube])")
+            if twice := sorted(data.keys() & nested.keys()):
+                raise ConfigError(f"{path}: {twice[0]!r} is set both at top level and in [msgcube]")
+            for key, value in {**data, **nested}.items():
                 if key not in BY_NAME:
                     raise ConfigError(f"{path}: unknown setting {key!r}")
                 values[key] = _coerce(BY_NAME[key], value, str(path))

@@ -9,7 +9,8 @@ runs them:
   listed; WeChat checks those against the platform's own whitelist instead (61004).
 * the account (unverified: 48001) and the access policy (``third_party_only``: the
   account's own tokens get 48001, as in WeChat's 2015 invitation beta);
-* an authorizer token's permission sets: the seven endpoints need set 1 (61007).
+* an authorizer token's permission sets: message analysis needs set 1,
+  interface analysis set 3 (61007).
 
 The client address is the direct peer, unless that peer is one of the configured
 ``trusted_proxies``: then ``X-Forwarded-For`` is read from the right, skipping trusted

@@ -8,6 +8,7 @@ mean the same thing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import secrets
 import sys
 from collections.abc import Callable, Iterator
@@ -409,16 +410,14 @@ def stats(endpoint: str, begin: str, end: str, appid: str, settings: Settings) -
 
 @cli.command("settings", epilog="Precedence: defaults < msgcube.toml < MSGCUBE_* < flags.")
 @click.option("--markdown", is_flag=True, help="Print the settings reference as a Markdown table.")
+@functools.partial(add_setting_flags, hidden=False)  # under the command: in the table's order
 def show_settings(markdown: bool, **flags: Any) -> None:
-    """Print the resolved settings (secrets masked); every option below works on every command."""
+    """Print the resolved settings (secrets masked); its options work on every command but sync."""
     if markdown:
         click.echo(settings_markdown())
         return
     settings = Settings.load(flags)
     click.echo(orjson.dumps(settings.public(), option=orjson.OPT_INDENT_2).decode())
-
-
-show_settings = add_setting_flags(show_settings, hidden=False)
 
 
 @cli.command(hidden=True)

@@ -30,8 +30,10 @@ CHECKS: tuple[tuple[str, tuple[int, ...]], ...] = (
     ("no `access_token` parameter", (41001,)),
     ("the token is unknown, malformed, or superseded and past its overlap", (40001,)),
     ("the token is known but expired", (42001,)),
+    ("the account's own token comes from an address outside its IP whitelist", (40164,)),
     ("the token's account or platform may not call this API", (48001, 61007)),
     ("the daily quota of this API is used up", (45009,)),
+    ("the body is over 64 KiB (refused without being read)", (47001,)),
     ("the body is empty", (44002,)),
     ("the body is not a JSON object with string `begin_date` and `end_date`", (47001,)),
     ("a date is not strictly `YYYY-MM-DD` or not a calendar date", (61500,)),
@@ -85,13 +87,6 @@ def checks_markdown() -> str:
     return "\n".join(lines)
 
 
-def errcodes_markdown() -> str:
-    """Every errcode msgcube answers, from ``errors.ERRMSG`` (WeChat's texts, verbatim)."""
-    lines = ["| errcode | errmsg |", "|---|---|"]
-    lines += [f"| {code} | `{text}` |" for code, text in sorted(ERRMSG.items()) if code]
-    return "\n".join(lines)
-
-
 def _commands(group: click.Group, prefix: str) -> Iterator[tuple[str, click.Command]]:
     for name in sorted(group.commands):
         command = group.commands[name]
@@ -123,7 +118,8 @@ def _is_setting_flag(param: click.Parameter) -> bool:
 def _usage(param: click.Parameter) -> str:
     if isinstance(param, click.Argument):
         name = param.human_readable_name.upper()
-        return f"{name}..." if param.nargs == -1 else name
+        text = f"{name}..." if param.nargs == -1 else name
+        return text if param.required else f"[{text}]"
     assert isinstance(param, click.Option)
     flag = max(param.opts, key=len)
     if param.is_flag:
@@ -141,7 +137,6 @@ GENERATORS: dict[str, Callable[[click.Group], str]] = {
     "settings": lambda _cli: settings_markdown(),
     "msg-types": lambda _cli: msg_types_markdown(),
     "checks": lambda _cli: checks_markdown(),
-    "errcodes": lambda _cli: errcodes_markdown(),
     "route-errcodes": lambda _cli: errcode_markdown().rstrip("\n"),
     "commands": commands_markdown,
 }

@@ -1,4 +1,4 @@
-"""``msgcube sync``: pull the seven datasets into the user's own database, incrementally.
+"""``msgcube sync``: pull the datasets (one per datacube endpoint) into the user's own database.
 
 Unlike the other commands, ``--db`` here names the *user's* database (the mirror), not
 msgcube's own store: ``msgcube sync`` is a client and may run on a machine with no
@@ -90,7 +90,7 @@ def _datasets(value: str | None) -> list[str] | None:
 @click.option(
     "--span-profile",
     type=click.Choice(SPAN_PROFILES),
-    default=SpanProfile.CLASSIC,
+    default=SpanProfile.CLASSIC.value,
     show_default=True,
 )
 @click.option("--tz", default=DEFAULT_TZ, show_default=True, help="The account's time zone.")
@@ -119,7 +119,7 @@ def sync_command(
     watch_at: str | None,
     quiet: bool,
 ) -> None:
-    """Pull the seven datasets into your own database, incrementally (resumable)."""
+    """Pull every datacube dataset into your own database, incrementally (resumable)."""
     names = _datasets(datasets)
     begin = since.date() if hasattr(since, "date") else None
     end = until.date() if hasattr(until, "date") else None

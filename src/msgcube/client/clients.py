@@ -1,4 +1,4 @@
-"""``Client`` and ``AsyncClient``: the seven datacube endpoints, any date range, one token.
+"""``Client`` and ``AsyncClient``: every datacube endpoint, any date range, one token.
 
 Both are driven by the endpoint table: one method per row of ``ENDPOINTS``, named after
 WeChat's cloud-call name (``getUpstreamMsgDistWeek`` → ``get_upstream_msg_dist_week``),

@@ -1,4 +1,4 @@
-"""Mirror the seven datasets of one account into the user's own database, incrementally.
+"""Mirror every dataset (one per datacube endpoint) of one account into the user's database.
 
 WeChat's documentation asks developers to keep these statistics in their own database —
 to answer their users fast and to spare WeChat's quota. ``sync`` does that:
@@ -249,7 +249,7 @@ def sync(
     concurrency: int = 4,
     refresh_days: int = 0,
 ) -> SyncReport:
-    """Mirror ``datasets`` (default: all seven) of ``appid`` into ``db_url``.
+    """Mirror ``datasets`` (default: every endpoint's) of ``appid`` into ``db_url``.
 
     ``since`` (default: 90 days ago on a first run) is the earliest day wanted; with a
     state already recorded, only days after ``last_complete_day`` are fetched, plus —

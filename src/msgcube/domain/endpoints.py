@@ -62,7 +62,8 @@ class SpanProfile(StrEnum):
     CURRENT = "current"
 
 
-SPAN_PROFILES: tuple[str, ...] = tuple(SpanProfile)
+SPAN_PROFILES: tuple[str, ...] = tuple(p.value for p in SpanProfile)
+"""The profiles' names, as settings, flags and the client spell them."""
 
 
 @dataclass(frozen=True, slots=True)
