@@ -58,6 +58,8 @@ def test_empty_clears_and_passwords_are_never_shown() -> None:
         shown_upstream("https://bot:s3cret@h.example/wx?a=1") == "https://bot:***@h.example/wx?a=1"
     )
     assert shown_upstream("https://h.example/wx") == "https://h.example/wx"
+    assert shown_upstream("https://tok3n@h.example/wx") == "https://***@h.example/wx"
+    assert shown_upstream("https://:s3cret@h.example/") == "https://:***@h.example/"
     assert shown_upstream(None) is None
 
 

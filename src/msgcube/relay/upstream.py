@@ -41,14 +41,17 @@ def upstream_or_none(text: str) -> str | None:
 
 
 def shown_upstream(url: str | None) -> str | None:
-    """``url`` for listings and logs, its password (if any) replaced by ``***``."""
+    """``url`` for listings and logs: a password replaced by ``***``, and a user name
+    that comes alone too (``https://TOKEN@bot.example/``: some services take a token
+    there, and it is sent as Basic credentials just the same)."""
     if not url:
         return url
     parts = urlsplit(url)
-    if parts.password is None:
+    if "@" not in parts.netloc:
         return url
     host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    shown = "***" if parts.password is None else f"{parts.username}:***"
+    return urlunsplit(parts._replace(netloc=f"{shown}@{host}"))
 
 
 def escaped_query(query_string: bytes) -> str:
