@@ -46,6 +46,7 @@ PURE_ALLOWED = (
     "struct",
     "typing",
     "unicodedata",
+    "urllib.parse",
     "zoneinfo",
     "cryptography",
     "xml.parsers.expat",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -24,6 +23,7 @@ from msgcube.client.errors import (
     TokenExpired,
     WeChatError,
 )
+from msgcube.domain.urls import http_url_parts
 
 DEFAULT_BASE_URL = "https://api.weixin.qq.com"
 USER_AGENT = "msgcube-client/0.1"
@@ -34,20 +34,10 @@ RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 def http_url(url: str, what: str = "base URL") -> str:
-    """``url`` if msgcube can call it — http or https, with a host, a valid port — else
-    ``ValueError`` saying why. Checked when a client is made: a URL httpx cannot use
-    would otherwise fail only at the first call, as a network error that is retried
-    (with backoff) although no retry can ever succeed."""
+    """``url`` if msgcube can call it (``domain.urls``: http or https, a host, a valid
+    port, and what httpx accepts), else ``ValueError`` saying why."""
+    http_url_parts(url, what)
     try:
-        parts = urlsplit(url)
-    except ValueError as exc:  # a broken [IPv6] host
-        raise ValueError(f"invalid {what} {url!r}: {exc}") from None
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"the {what} must start with http:// or https:// (got {url!r})")
-    if not parts.hostname:
-        raise ValueError(f"the {what} has no host (got {url!r})")
-    try:
-        _ = parts.port  # ValueError for a port that is not a number or out of range
         httpx.URL(url)
     except (ValueError, httpx.InvalidURL) as exc:
         raise ValueError(f"invalid {what} {url!r}: {exc}") from None

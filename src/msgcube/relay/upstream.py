@@ -13,22 +13,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from msgcube.domain.urls import http_url_parts
+
 _REQUEST_LINE_SAFE = re.compile(rb"[\x21-\x7e]*")
 
 
 def check_upstream_url(url: str) -> str:
-    """``url`` (stripped) if it can be an upstream — http or https, with a host — else
-    ``ValueError`` saying what is wrong."""
+    """``url`` (stripped) if it can be an upstream — ``domain.urls``' rule, no
+    ``#fragment``, and what httpx accepts — else ``ValueError`` saying what is wrong."""
     url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"the upstream URL must start with http:// or https:// (got {url!r})")
-    if not parts.hostname:
-        raise ValueError(f"the upstream URL has no host (got {url!r})")
-    if parts.fragment:
+    if http_url_parts(url, "upstream URL").fragment:
         raise ValueError(f"the upstream URL must not have a #fragment (got {url!r})")
     try:
-        _ = parts.port  # ValueError for a port that is not a number or out of range
         httpx.URL(url)
     except (ValueError, httpx.InvalidURL) as exc:
         raise ValueError(f"invalid upstream URL {url!r}: {exc}") from None
