@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import Engine, create_engine, inspect, select, text
 
+from msgcube.cli.main import cli
 from msgcube.client import (
     Client,
     InvalidAppSecret,
@@ -549,3 +551,40 @@ def test_next_run_is_strictly_later() -> None:
     assert next_run(at, datetime(2026, 1, 9, 23, 0, tzinfo=UTC)) == datetime(
         2026, 1, 10, 8, 0, tzinfo=SHANGHAI
     )
+
+
+def test_the_sync_command_refetches_recounted_days_with_refresh_days(tmp_path: Path) -> None:
+    """Late data recounted on the server after a day was mirrored: a plain rerun resumes
+    after the mirrored days and keeps the stale rows; ``--refresh-days`` fetches them again
+    (with the weeks and months that hold them) until the mirror equals the source."""
+    appid = fresh_appid("wxlate")
+    fake = FakeWeChat(appid=appid)
+    target = tmp_path / "mine.db"
+    env = {
+        "MSGCUBE_NOW": now_shanghai().isoformat(),
+        "MSGCUBE_CONFIG": os.devnull,
+        "MSGCUBE_SYNC_SECRET": SECRET,
+    }
+    since, until = date(2025, 11, 1), date(2025, 12, 31)
+    with serve_http(fake) as base_url:
+        args = ["sync", "--appid", appid, "--base-url", base_url, "--db", str(target)]
+        args += ["--since", since.isoformat(), "--until", until.isoformat(), "--quiet"]
+        args += ["--token-cache", str(tmp_path / "tokens")]
+
+        def run(*extra: str) -> str:
+            result = CliRunner().invoke(cli, [*args, *extra], env=env, catch_exceptions=False)
+            assert result.exit_code == 0, result.stderr
+            return result.stdout
+
+        run()
+        engine = open_database(f"sqlite:///{target}")
+        try:
+            assert_mirror(engine, fake, appid, since, until)
+            fake.version += 1  # the server recounted past days (late pushes)
+            assert "0 calls, 0 rows written" in run()
+            stale = stored(engine, BY_NAME["getupstreammsg"], appid)
+            assert stale != fake.expected(BY_NAME["getupstreammsg"], since, until)
+            assert "[complete]" in run("--refresh-days", "70")
+            assert_mirror(engine, fake, appid, since, until)
+        finally:
+            engine.dispose()

@@ -11,21 +11,23 @@ from typing import Any
 
 from msgcube.analytics.client import Analytics, in_list, literal
 from msgcube.domain.endpoints import Endpoint, Period, RowKind
+from msgcube.domain.periods import utc_offsets
+from msgcube.storage import clickhouse_dialect as ch
 
 Row = dict[str, Any]
 
 
 def local_days(an: Analytics, account_id: int, tz: str) -> set[date]:
-    """The local days, in zone TZ, that hold the account's messages or events."""
+    """The local days, in zone TZ, that hold the account's messages or events (from
+    Python's zone offsets, as every local day: ``clickhouse_dialect.local_seconds``)."""
     days: set[date] = set()
     for table in ("messages", "events"):
-        days.update(
-            r[0]
-            for r in an.rows(
-                f"SELECT DISTINCT toDate(toDateTime(create_time, {literal(tz)}))"
-                f" FROM {an.table(table)} WHERE account_id = {literal(account_id)}"
-            )
-        )
+        where = f" FROM {an.table(table)} WHERE account_id = {literal(account_id)}"
+        lo, hi, n = an.rows(f"SELECT min(create_time), max(create_time), count(){where}")[0]
+        if not n:
+            continue
+        local = ch.local_seconds("create_time", *utc_offsets(tz, int(lo), int(hi) + 1))
+        days.update(r[0] for r in an.rows(f"SELECT DISTINCT {ch.local_day(local)}{where}"))
     return days
 
 

@@ -23,7 +23,7 @@ from msgcube.analytics.client import Analytics, in_list, literal, tuple_set
 from msgcube.analytics.schema import USER_DAY
 from msgcube.analytics.writes import current_followers_version
 from msgcube.domain.endpoints import Period
-from msgcube.domain.periods import period_end_timestamp, period_last_day
+from msgcube.domain.periods import period_end_timestamp, period_last_day, utc_offsets
 from msgcube.storage import clickhouse_dialect as ch
 
 _TYPES = (1, 2, 3, 4, 6)  # the counted msg_types, each a column c<t> / s<t>
@@ -67,7 +67,8 @@ def latest_runs(
 
 def _deduplicated_messages(an: Analytics, a: int, tz: str, days: Sequence[date]) -> str:
     """The days' messages with their local day and hour in TZ and their sender key, one
-    row per stored message.
+    row per stored message. Local times come from Python's zone offsets, as on SQL
+    (``clickhouse_dialect.local_seconds`` says why).
 
     ``FINAL`` collapses the copies that two concurrent writers both inserted (each found
     the MsgId new): copies of one push share the whole sorting key (account, CreateTime,
@@ -81,9 +82,10 @@ def _deduplicated_messages(an: Analytics, a: int, tz: str, days: Sequence[date])
     """
     lo = period_end_timestamp(Period.DAY, min(days) - timedelta(days=1), tz)
     hi = period_end_timestamp(Period.DAY, max(days), tz)
+    local = ch.local_seconds("create_time", *utc_offsets(tz, lo, hi))
     return (
-        "SELECT toDate(ts) AS day, toHour(ts) AS hr, uk, mt FROM ("
-        f" SELECT toDateTime(create_time, {literal(tz)}) AS ts, user_key AS uk, msg_type AS mt"
+        f"SELECT {ch.local_day('lt')} AS day, {ch.local_hour('lt')} AS hr, uk, mt FROM ("
+        f" SELECT {local} AS lt, user_key AS uk, msg_type AS mt"
         f" FROM {an.table('messages')} FINAL WHERE account_id = {literal(a)}"
         f" AND create_time >= {lo} AND create_time < {hi})"
         f" WHERE day IN {in_list(days)}"

@@ -96,6 +96,15 @@ def _datasets(value: str | None) -> list[str] | None:
 @click.option("--tz", default=DEFAULT_TZ, show_default=True, help="The account's time zone.")
 @click.option("--concurrency", type=click.IntRange(1, 16), default=4, show_default=True)
 @click.option(
+    "--refresh-days",
+    type=click.IntRange(0, 3660),
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="Also fetch again the N days before where each dataset resumes (whole weeks and"
+    " months): picks up late data the server recounted after they were mirrored.",
+)
+@click.option(
     "--watch",
     "watch_at",
     default=None,
@@ -116,6 +125,7 @@ def sync_command(
     span_profile: str,
     tz: str,
     concurrency: int,
+    refresh_days: int,
     watch_at: str | None,
     quiet: bool,
 ) -> None:
@@ -167,7 +177,7 @@ def sync_command(
     )
 
     def once() -> SyncReport:
-        return _run(client, target, appid, begin, end, names, concurrency, quiet)
+        return _run(client, target, appid, begin, end, names, concurrency, refresh_days, quiet)
 
     try:
         if watch_at is None:
@@ -198,10 +208,20 @@ def _run(
     until: date | None,
     names: list[str] | None,
     concurrency: int,
+    refresh_days: int,
     quiet: bool,
 ) -> SyncReport:
     if quiet or not err.is_terminal:
-        return sync(client, db_url, appid, since, until, names, concurrency=concurrency)
+        return sync(
+            client,
+            db_url,
+            appid,
+            since,
+            until,
+            names,
+            concurrency=concurrency,
+            refresh_days=refresh_days,
+        )
     columns = (
         TextColumn("{task.description:<26}"),
         BarColumn(),
@@ -221,4 +241,14 @@ def _run(
                 rows=p.rows_written,
             )
 
-        return sync(client, db_url, appid, since, until, names, progress, concurrency=concurrency)
+        return sync(
+            client,
+            db_url,
+            appid,
+            since,
+            until,
+            names,
+            progress,
+            concurrency=concurrency,
+            refresh_days=refresh_days,
+        )

@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from msgcube.domain.messages import COUNTED_TYPES, MSG_TYPE_CODES, Message
-from msgcube.domain.periods import QUARTER, local_day_hour, month_start, week_start
+from msgcube.domain.periods import (
+    QUARTER,
+    local_day_hour,
+    month_start,
+    quarter_day_hour,
+    week_start,
+)
 
 _SIGNED = 2**63
 _COLUMN = {t: i for i, t in enumerate(COUNTED_TYPES)}
@@ -133,7 +139,7 @@ class BlockBuilder:
         self._new: list[str] = []
         self._seen: set[int] = set()
         self._groups: dict[tuple[date, str], _Columns] = {}
-        # Local day and hour per UTC quarter-hour (exact: see local_day_hour), looked up
+        # Local day and hour per UTC quarter-hour (exact: see quarter_day_hour), looked up
         # without a call per message; a slot remembers its day's groups by name.
         self._slots: dict[int, tuple[date, int, dict[str, _Columns]]] = {}
         self._by_day: dict[date, dict[str, _Columns]] = {}
@@ -149,9 +155,16 @@ class BlockBuilder:
         quarter = create_time // QUARTER
         slot = self._slots.get(quarter)
         if slot is None:
-            day, hour = local_day_hour(create_time, self.tz)
-            slot = self._slots[quarter] = (day, hour, self._by_day.setdefault(day, {}))
-        day, hour, names = slot
+            shared = quarter_day_hour(quarter, self.tz)
+            if shared is None:  # an offset change inside the quarter: per instant
+                day, hour = local_day_hour(create_time, self.tz)
+                names = self._by_day.setdefault(day, {})
+            else:
+                day, hour = shared
+                names = self._by_day.setdefault(day, {})
+                self._slots[quarter] = (day, hour, names)
+        else:
+            day, hour, names = slot
         group = names.get(name)
         if group is None:
             group = names[name] = self._groups[(day, name)] = _Columns()

@@ -50,21 +50,79 @@ def check_tz(name: str) -> str:
 
 def local_day_hour(create_time: int, tz: str = DEFAULT_TZ) -> tuple[date, int]:
     """The local calendar day and hour (0–23) of a Unix timestamp."""
-    key = (tz, create_time // QUARTER)
-    hit = _DAY_HOUR.get(key)
-    if hit is None:
+    quarter = create_time // QUARTER
+    hit = _DAY_HOUR.get((tz, quarter))
+    if hit is not None:
+        return hit
+    shared = quarter_day_hour(quarter, tz)
+    if shared is None:  # an offset change inside this quarter: no shared answer
         local = datetime.fromtimestamp(create_time, zone(tz))
-        hit = _DAY_HOUR[key] = (local.date(), local.hour)
-        if len(_DAY_HOUR) > 200_000:  # about five years of quarter hours
-            _DAY_HOUR.clear()
-    return hit
+        return local.date(), local.hour
+    if len(_DAY_HOUR) > 200_000:  # about five years of quarter hours
+        _DAY_HOUR.clear()
+    _DAY_HOUR[(tz, quarter)] = shared
+    return shared
 
 
-# Every UTC offset in use is a multiple of 15 minutes, so all instants of one UTC
-# quarter-hour share a local day and hour: converting once per quarter is exact and
-# takes the zone arithmetic off the ingest hot path.
+def quarter_day_hour(quarter: int, tz: str = DEFAULT_TZ) -> tuple[date, int] | None:
+    """The local day and hour every instant of UTC quarter-hour QUARTER (Unix time // 900)
+    shares, or ``None`` when they do not all share one.
+
+    Every UTC offset in use is a multiple of 15 minutes and nearly every offset change
+    falls on a quarter-hour, so converting once per quarter is exact and takes the zone
+    arithmetic off the ingest hot path. Not every change does: Antarctica/Casey moved at
+    00:01 local time (16:01 UTC) in 2020–2022, Newfoundland until 2011, so a quarter
+    whose first and last second have different offsets is converted per instant.
+    """
+    z = zone(tz)
+    start = quarter * QUARTER
+    first = datetime.fromtimestamp(start, z)
+    offset = first.utcoffset()
+    if offset is None or offset.total_seconds() % QUARTER:
+        return None
+    if datetime.fromtimestamp(start + QUARTER - 1, z).utcoffset() != offset:
+        return None
+    return first.date(), first.hour
+
+
 QUARTER = 900
 _DAY_HOUR: dict[tuple[str, int], tuple[date, int]] = {}
+
+
+def utc_offsets(tz: str, lo: int, hi: int) -> tuple[int, tuple[tuple[int, int], ...]]:
+    """Zone TZ's UTC offset (seconds) at Unix time LO, and each change in ``(LO, HI)``
+    as (the instant it takes effect, the offset from then on), exact to the second.
+
+    What a statistic needs to find local days and hours without a time-zone database of
+    its own (ClickHouse's bundled one can differ from Python's: analytics/rollup.py).
+    Offsets are sampled hourly and each change is narrowed to its second; no zone has
+    changed its offset twice within an hour.
+    """
+    z = zone(tz)
+
+    def offset(t: int) -> int:
+        found = datetime.fromtimestamp(t, z).utcoffset()
+        return int(found.total_seconds()) if found is not None else 0
+
+    base = current = offset(lo)
+    changes: list[tuple[int, int]] = []
+    t = lo
+    while t < hi:
+        step = min(t + 3600, hi)
+        after = offset(step)
+        if after != current:
+            before, at = t, step  # offset(before) == current, offset(at) == after
+            while at - before > 1:
+                mid = (before + at) // 2
+                if offset(mid) == current:
+                    before = mid
+                else:
+                    at = mid
+            if at < hi:
+                changes.append((at, after))
+            current = after
+        t = step
+    return base, tuple(changes)
 
 
 def week_start(day: date) -> date:

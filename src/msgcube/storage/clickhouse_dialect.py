@@ -241,3 +241,34 @@ def user_key(openid: str) -> str:
     across an upgrade), e.g. ``B6B415A2DA966B6C685A65E54C12A353`` for ``'abc'``.
     """
     return f"sipHash128({openid})"
+
+
+def local_seconds(column: str, base: int, changes: Sequence[tuple[int, int]]) -> str:
+    """COLUMN (a Unix time) as seconds of local wall-clock time since 1970-01-01, given a
+    zone's offset BASE and its CHANGES (instant, offset from then on; ``utc_offsets``).
+
+    Local days and hours come from this and :func:`local_day` / :func:`local_hour`, not from
+    ``toDateTime(t, zone)``: ClickHouse's bundled time-zone database is not Python's (chdb
+    26.9 carries 2026c, a Debian system 2025b: America/Vancouver, Europe/Chisinau,
+    Africa/Casablanca differ), and its lookup rounds an offset change that is not on a
+    quarter-hour (Antarctica/Casey's 16:01 UTC in 2020–2022). Passing the offsets makes
+    every backend use the one database ``db``'s ingest uses.
+    """
+    if not changes:
+        return f"(toInt64({column}) + {base})"
+    branches = []
+    offset = base
+    for instant, after in changes:
+        branches.append(f"{column} < {instant}, {offset}")
+        offset = after
+    return f"(toInt64({column}) + multiIf({', '.join(branches)}, {offset}))"
+
+
+def local_day(seconds: str) -> str:
+    """The local date of a :func:`local_seconds` value (never negative: CreateTime ≥ 2000)."""
+    return f"(toDate('1970-01-01') + intDiv({seconds}, 86400))"
+
+
+def local_hour(seconds: str) -> str:
+    """The local hour (0–23) of a :func:`local_seconds` value."""
+    return f"intDiv({seconds} % 86400, 3600)"
