@@ -7,6 +7,7 @@ msgcube server at all, against WeChat itself.
 
 from __future__ import annotations
 
+import functools
 import sys
 from datetime import date, time
 from pathlib import Path
@@ -211,17 +212,19 @@ def _run(
     refresh_days: int,
     quiet: bool,
 ) -> SyncReport:
+    run = functools.partial(
+        sync,
+        client,
+        db_url,
+        appid,
+        since,
+        until,
+        names,
+        concurrency=concurrency,
+        refresh_days=refresh_days,
+    )
     if quiet or not err.is_terminal:
-        return sync(
-            client,
-            db_url,
-            appid,
-            since,
-            until,
-            names,
-            concurrency=concurrency,
-            refresh_days=refresh_days,
-        )
+        return run()
     columns = (
         TextColumn("{task.description:<26}"),
         BarColumn(),
@@ -241,14 +244,4 @@ def _run(
                 rows=p.rows_written,
             )
 
-        return sync(
-            client,
-            db_url,
-            appid,
-            since,
-            until,
-            names,
-            progress,
-            concurrency=concurrency,
-            refresh_days=refresh_days,
-        )
+        return run(progress)
