@@ -287,7 +287,9 @@ class GroupCommitter:
                 # round trip, and holding the lock through it serialised both workers.
                 stored = store_analytics(analytics, list(records.values()), stamp)
             with self._process_lock(), self.store_db.write(checkpoint=False) as conn:
-                for cached, recs in records.values():
+                # Accounts in id order, as rows within one (``_lock_order``): two workers'
+                # batches for the same accounts take their locks in one order.
+                for _, (cached, recs) in sorted(records.items()):
                     account = ingest_view(conn, cached)
                     today = local_today(now, account.tz)
                     if stored is not None:
