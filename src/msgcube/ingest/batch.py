@@ -23,7 +23,7 @@ from msgcube.domain.message_block import MessageBlock
 from msgcube.domain.messages import Event, Message, Record
 from msgcube.domain.periods import PeriodKey
 from msgcube.rollup.plan import keys_for_days, keys_from
-from msgcube.storage.accounts import Account, extend_stats_since, set_follower_base
+from msgcube.storage.accounts import Account, extend_stats_since, ingest_view, set_follower_base
 from msgcube.storage.db import analytics_of
 from msgcube.storage.records import (
     SenderIds,
@@ -75,18 +75,29 @@ def write_block(
 ) -> WriteResult:
     """Store one parsed import batch inside the caller's write transaction, as
     ``write_batch`` stores records: SQLite takes the block's columns as they are, the
-    other backends its records."""
+    other backends its records.
+
+    ``account`` is the account as the import read it when it started: its zone is the
+    one the block's local days and hours were derived in. The zone and follower base are
+    read again here, in the transaction (``ingest_view``): should the zone have changed
+    since (``account set --tz`` during the import), the block's days are stale and its
+    records are stored through ``write_batch``, which derives them in the current zone.
+    """
     openids = senders.openids
     openids.extend(block.new_senders)
-    if analytics_of(conn) is not None or conn.dialect.name != "sqlite":
+    sqlite = analytics_of(conn) is None and conn.dialect.name == "sqlite"
+    if sqlite:
+        known = senders.ids.resolve(conn, block.new_senders)
+        senders.numbers.extend(known[o] for o in block.new_senders)
+    current = ingest_view(conn, account)
+    if not sqlite or current.tz != account.tz:
         records = list(block.records(openids))
         result = write_batch(
-            conn, account, [*records, *events], today, senders.ids, received_at=received_at
+            conn, current, [*records, *events], today, senders.ids, received_at=received_at
         )
         result.messages_duplicate += block.messages - len(records)  # the block's own
         return result
-    known = senders.ids.resolve(conn, block.new_senders)
-    senders.numbers.extend(known[o] for o in block.new_senders)
+    account = current
     result = write_block_sqlite(conn, account.id, block, senders.numbers, received_at)
     result.add(write_events(conn, account.id, account.tz, events, received_at))
     _mark(conn, account, result, today)

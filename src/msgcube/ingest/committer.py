@@ -27,6 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from msgcube.domain.messages import Message, Record
 from msgcube.domain.periods import local_today
@@ -48,6 +49,21 @@ class CommitStats:
     largest: int = 0
     failed_batches: int = 0
     checkpoints: int = 0
+
+
+class FaultReporter(Protocol):
+    """Where failed commits are reported (``web.faults.FaultLog`` in the server): a database
+    that is down fails every commit, and a traceback per commit would flood the log."""
+
+    def failed(self, where: str, exc: BaseException) -> None: ...
+
+    def succeeded(self, where: str) -> None: ...
+
+
+FAULT_KIND = "group commit"
+"""The name failed commits are reported under."""
+CHECKPOINT_FAULT = "WAL checkpoint"
+"""… and failed checkpoints (a full disk fails them too)."""
 
 
 @dataclass(slots=True)
@@ -72,7 +88,8 @@ class GroupCommitter:
     ``store`` and ``quarantine`` return once the item is committed, and raise whatever
     the commit raised (``quarantine`` returns what became of the entry, within
     ``limits``). ``start`` is optional (the first item starts the writer on the
-    running loop); ``stop`` commits what is queued, then ends the writer.
+    running loop); ``stop`` commits what is queued, then ends the writer. A failed
+    commit is reported to ``faults`` when given (else logged with its traceback).
     """
 
     def __init__(
@@ -84,8 +101,10 @@ class GroupCommitter:
         max_batch: int = 1024,
         linger: float = 0.001,
         checkpoint_every: int = 64,
+        faults: FaultReporter | None = None,
     ) -> None:
         self.store_db = store
+        self.faults = faults
         self.clock = clock
         self.limits = limits or QuarantineLimits()
         self.max_batch = max_batch
@@ -207,11 +226,16 @@ class GroupCommitter:
                 outcomes = await loop.run_in_executor(self._executor, self._commit, batch)
             except Exception as exc:
                 self.stats.failed_batches += 1
-                log.exception("group commit of %d items failed", len(batch))
+                if self.faults is None:
+                    log.exception("group commit of %d items failed", len(batch))
+                else:
+                    self.faults.failed(FAULT_KIND, exc)
                 for job in batch:
                     if not job.future.done():
                         job.future.set_exception(exc)
             else:
+                if self.faults is not None:
+                    self.faults.succeeded(FAULT_KIND)
                 for job in batch:
                     if not job.future.done():
                         job.future.set_result(outcomes.get(id(job)))
@@ -260,8 +284,14 @@ class GroupCommitter:
         try:
             self.store_db.checkpoint_wal()
             self.stats.checkpoints += 1
-        except Exception:  # the log only grows until the next one: never a push's failure
-            log.exception("WAL checkpoint failed")
+        except Exception as exc:  # the log only grows until the next one: never a push's
+            if self.faults is None:
+                log.exception("WAL checkpoint failed")
+            else:
+                self.faults.failed(CHECKPOINT_FAULT, exc)
+        else:
+            if self.faults is not None:
+                self.faults.succeeded(CHECKPOINT_FAULT)
 
     def _commit(self, batch: list[_Job]) -> dict[int, Kept]:
         """One transaction for the whole batch (runs on the writer thread).
@@ -287,7 +317,9 @@ class GroupCommitter:
                 # round trip, and holding the lock through it serialised both workers.
                 stored = store_analytics(analytics, list(records.values()), stamp)
             with self._process_lock(), self.store_db.write(checkpoint=False) as conn:
-                for cached, recs in records.values():
+                # Accounts in id order, as rows within one (``_lock_order``): two workers'
+                # batches for the same accounts take their locks in one order.
+                for _, (cached, recs) in sorted(records.items()):
                     account = ingest_view(conn, cached)
                     today = local_today(now, account.tz)
                     if stored is not None:

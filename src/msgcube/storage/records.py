@@ -124,7 +124,11 @@ def write_messages(
     unique: dict[int, Message] = {}
     for m in batch:
         unique.setdefault(stored_msg_id(m.msg_id), m)
-    fresh = list(unique.values())
+    # Rows in key order, in this statement and in the user layers' below: two writers
+    # storing overlapping MsgIds at once (two imports, an import and the pushes) then
+    # take their row locks in one order and queue; in opposite orders each would wait on
+    # the other's uncommitted row until PostgreSQL aborts one ("deadlock detected").
+    fresh = [unique[k] for k in sorted(unique)]
     result.messages_duplicate = len(batch) - len(fresh)
     ids = sender_ids.resolve(conn, (m.openid for m in fresh))
     rows: list[dict[str, Any]] = []
@@ -188,6 +192,8 @@ def add_user_days(conn: Connection, account_id: int, rows: Iterable[dict[str, An
             for i, v in enumerate(values):
                 total[i] += v
     add_day, add_period = _user_layer_upserts(conn)
+    days = dict(sorted(days.items()))  # key order: see write_messages
+    periods = dict(sorted(periods.items()))
     conn.execute(
         add_day,
         [
@@ -416,7 +422,8 @@ def write_events(
     if conn.dialect.name == "sqlite":
         return _write_events_sqlite(conn, account_id, tz, batch, received_at)
     result = WriteResult()
-    unique = {(e.openid, e.create_time, e.event): e for e in reversed(batch)}
+    found = {(e.openid, e.create_time, e.event): e for e in reversed(batch)}
+    unique = {k: found[k] for k in sorted(found)}  # key order: see write_messages
     rows = [
         {
             "account_id": account_id,

@@ -111,7 +111,7 @@ def mark_done(
             "done_seq": seq,
             "computed_at": computed_at,
         }
-        for (p, s), seq in done.items()
+        for (p, s), seq in sorted(done.items())  # key order, as ``mark_dirty``'s marks
     ]
     stmt = upsert(
         conn,

@@ -54,6 +54,7 @@ from msgcube.relay import Relay, RelayAnswer, RelayRecorder
 from msgcube.storage.accounts import Account, get_account
 from msgcube.storage.quarantine import Kept, QuarantineLimits
 from msgcube.web.context import AppContext
+from msgcube.web.faults import faults
 from msgcube.web.request_checks import read_body
 
 log = logging.getLogger("msgcube.callback")
@@ -73,7 +74,7 @@ class CallbackService:
             max_bytes=s.quarantine_max_bytes,
             retention_days=s.quarantine_retention_days,
         )
-        self.committer = GroupCommitter(ctx.store, ctx.now, limits=limits)
+        self.committer = GroupCommitter(ctx.store, ctx.now, limits=limits, faults=faults)
         self.relay = Relay(
             timeout=s.relay_timeout,
             concurrency=s.relay_concurrency,
