@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import text
 
 from msgcube.analytics.url import parse_analytics_url
+from msgcube.settings import use_packaged_rules
 from msgcube.storage.db import Store, open_store
 from msgcube.storage.schema import metadata
 from support.clickhouse_cluster import ClickHouseCluster, clickhouse_cluster, require_binaries
@@ -28,6 +29,9 @@ from support.clickhouse_cluster import ClickHouseCluster, clickhouse_cluster, re
 PG_URL = os.environ.get(
     "MSGCUBE_TEST_PG", "postgresql+psycopg://msgcube:msgcube@localhost/msgcube_test"
 )
+# The oracles compute local days with the rules msgcube's entry points use.
+use_packaged_rules()
+
 _appids = itertools.count(1)
 
 STAMP = 1_773_100_800

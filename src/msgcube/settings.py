@@ -20,6 +20,7 @@ import ipaddress
 import os
 import re
 import tomllib
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, time
@@ -27,10 +28,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import tzdata  # type: ignore[import-untyped]
+
 from msgcube.analytics.url import AnalyticsUrl, mask_analytics, parse_analytics_url
 from msgcube.domain.endpoints import SpanProfile
 from msgcube.domain.identifiers import COUNT_MAX
-from msgcube.domain.periods import DEFAULT_TZ, check_tz
+from msgcube.domain.periods import DEFAULT_TZ, check_tz, zone
 from msgcube.errors import ConfigError
 
 DEFAULT_DB_FILE = "msgcube.db"
@@ -418,3 +421,22 @@ def _coerce(s: Setting, value: Any, where: str) -> Any:
         return s.parse(value if isinstance(value, str) else str(value))
     except (ValueError, KeyError) as exc:
         raise ConfigError(f"{where}: invalid value {value!r} for {s.name}: {exc}") from exc
+
+
+def use_packaged_rules() -> str:
+    """Make ``zoneinfo`` read the installed ``tzdata`` package, never the system's files;
+    returns the package's IANA release (e.g. ``2026f``). Zones made before are forgotten.
+
+    Python's ``zoneinfo`` prefers the system's files and uses the package only where there
+    are none. The system's release is whatever the machine was built with (Debian 12 ships
+    2025b), so two hosts — or a host and its upgraded self — could put one message on
+    different local days (America/Vancouver from November 2026 is one such case). The
+    package's release is pinned by the install, upgraded with ``pip``, and the same on every
+    machine and every backend (ClickHouse is handed Python's offsets). Every entry point
+    (the command line, the server's workers, the import's parser process) calls
+    :func:`use_packaged_rules` before it makes a zone.
+    """
+    zoneinfo.reset_tzpath(to=())
+    zoneinfo.ZoneInfo.clear_cache()
+    zone.cache_clear()
+    return str(tzdata.IANA_VERSION)

@@ -47,7 +47,7 @@ from msgcube.ingest.files import ImportReport, detect_format, follower_openids, 
 from msgcube.relay import shown_upstream
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
-from msgcube.settings import Settings
+from msgcube.settings import Settings, use_packaged_rules
 from msgcube.storage.accounts import list_accounts
 from msgcube.storage.records import SenderIds
 
@@ -60,6 +60,7 @@ from msgcube.storage.records import SenderIds
 @click.version_option(package_name="msgcube")
 def cli() -> None:
     """msgcube — WeChat's message analysis data interface, self-hosted."""
+    use_packaged_rules()
 
 
 # --- accounts -------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from typing import IO, Any
 
 from msgcube.errors import ImportStopped
 from msgcube.ingest.parsing import ParsedBlock, parse_blocks
+from msgcube.settings import use_packaged_rules
 
 _HEADER = struct.Struct("<Q")
 
@@ -84,6 +85,7 @@ def _send(out: IO[bytes], kind: str, value: Any) -> None:
 
 def main(argv: list[str]) -> int:
     fmt, tz, batch, source = argv
+    use_packaged_rules()  # the importer's rules (a process of its own starts afresh)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print must not corrupt the frames

@@ -17,7 +17,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from msgcube.errors import ConfigError
-from msgcube.settings import Settings
+from msgcube.settings import Settings, use_packaged_rules
 from msgcube.storage.db import open_store
 from msgcube.web.app import create_app
 
@@ -54,6 +54,7 @@ def freeze_startup_objects() -> None:
 
 
 def app_from_env() -> Starlette:
+    use_packaged_rules()
     settings = Settings.load({})
     configure_logging(settings.log_level)
     app = create_app(
