@@ -93,7 +93,12 @@ def import_stream(
                     parse_blocks(stream, fmt, account.tz, batch=batch, source=source)
                 )
             )
+        header_written = False
         for block in blocks:
+            if block.rejects and block.header is not None and not header_written:
+                if rejects is not None:
+                    rejects.write(block.header)
+                header_written = True
             for bad in block.rejects:
                 report.reject(source, bad, rejects)
             report.uncounted.update(block.uncounted)

@@ -12,6 +12,7 @@ import contextlib
 import csv
 import gc
 import io
+import re
 from collections import Counter
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ class ParsedBlock:
     rejects: list[Reject] = field(default_factory=list)
     uncounted: Counter[str] = field(default_factory=Counter)
     """Stored messages per ``MsgType`` that no statistic counts (a typo such as ``txt``)."""
+    header: bytes | None = None
+    """A CSV stream's header row, which its rejects file starts with (so it can be fixed
+    and imported again with ``--format csv``); None for JSON Lines."""
 
 
 def parse_blocks(
@@ -58,7 +62,8 @@ def parse_blocks(
     A bad line is a ``Reject``; a line that makes the parser itself fail (a bug) stops
     the import with ``ImportStopped`` naming ``source`` and the line.
     """
-    rows = _csv(stream) if fmt == "csv" else _jsonl(stream)
+    header: list[bytes] = []
+    rows = _csv(stream, header) if fmt == "csv" else _jsonl(stream)
     builder = BlockBuilder(tz, Senders())
     add = builder.add
     valid_openids: set[str] = set()
@@ -71,7 +76,15 @@ def parse_blocks(
     def block() -> ParsedBlock:
         nonlocal lines, events, rejects, uncounted, limit
         limit = batch
-        done = ParsedBlock(lines, _position(stream), builder.finish(), events, rejects, uncounted)
+        done = ParsedBlock(
+            lines,
+            _position(stream),
+            builder.finish(),
+            events,
+            rejects,
+            uncounted,
+            header[0] if header else None,
+        )
         events, rejects, uncounted, lines = [], [], Counter(), 0
         return done
 
@@ -115,8 +128,13 @@ def _position(stream: IO[bytes]) -> int | None:
         return None  # a pipe
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def _jsonl(stream: IO[bytes]) -> Iterator[tuple[int, bytes, Any]]:
     for number, raw in enumerate(stream, start=1):
+        if number == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM) :]  # Windows editors start UTF-8 files with one, as for CSV
         try:
             value = orjson.loads(raw)  # JSON allows the line's own whitespace: no strip
         except orjson.JSONDecodeError:
@@ -130,41 +148,78 @@ def _jsonl(stream: IO[bytes]) -> Iterator[tuple[int, bytes, Any]]:
         yield number, raw, value
 
 
-def _csv(stream: IO[bytes]) -> Iterator[tuple[int, bytes, Any]]:
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+"""Bytes that are not UTF-8, as ``surrogateescape`` decodes them."""
+
+
+def _csv(stream: IO[bytes], header: list[bytes]) -> Iterator[tuple[int, bytes, Any]]:
+    """The records of a CSV stream; its header row, re-quoted, is appended to ``header``.
+
+    Bytes that are not UTF-8 are decoded as lone surrogates (``surrogateescape``) and
+    the record holding them is rejected: a strict decoder would fail on a whole chunk
+    of the stream and drop every record in it.
+    """
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
     try:
-        yield from _csv_rows(csv.reader(text))
+        yield from _csv_rows(csv.reader(text), header)
     finally:
         text.detach()  # the caller owns (and closes) the binary stream
 
 
-def _csv_rows(reader: Any) -> Iterator[tuple[int, bytes, Any]]:
+class _Quoter:
+    """One record back to a CSV line, quoted as needed (for the rejects file)."""
+
+    def __init__(self) -> None:
+        self.out = io.StringIO()
+        self.writer = csv.writer(self.out, lineterminator="\n")
+
+    def __call__(self, row: list[str]) -> bytes:
+        self.out.seek(0)
+        self.out.truncate()
+        self.writer.writerow(row)
+        return self.out.getvalue().encode("utf-8", "surrogateescape")
+
+
+def _csv_rows(reader: Any, header_out: list[bytes]) -> Iterator[tuple[int, bytes, Any]]:
+    """``(first line of the record, the record as a CSV line, its fields | IngestError)``.
+
+    A record may span lines (a quoted newline in ``Content``): its number is the line
+    it starts on.
+    """
+    quote = _Quoter()
     try:
-        header = [h.strip() for h in next(reader)]
+        first_row = next(reader)
     except StopIteration:
         return
-    except (csv.Error, UnicodeDecodeError) as exc:
+    except csv.Error as exc:
         yield 1, b"", IngestError(f"unreadable CSV header: {exc}")
         return
+    if any(_NOT_UTF8.search(cell) for cell in first_row):
+        yield 1, quote(first_row), IngestError("the CSV header is not UTF-8")
+        return
+    header_out.append(quote(first_row))
+    header = [h.strip() for h in first_row]
+    ended = reader.line_num
     while True:
+        number = ended + 1
         try:
             row = next(reader)
         except StopIteration:
             return
-        except (csv.Error, UnicodeDecodeError) as exc:
-            yield reader.line_num, b"", IngestError(f"unreadable CSV row: {exc}")
+        except csv.Error as exc:
+            ended = reader.line_num
+            yield number, b"", IngestError(f"unreadable CSV row: {exc}")
             continue
-        raw = (",".join(row) + "\n").encode()
+        ended = reader.line_num
         if not any(cell.strip() for cell in row):
             continue
-        if len(row) != len(header):
-            yield (
-                reader.line_num,
-                raw,
-                IngestError(f"expected {len(header)} columns, found {len(row)}"),
-            )
-            continue
-        yield reader.line_num, raw, {k: v for k, v in zip(header, row, strict=True) if v != ""}
+        raw = quote(row)
+        if any(_NOT_UTF8.search(cell) for cell in row):
+            yield number, raw, IngestError("not UTF-8")
+        elif len(row) != len(header):
+            yield number, raw, IngestError(f"expected {len(header)} columns, found {len(row)}")
+        else:
+            yield number, raw, {k: v for k, v in zip(header, row, strict=True) if v != ""}
 
 
 @contextlib.contextmanager
