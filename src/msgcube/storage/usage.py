@@ -56,7 +56,8 @@ def add_usage(conn: Connection, account_id: int, api: str, day: date, calls: int
 
 
 def lock_account(conn: Connection, account_id: int) -> None:
-    """Serialise writers of one account's quota books (a row lock on PostgreSQL).
+    """Serialise writers of one account's quota books and of its tokens (a row lock on
+    PostgreSQL): two token issues or two clears never interleave.
 
     SQLite write transactions are already serial (``BEGIN IMMEDIATE``), and SQLAlchemy
     leaves ``FOR UPDATE`` out there.
