@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date
 
-from sqlalchemy import Connection, and_, delete, func, select
+from sqlalchemy import Connection, and_, delete, func, select, update
 
 from msgcube.storage.dialect import upsert
 from msgcube.storage.schema import account_quotas, accounts, quota_clears, quota_usage
@@ -77,7 +77,12 @@ def count_clears_since(conn: Connection, account_id: int, since: int) -> int:
 
 
 def record_clear(conn: Connection, account_id: int, now: int) -> None:
+    """Record a clear and move the account's ``auth_gen``: every worker sees it on its
+    next call (``auth/quotas``) and re-reads the cleared counters."""
     conn.execute(quota_clears.insert().values(account_id=account_id, cleared_at=now))
+    conn.execute(
+        update(accounts).where(accounts.c.id == account_id).values(auth_gen=accounts.c.auth_gen + 1)
+    )
 
 
 def daily_limit_override(conn: Connection, account_id: int) -> int | None:
