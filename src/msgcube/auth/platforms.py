@@ -488,13 +488,19 @@ def create_platform_account(
 
     Only called for a push that passed the platform's signatures and opened with its
     key for its component appid. The appid and original id must have WeChat's shapes,
-    and a platform creates at most ``account_limit`` accounts (workers racing at the
-    limit may pass it by one each).
+    and a platform creates at most ``account_limit`` accounts: the platform's row lock
+    is taken before counting, so workers racing at the limit cannot pass it (without it,
+    on PostgreSQL, each worker's transaction counted before the others' inserts).
     """
     if not APPID.fullmatch(appid):
         raise PushRefused("not an appid (wx and 16 hex digits)")
     if not ORIGINAL_ID.fullmatch(original_id):
         raise PushRefused("ToUserName is not an original id (gh_...)")
+    lock_platform(conn, platform.id)
+    if get_account(conn, appid) is not None:  # a concurrent copy of this push created it
+        found = admitted_account(conn, platform, appid, original_id)
+        assert found is not None
+        return found
     if count_platform_accounts(conn, platform.id) >= platform.account_limit:
         raise PushRefused(
             f"{platform.component_appid} reached its limit of {platform.account_limit} accounts"
