@@ -542,3 +542,44 @@ def test_pushes_are_relayed_to_the_platforms_own_server(deployment: Deployment) 
     assert paths == [f"/wx/{appid}/msg" for appid, *_ in sent]
     for appid in authorizers:
         assert d.message_count(appid) == 4
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_new_authorizers_at_once_on_two_workers_stay_within_the_account_limit(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    """First pushes of 30 new appids (each sent 3 times at once, as retries arrive) on
+    ``serve --workers 2`` with an account limit of 25: exactly 25 accounts, each created
+    once with its one message; the other appids' pushes are refused (403)."""
+    if backend == "sqlite":
+        db = url = str(tmp_path / "msgcube.db")
+        url = f"sqlite:///{db}"
+    else:
+        request.getfixturevalue("pg_store")
+        db = url = PG_URL
+    store = open_store(url)
+    try:
+        with ServerProcess(db, tmp_path, now=NOW, workers=2) as server:
+            d = Deployment(db, tmp_path, msgcube_env(db, NOW), store, server)
+            component_appid, key = d.add_platform("--account-limit", "25")
+            sealer = Sealer(TOKEN, key, component_appid)
+            authorizers = {wx_appid(): "gh_" + secrets.token_hex(6) for _ in range(30)}
+            pushes = [
+                (d.url(component_appid, appid), *sealer.seal(text_message(original_id, 1)))
+                for appid, original_id in authorizers.items()
+                for _ in range(3)
+            ]
+            answers = asyncio.run(send_all(pushes, concurrency=32))
+            listed = d.msgcube("platform", "accounts", "--component-appid", component_appid)
+    finally:
+        store.dispose()
+    by_appid: dict[str, set[int]] = {}
+    for (url_, _, _), answer in zip(pushes, answers, strict=True):
+        by_appid.setdefault(url_.rsplit("/", 1)[1], set()).add(answer.status_code)
+    created = sorted(a for a, codes in by_appid.items() if codes == {200})
+    assert len(created) == 25
+    assert all(codes == {403} for a, codes in by_appid.items() if a not in created)
+    assert sorted(line.split()[0] for line in listed.splitlines()) == created
+    assert [d.message_count(a) for a in created] == [1] * 25

@@ -69,3 +69,37 @@ def test_two_workers_share_one_daily_quota(tmp_path: Path) -> None:
         assert used == LIMIT
     finally:
         store.dispose()
+
+
+def test_a_clear_reaches_every_worker_on_its_next_call(tmp_path: Path) -> None:
+    """After ``clear_quota`` (answered by one worker) neither worker reports or refuses
+    from the counters it read before the clear: both re-read at once, not after 1 s."""
+    db = tmp_path / "msgcube.db"
+    run_msgcube("account", "add", "--appid", APPID, "--secret", SECRET, env=msgcube_env(db, NOW))
+    with ServerProcess(db, tmp_path, now=NOW, workers=2, quota_datacube=LIMIT) as server:
+        base = server.base_url
+        credentials = {"grant_type": "client_credential", "appid": APPID, "secret": SECRET}
+        token = httpx.get(base + "/cgi-bin/token", params=credentials).json()["access_token"]
+
+        def call(path: str, body: bytes = BODY) -> dict[str, object]:
+            answer: dict[str, object] = httpx.post(
+                base + path, params={"access_token": token}, content=body
+            ).json()
+            return answer
+
+        quota_get = orjson.dumps({"cgi_path": MSG})
+        while call(MSG).get("errcode") != 45009:
+            pass
+        time.sleep(2.5)  # both workers have read the exhausted counter
+        for _ in range(6):
+            assert call(MSG)["errcode"] == 45009
+        cleared = call("/cgi-bin/clear_quota", orjson.dumps({"appid": APPID}))
+        assert cleared == {"errcode": 0, "errmsg": "ok"}
+        for _ in range(6):  # at once, from either worker: no wait for a re-read
+            assert call("/cgi-bin/openapi/quota/get", quota_get)["quota"] == {
+                "daily_limit": LIMIT,
+                "used": 0,
+                "remain": LIMIT,
+            }
+        outcomes = [call(MSG).get("errcode", 0) for _ in range(LIMIT)]
+        assert outcomes == [0] * LIMIT

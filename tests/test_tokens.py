@@ -79,12 +79,22 @@ async def test_superseded_token_works_five_minutes_then_40001(store: Store, appi
 async def test_overlap_is_never_extended_by_later_fetches(store: Store, appid: str) -> None:
     a = await token_at(store, appid, T0)
     b = await token_at(store, appid, T0 + s(200))  # a: until T0 + 500
-    c = await token_at(store, appid, T0 + s(250))  # b: until T0 + 550; a keeps T0 + 500
-    assert await use(store, a, T0 + s(499)) == 0
-    assert await use(store, a, T0 + s(500)) == 40001
+    assert await use(store, a, T0 + s(249)) == 0
+    c = await token_at(store, appid, T0 + s(250))  # b: until T0 + 550; a ends now
+    assert await use(store, a, T0 + s(250)) == 40001
     assert await use(store, b, T0 + s(549)) == 0
     assert await use(store, b, T0 + s(550)) == 40001
     assert await use(store, c, T0 + s(550)) == 0
+
+
+async def test_only_the_newest_two_tokens_ever_work(store: Store, appid: str) -> None:
+    """WeChat: a new token supersedes the previous one, which keeps 5 minutes; a burst of
+    fetches leaves the newest and the one before it, not every token of the burst."""
+    tokens = [await token_at(store, appid, T0 + s(i)) for i in range(6)]
+    outcomes = [await use(store, token, T0 + s(10)) for token in tokens]
+    assert outcomes == [40001, 40001, 40001, 40001, 0, 0]
+    assert await use(store, tokens[4], T0 + s(5 + 299)) == 0
+    assert await use(store, tokens[4], T0 + s(5 + 300)) == 40001
 
 
 async def test_expired_token_gives_42001(store: Store, appid: str) -> None:

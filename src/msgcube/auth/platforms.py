@@ -54,11 +54,13 @@ from msgcube.storage.platforms import (
     insert_platform,
     insert_platform_account,
     insert_refresh_token,
+    lock_platform,
     mark_revoked,
     save_authorization,
     update_platform,
 )
-from msgcube.storage.tokens import insert_token, supersede
+from msgcube.storage.tokens import insert_token, rotate, supersede
+from msgcube.storage.usage import lock_account
 from msgcube.wechat import AESKey, build_push_xml, encrypt, msg_signature, signature
 
 TICKET_EVERY = 600
@@ -320,8 +322,9 @@ class ComponentGrant:
 
 
 def issue_component_token(conn: Connection, platform: Platform, now: int) -> ComponentGrant:
-    """A new component token; the platform's previous ones live 5 more minutes."""
-    supersede(conn, COMPONENT_ACCOUNT, "component", now + OVERLAP, platform_id=platform.id)
+    """A new component token; the platform's previous one lives 5 more minutes."""
+    lock_platform(conn, platform.id)
+    rotate(conn, COMPONENT_ACCOUNT, "component", now, OVERLAP, platform_id=platform.id)
     token = new_token()
     insert_token(
         conn,
@@ -413,9 +416,11 @@ def exchange_refresh_token(
     """``api_authorizer_token``: 61003 without an active authorization, 61023 bad refresh token.
 
     The refresh token rotates on every exchange; the presented one (and any other still
-    live) keeps working for 5 more minutes. The previous authorizer access tokens of this
-    platform for this account get the same 5-minute overlap as ``/cgi-bin/token``'s.
+    live) keeps working for 5 more minutes. The previous authorizer access token of this
+    platform for this account gets the same 5-minute overlap as ``/cgi-bin/token``'s (and
+    older ones end). The account's row lock keeps two exchanges from interleaving.
     """
+    lock_account(conn, account.id)
     auth = get_authorization(conn, platform.id, account.id)
     if auth is None or not auth.active:
         raise ApiError(61003, f"{account.appid} has not authorized {platform.component_appid}")
@@ -427,7 +432,7 @@ def exchange_refresh_token(
     end_refresh_tokens(conn, auth.id, now + OVERLAP)
     fresh_refresh = new_refresh_token()
     insert_refresh_token(conn, fresh_refresh, auth.id, now)
-    supersede(conn, account.id, "authorizer", now + OVERLAP, platform_id=platform.id)
+    rotate(conn, account.id, "authorizer", now, OVERLAP, platform_id=platform.id)
     access = new_token()
     insert_token(
         conn,
@@ -483,13 +488,19 @@ def create_platform_account(
 
     Only called for a push that passed the platform's signatures and opened with its
     key for its component appid. The appid and original id must have WeChat's shapes,
-    and a platform creates at most ``account_limit`` accounts (workers racing at the
-    limit may pass it by one each).
+    and a platform creates at most ``account_limit`` accounts: the platform's row lock
+    is taken before counting, so workers racing at the limit cannot pass it (without it,
+    on PostgreSQL, each worker's transaction counted before the others' inserts).
     """
     if not APPID.fullmatch(appid):
         raise PushRefused("not an appid (wx and 16 hex digits)")
     if not ORIGINAL_ID.fullmatch(original_id):
         raise PushRefused("ToUserName is not an original id (gh_...)")
+    lock_platform(conn, platform.id)
+    if get_account(conn, appid) is not None:  # a concurrent copy of this push created it
+        found = admitted_account(conn, platform, appid, original_id)
+        assert found is not None
+        return found
     if count_platform_accounts(conn, platform.id) >= platform.account_limit:
         raise PushRefused(
             f"{platform.component_appid} reached its limit of {platform.account_limit} accounts"

@@ -30,9 +30,11 @@ amount from "pending" to "seen" (which would count it twice or not at all).
 
 ``clear_quota`` (10 per account per calendar month, then 48006) resets the account's
 counters of the current local day for every API, ``/cgi-bin/token`` included, as
-WeChat's does. Other workers see the reset at their next re-read (≤ 1 s); calls they
-admitted just before the clear and had not flushed yet land after it and count
-against the fresh day (the same ≈ 2 s window as above).
+WeChat's does, and moves the account's ``auth_gen``. Each view remembers the generation
+it was read under (the caller passes the one it read with its token), so every worker
+re-reads the cleared counters on its very next call instead of refusing 45009 from a
+stale view; calls other workers admitted just before the clear and had not flushed yet
+land after it and count against the fresh day (the same ≈ 2 s window as above).
 """
 
 from __future__ import annotations
@@ -94,48 +96,56 @@ class QuotaCounter:
         self._lock = threading.Lock()  # guards the dicts; held for microseconds
         self._flush_lock = threading.Lock()  # orders database reads, flushes and clears
         self._pending: dict[QuotaKey, int] = {}
-        self._seen: dict[QuotaKey, tuple[float, int]] = {}
+        self._seen: dict[QuotaKey, tuple[float, int, int | None]] = {}
+        """key → (monotonic time read, used in the database then, the account's auth_gen)"""
 
     # -- the hot path -------------------------------------------------------------------
 
-    def admit(self, account_id: int, api: str, day: date, limit: int) -> int:
+    def admit(
+        self, account_id: int, api: str, day: date, limit: int, gen: int | None = None
+    ) -> int:
         """Count one call, or raise 45009 when the day's calls are used up; returns ``used``.
 
         ``limit`` is the account's daily limit as the caller read it with its token (its
-        own override or the setting; exact on every call, see ``auth/caller_cache``).
+        own override or the setting; exact on every call, see ``auth/caller_cache``), and
+        ``gen`` the account's ``auth_gen`` read with it: a view read under another
+        generation (a ``clear_quota`` since, in any worker) is read again first.
         """
         key = (account_id, api, day)
-        self._ensure(key)
+        self._ensure(key, gen)
         with self._lock:
             pending = self._pending.get(key, 0)
-            used = self._seen.get(key, (0.0, 0))[1] + pending
+            used = self._seen.get(key, (0.0, 0, None))[1] + pending
             if used >= limit:
                 raise ApiError(45009, f"{api}: {limit} calls a day")
             self._pending[key] = pending + 1
         return used + 1
 
-    def status(self, account_id: int, api: str, day: date, limit: int) -> QuotaStatus:
+    def status(
+        self, account_id: int, api: str, day: date, limit: int, gen: int | None = None
+    ) -> QuotaStatus:
         """What ``/cgi-bin/openapi/quota/get`` reports for this account and API today."""
         key = (account_id, api, day)
-        self._ensure(key)
+        self._ensure(key, gen)
         with self._lock:
-            used = self._seen.get(key, (0.0, 0))[1] + self._pending.get(key, 0)
+            used = self._seen.get(key, (0.0, 0, None))[1] + self._pending.get(key, 0)
             return QuotaStatus(limit, used)
 
-    def _ensure(self, key: QuotaKey) -> None:
+    def _ensure(self, key: QuotaKey, gen: int | None) -> None:
         """Re-read the database value when it is older than ``cache_seconds``.
 
-        Without any value yet the read waits for a running flush; with a stale one it is
-        skipped while a flush runs (the next call re-reads), so a call never waits on it.
+        Without any value yet, or with one read under another ``auth_gen`` than ``gen``
+        (None: not known), the read waits for a running flush; with a merely stale one it
+        is skipped while a flush runs (the next call re-reads), so a call never waits on it.
         """
         with self._lock:
             seen = self._seen.get(key)
-        if seen is None:
-            self._refresh(key, block=True)
+        if seen is None or (gen is not None and seen[2] != gen):
+            self._refresh(key, block=True, gen=gen)
         elif self._clock() - seen[0] >= self.cache_seconds:
-            self._refresh(key, block=False)
+            self._refresh(key, block=False, gen=seen[2])
 
-    def _refresh(self, key: QuotaKey, *, block: bool) -> None:
+    def _refresh(self, key: QuotaKey, *, block: bool, gen: int | None) -> None:
         if not self._flush_lock.acquire(blocking=block):
             return
         try:
@@ -143,7 +153,7 @@ class QuotaCounter:
             with self.store.read() as conn:
                 used = usage_of(conn, account_id, api, day)
             with self._lock:
-                self._seen[key] = (self._clock(), used)
+                self._seen[key] = (self._clock(), used, gen)
         finally:
             self._flush_lock.release()
 
@@ -169,14 +179,14 @@ class QuotaCounter:
                         self._pending.pop(key, None)
                     seen = self._seen.get(key)
                     if seen is not None:
-                        self._seen[key] = (seen[0], seen[1] + n)
+                        self._seen[key] = (seen[0], seen[1] + n, seen[2])
                 self._forget_idle()
             return sum(batch.values())
 
     def _forget_idle(self) -> None:
         """Drop views not refreshed for a while (yesterday's keys, idle accounts)."""
         horizon = self._clock() - _FORGET_AFTER
-        for key in [k for k, (t, _) in self._seen.items() if t < horizon]:
+        for key in [k for k, (t, _, _) in self._seen.items() if t < horizon]:
             if key not in self._pending:
                 del self._seen[key]
 
@@ -200,7 +210,7 @@ class QuotaCounter:
                 for key in [k for k in self._pending if k[0] == account_id and k[2] == day]:
                     del self._pending[key]
                 for key in [k for k in self._seen if k[0] == account_id and k[2] == day]:
-                    self._seen[key] = (fresh, 0)
+                    self._seen[key] = (fresh, 0, None)  # the clear moved auth_gen
 
 
 def parse_daily_quota(text: str) -> int | None:

@@ -1,7 +1,8 @@
 """Issuing and checking access tokens the way WeChat does.
 
-* ``/cgi-bin/token``: every call issues a new token and supersedes the previous ones,
-  which keep working for 5 minutes (WeChat's documented overlap), then answer 40001.
+* ``/cgi-bin/token``: every call issues a new token and supersedes the previous one,
+  which keeps working for 5 minutes (WeChat's documented overlap), then answers 40001;
+  any older one ends at once, so only the newest two tokens ever work.
 * ``/cgi-bin/stable_token``: the same token while it has more than 5 minutes left; in
   its last 5 minutes a new one is issued and both work until the old one expires, so
   ``expires_in`` is never below 300. ``force_refresh`` ends the current one at once, at
@@ -9,7 +10,10 @@
   Returning "the same token" again without storing it is done by deriving stable tokens
   from a per-deployment key (HMAC): the database holds only a nonce and the token hash.
 
-The two kinds are independent: neither call ever invalidates the other's tokens.
+The two kinds are independent: neither call ever invalidates the other's tokens. Every
+issue first takes the account's row lock (``lock_account``): on PostgreSQL two
+concurrent calls would otherwise each read "no current token" or "may force" and both
+issue one (two different stable tokens, or two forced refreshes in the same second).
 Every function takes ``now`` (Unix seconds) so tests pin the clock.
 """
 
@@ -38,9 +42,10 @@ from msgcube.storage.tokens import (
     insert_token,
     last_forced_at,
     latest_token,
+    rotate,
     supersede,
 )
-from msgcube.storage.usage import add_usage
+from msgcube.storage.usage import add_usage, lock_account
 
 TOKEN_TTL = 7200
 OVERLAP = 300
@@ -67,11 +72,12 @@ def new_token() -> str:
 def issue_access_token(
     conn: Connection, account: Account, now: int, today: date, daily_limit: int
 ) -> Grant:
-    """``/cgi-bin/token``: a new token; previous ones live 5 more minutes."""
+    """``/cgi-bin/token``: a new token; the previous one lives 5 more minutes."""
+    lock_account(conn, account.id)
     used = add_usage(conn, account.id, TOKEN_API, today)
     if used > daily_limit:
         raise ApiError(45009, f"{TOKEN_API}: {daily_limit} calls a day")
-    supersede(conn, account.id, TokenKind.TOKEN, now + OVERLAP)
+    rotate(conn, account.id, TokenKind.TOKEN, now, OVERLAP)
     token = new_token()
     insert_token(
         conn,
@@ -102,6 +108,7 @@ def stable_access_token(
 ) -> Grant:
     """``/cgi-bin/stable_token`` (see the module docstring for the rules)."""
     secret = key or server_secret(conn, "stable_token_key")
+    lock_account(conn, account.id)
     current = latest_token(conn, account.id, TokenKind.STABLE)
     if force_refresh and _may_force(conn, account, now):
         supersede(conn, account.id, TokenKind.STABLE, now)

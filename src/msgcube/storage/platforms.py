@@ -81,6 +81,12 @@ def get_platform_by_id(conn: Connection, platform_id: int) -> Platform | None:
     return _platform(row) if row else None
 
 
+def lock_platform(conn: Connection, platform_id: int) -> None:
+    """Serialise the issuers of one platform's component tokens (a row lock on
+    PostgreSQL; SQLite write transactions are serial already)."""
+    conn.execute(select(platforms.c.id).where(platforms.c.id == platform_id).with_for_update())
+
+
 def list_platforms(conn: Connection) -> list[Platform]:
     return [_platform(r) for r in conn.execute(select(platforms).order_by(platforms.c.id))]
 

@@ -200,6 +200,32 @@ def supersede(
     return conn.execute(stmt).rowcount
 
 
+def rotate(
+    conn: Connection,
+    account_id: int,
+    kind: str,
+    now: int,
+    overlap: int,
+    platform_id: int | None = None,
+) -> None:
+    """A new token is being issued: the current one works ``overlap`` more seconds, and
+    those it had superseded end now, so only the newest two ever work (WeChat's rule).
+
+    Callers hold the account's (or platform's) row lock, so two issues never interleave.
+    """
+    t = access_tokens
+    ended = (
+        update(t)
+        .where(t.c.account_id == account_id, t.c.kind == kind)
+        .where(t.c.valid_until.is_not(None), t.c.valid_until > now)
+        .values(valid_until=now)
+    )
+    if platform_id is not None:
+        ended = ended.where(t.c.platform_id == platform_id)
+    conn.execute(ended)
+    supersede(conn, account_id, kind, now + overlap, platform_id)
+
+
 def count_forced_since(conn: Connection, account_id: int, since: int) -> int:
     t = access_tokens
     return int(

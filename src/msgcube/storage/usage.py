@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date
 
-from sqlalchemy import Connection, and_, delete, func, select
+from sqlalchemy import Connection, and_, delete, func, select, update
 
 from msgcube.storage.dialect import upsert
 from msgcube.storage.schema import account_quotas, accounts, quota_clears, quota_usage
@@ -56,7 +56,8 @@ def add_usage(conn: Connection, account_id: int, api: str, day: date, calls: int
 
 
 def lock_account(conn: Connection, account_id: int) -> None:
-    """Serialise writers of one account's quota books (a row lock on PostgreSQL).
+    """Serialise writers of one account's quota books and of its tokens (a row lock on
+    PostgreSQL): two token issues or two clears never interleave.
 
     SQLite write transactions are already serial (``BEGIN IMMEDIATE``), and SQLAlchemy
     leaves ``FOR UPDATE`` out there.
@@ -76,7 +77,12 @@ def count_clears_since(conn: Connection, account_id: int, since: int) -> int:
 
 
 def record_clear(conn: Connection, account_id: int, now: int) -> None:
+    """Record a clear and move the account's ``auth_gen``: every worker sees it on its
+    next call (``auth/quotas``) and re-reads the cleared counters."""
     conn.execute(quota_clears.insert().values(account_id=account_id, cleared_at=now))
+    conn.execute(
+        update(accounts).where(accounts.c.id == account_id).values(auth_gen=accounts.c.auth_gen + 1)
+    )
 
 
 def daily_limit_override(conn: Connection, account_id: int) -> int | None:

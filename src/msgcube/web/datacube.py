@@ -50,7 +50,8 @@ def authorize(
     today = local_today(now, account.tz)
     override = caller.checks.quota_limit
     limit = ctx.settings.quota_datacube if override is None else override
-    counter_of(request).admit(account.id, request.scope["path"], today, limit)
+    gen = caller.checks.auth_gen
+    counter_of(request).admit(account.id, request.scope["path"], today, limit, gen)
     return account, today
 
 

@@ -71,7 +71,8 @@ async def quota_get(request: Request, ctx: AppContext) -> Response:
     if cgi_path in DATACUBE_APIS:
         override = caller.checks.quota_limit
         limit = ctx.settings.quota_datacube if override is None else override
-        status = counter_of(request).status(account.id, cgi_path, day, limit)
+        gen = caller.checks.auth_gen
+        status = counter_of(request).status(account.id, cgi_path, day, limit, gen)
     elif cgi_path == TOKEN_API:
         with ctx.store.read() as conn:
             used = usage_of(conn, account.id, TOKEN_API, day)
