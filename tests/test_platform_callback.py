@@ -573,13 +573,15 @@ def test_new_authorizers_at_once_on_two_workers_stay_within_the_account_limit(
             ]
             answers = asyncio.run(send_all(pushes, concurrency=32))
             listed = d.msgcube("platform", "accounts", "--component-appid", component_appid)
+        by_appid: dict[str, set[int]] = {}
+        for (url_, _, _), answer in zip(pushes, answers, strict=True):
+            by_appid.setdefault(url_.rsplit("/", 1)[1], set()).add(answer.status_code)
+        created = sorted(a for a, codes in by_appid.items() if codes == {200})
+        assert len(created) == 25
+        assert all(codes == {403} for a, codes in by_appid.items() if a not in created)
+        assert sorted(line.split()[0] for line in listed.splitlines()) == created
+        # Read through the store before it is disposed: a store used after ``dispose``
+        # opens a new pool nobody closes (a ResourceWarning in a later test).
+        assert [d.message_count(a) for a in created] == [1] * 25
     finally:
         store.dispose()
-    by_appid: dict[str, set[int]] = {}
-    for (url_, _, _), answer in zip(pushes, answers, strict=True):
-        by_appid.setdefault(url_.rsplit("/", 1)[1], set()).add(answer.status_code)
-    created = sorted(a for a, codes in by_appid.items() if codes == {200})
-    assert len(created) == 25
-    assert all(codes == {403} for a, codes in by_appid.items() if a not in created)
-    assert sorted(line.split()[0] for line in listed.splitlines()) == created
-    assert [d.message_count(a) for a in created] == [1] * 25
