@@ -138,10 +138,14 @@ def auth_generation(conn: Connection, account_id: int) -> int | None:
 def latest_token(
     conn: Connection, account_id: int, kind: str, platform_id: int | None = None
 ) -> TokenRow | None:
+    t = access_tokens
+    # Ties happen: a token force-refreshed in the second it was issued (or any two under a
+    # pinned clock). The one not superseded is the current one; without this tie-break
+    # the database could pick the superseded one, and a call would issue a third token.
     stmt = (
-        select(access_tokens)
-        .where(access_tokens.c.account_id == account_id, access_tokens.c.kind == kind)
-        .order_by(access_tokens.c.issued_at.desc(), access_tokens.c.expires_at.desc())
+        select(t)
+        .where(t.c.account_id == account_id, t.c.kind == kind)
+        .order_by(t.c.issued_at.desc(), t.c.expires_at.desc(), t.c.valid_until.is_(None).desc())
         .limit(1)
     )
     if platform_id is not None:
