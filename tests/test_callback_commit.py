@@ -106,6 +106,31 @@ async def test_after_a_shared_commit_it_waits_for_as_many_pushes_and_no_longer(
     assert (committer.stats.batches, committer.stats.largest) == (2, 4)
 
 
+async def test_after_a_wait_in_vain_the_next_batch_does_not_wait(store: Store) -> None:
+    """Pushes spread out in time: a wait for company that nobody joins is not repeated at
+    once, so the next lone push is committed without the linger (3 s here).
+
+    The committer that always waited would hold the third push for the whole linger.
+    """
+    account = new_account(store)
+    committer = GroupCommitter(store, lambda: NOW, linger=3.0)
+    await committer.start()
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.gather(*(committer.commit(account, message(i)) for i in range(1, 5)))
+        started = loop.time()
+        # Two at once: the batch waits for the four the last one held; none come.
+        await asyncio.gather(*(committer.commit(account, message(i)) for i in (5, 6)))
+        assert loop.time() - started >= 3.0
+        started = loop.time()
+        await committer.commit(account, message(7))
+        assert loop.time() - started < 2.0  # committed without waiting out the linger
+    finally:
+        await committer.stop()
+    assert count(store, account) == (7, 0)
+    assert (committer.stats.batches, committer.stats.largest) == (3, 4)
+
+
 async def test_identical_pushes_at_once_store_one_row(store: Store) -> None:
     account = new_account(store)
     committer = GroupCommitter(store, lambda: NOW)
