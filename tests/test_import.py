@@ -7,13 +7,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from click.testing import CliRunner
 
-from msgcube.cli.main import cli
 from msgcube.storage.db import open_store
 from msgcube.storage.schema import messages
-
-from conftest import fresh_appid
+from support.import_cli import add, import_env, run
 
 NOW = "2026-03-10T12:00:00+08:00"
 
@@ -21,24 +18,7 @@ NOW = "2026-03-10T12:00:00+08:00"
 @pytest.fixture(params=["process", "inline"])
 def env(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
     """Every test twice: lines parsed by a parser process, and in the importing process."""
-    return {
-        "MSGCUBE_DB": str(tmp_path / "m.db"),
-        "MSGCUBE_NOW": NOW,
-        "MSGCUBE_CONFIG": "/dev/null",  # no config file
-        "MSGCUBE_IMPORT_PARSER": request.param,
-    }
-
-
-def run(env: dict[str, str], *args: str, input: bytes | None = None) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args), env=env, input=input, catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
-
-
-def add(env: dict[str, str]) -> str:
-    appid = fresh_appid()
-    code, out, _ = run(env, "account", "add", "--appid", appid, "--secret", "s3cret")
-    assert code == 0 and out.strip() == f"{appid} s3cret"
-    return appid
+    return import_env(tmp_path, NOW, request.param)
 
 
 def push(i: int, user: str = "u1", t: int = 1772600000, kind: str = "text") -> dict[str, object]:

@@ -15,14 +15,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-from click.testing import CliRunner
 
-from msgcube.cli.main import cli
 from msgcube.domain.endpoints import ENDPOINTS
 from msgcube.storage.db import open_store
 from msgcube.storage.schema import messages
-
-from conftest import fresh_appid
+from support.import_cli import add, import_env, run
 
 NOW = "2026-03-20T12:00:00+08:00"
 T0 = 1772600000  # 2026-03-04 13:33:20 in Shanghai
@@ -31,23 +28,7 @@ HEADER = "FromUserName,CreateTime,MsgType,Content,MsgId"
 
 @pytest.fixture(params=["process", "inline"])
 def env(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
-    return {
-        "MSGCUBE_DB": str(tmp_path / "m.db"),
-        "MSGCUBE_NOW": NOW,
-        "MSGCUBE_CONFIG": "/dev/null",
-        "MSGCUBE_IMPORT_PARSER": request.param,
-    }
-
-
-def run(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
-
-
-def add(env: dict[str, str]) -> str:
-    appid = fresh_appid()
-    assert run(env, "account", "add", "--appid", appid, "--secret", "s3cret")[0] == 0
-    return appid
+    return import_env(tmp_path, NOW, request.param)
 
 
 def msg_ids(env: dict[str, str]) -> list[int]:

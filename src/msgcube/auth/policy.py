@@ -78,8 +78,12 @@ def _within(addr: Address, nets: tuple[Network, ...]) -> bool:
 def trusted_peer(peer: str | None, trusted: str | tuple[Network, ...]) -> bool:
     """Whether the direct peer is one of ``trusted_proxies`` (whose headers count)."""
     addr = _address(peer)
-    nets = networks(trusted) if isinstance(trusted, str) else trusted
-    return addr is not None and _within(addr, nets)
+    return addr is not None and _within(addr, _networks(trusted))
+
+
+def _networks(trusted: str | tuple[Network, ...]) -> tuple[Network, ...]:
+    """``trusted_proxies`` as the setting's text or already parsed."""
+    return networks(trusted) if isinstance(trusted, str) else trusted
 
 
 def client_address(
@@ -89,7 +93,7 @@ def client_address(
     peer_addr = _address(peer)
     if peer_addr is None:
         return peer
-    trusted_nets = networks(trusted) if isinstance(trusted, str) else trusted
+    trusted_nets = _networks(trusted)
     if not forwarded_for or not _within(peer_addr, trusted_nets):
         return str(peer_addr)
     hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]

@@ -110,7 +110,7 @@ def parse_blocks(
                             uncounted[record.msg_type_name] += 1
                         add(*record)
             except IngestError as exc:
-                rejects.append(Reject(number, exc.reason, raw))
+                rejects.append(Reject(number, exc.reason, _as_line(raw)))
                 continue
             except Exception as exc:
                 reason = f"the parser failed: {type(exc).__name__}: {exc}"
@@ -152,7 +152,7 @@ _NOT_UTF8 = re.compile("[\udc80-\udcff]")
 """Bytes that are not UTF-8, as ``surrogateescape`` decodes them."""
 
 
-def _csv(stream: IO[bytes], header: list[bytes]) -> Iterator[tuple[int, bytes, Any]]:
+def _csv(stream: IO[bytes], header: list[bytes]) -> Iterator[tuple[int, bytes | list[str], Any]]:
     """The records of a CSV stream; its header row, re-quoted, is appended to ``header``.
 
     Bytes that are not UTF-8 are decoded as lone surrogates (``surrogateescape``) and
@@ -166,27 +166,22 @@ def _csv(stream: IO[bytes], header: list[bytes]) -> Iterator[tuple[int, bytes, A
         text.detach()  # the caller owns (and closes) the binary stream
 
 
-class _Quoter:
-    """One record back to a CSV line, quoted as needed (for the rejects file)."""
-
-    def __init__(self) -> None:
-        self.out = io.StringIO()
-        self.writer = csv.writer(self.out, lineterminator="\n")
-
-    def __call__(self, row: list[str]) -> bytes:
-        self.out.seek(0)
-        self.out.truncate()
-        self.writer.writerow(row)
-        return self.out.getvalue().encode("utf-8", "surrogateescape")
+def _as_line(raw: bytes | list[str]) -> bytes:
+    """A record as the rejects file holds it: a JSON line as read, a CSV record quoted
+    back into one (only rejects pay for that)."""
+    if isinstance(raw, bytes):
+        return raw
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(raw)
+    return out.getvalue().encode("utf-8", "surrogateescape")
 
 
-def _csv_rows(reader: Any, header_out: list[bytes]) -> Iterator[tuple[int, bytes, Any]]:
-    """``(first line of the record, the record as a CSV line, its fields | IngestError)``.
+def _csv_rows(reader: Any, header_out: list[bytes]) -> Iterator[tuple[int, bytes | list[str], Any]]:
+    """``(first line of the record, the record (its cells), its fields | IngestError)``.
 
     A record may span lines (a quoted newline in ``Content``): its number is the line
     it starts on.
     """
-    quote = _Quoter()
     try:
         first_row = next(reader)
     except StopIteration:
@@ -195,9 +190,9 @@ def _csv_rows(reader: Any, header_out: list[bytes]) -> Iterator[tuple[int, bytes
         yield 1, b"", IngestError(f"unreadable CSV header: {exc}")
         return
     if any(_NOT_UTF8.search(cell) for cell in first_row):
-        yield 1, quote(first_row), IngestError("the CSV header is not UTF-8")
+        yield 1, first_row, IngestError("the CSV header is not UTF-8")
         return
-    header_out.append(quote(first_row))
+    header_out.append(_as_line(first_row))
     header = [h.strip() for h in first_row]
     ended = reader.line_num
     while True:
@@ -213,13 +208,12 @@ def _csv_rows(reader: Any, header_out: list[bytes]) -> Iterator[tuple[int, bytes
         ended = reader.line_num
         if not any(cell.strip() for cell in row):
             continue
-        raw = quote(row)
         if any(_NOT_UTF8.search(cell) for cell in row):
-            yield number, raw, IngestError("not UTF-8")
+            yield number, row, IngestError("not UTF-8")
         elif len(row) != len(header):
-            yield number, raw, IngestError(f"expected {len(header)} columns, found {len(row)}")
+            yield number, row, IngestError(f"expected {len(header)} columns, found {len(row)}")
         else:
-            yield number, raw, {k: v for k, v in zip(header, row, strict=True) if v != ""}
+            yield number, row, {k: v for k, v in zip(header, row, strict=True) if v != ""}
 
 
 @contextlib.contextmanager
