@@ -268,7 +268,10 @@ def test_the_errcode_table_lists_every_errcode() -> None:
 
 def _commands(group: click.Group, prefix: str = "msgcube") -> dict[str, click.Command]:
     found: dict[str, click.Command] = {}
-    for name, command in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None and command.name == name  # a lazy entry names its command
         if isinstance(command, click.Group):
             found |= _commands(command, f"{prefix} {name}")
         elif not command.hidden:

@@ -6,10 +6,18 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from msgcube.storage.accounts import add_account, get_account
-from msgcube.storage.db import Store, _alembic_config, migrate, open_store, table_names
+from msgcube.storage.db import (
+    SCHEMA_REVISION,
+    Store,
+    _alembic_config,
+    migrate,
+    open_store,
+    table_names,
+)
 from msgcube.storage.platforms import delete_account_rows
 from msgcube.storage.schema import metadata
 
@@ -39,6 +47,33 @@ def test_migrate_is_idempotent_and_keeps_data(tmp_path: Path) -> None:
         assert conn.execute(text("SELECT openid FROM followers")).scalars().all() == ["o"]
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0013"
     store.dispose()
+
+
+def test_schema_revision_is_the_newest_migration(tmp_path: Path) -> None:
+    """``open_store`` skips alembic for a database at SCHEMA_REVISION: were it behind the
+    newest migration, a database one migration short would never get it."""
+    store = open_store(f"sqlite:///{tmp_path / 'x.db'}")
+    with store.engine.connect() as conn:
+        head = ScriptDirectory.from_config(_alembic_config(conn)).get_current_head()
+    store.dispose()
+    assert head == SCHEMA_REVISION
+
+
+def test_a_database_one_migration_short_is_migrated_on_open(tmp_path: Path) -> None:
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    store = open_store(url, migrate_schema=False)
+    with store.engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0012")
+    store.dispose()
+    store = open_store(url)
+    with store.read() as conn:
+        version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+        tables = set(conn.execute(text("SELECT name FROM sqlite_master")).scalars())
+    store.dispose()
+    assert version == SCHEMA_REVISION
+    assert {t.name for t in metadata.sorted_tables} <= tables
 
 
 def test_0009_builds_user_layers_from_stored_messages(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +21,6 @@ from rich.console import Console
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from msgcube.client.errors import ClientError
 from msgcube.domain.identifiers import is_appid
 from msgcube.errors import ConfigError, MsgcubeError
 from msgcube.settings import SETTINGS, Settings
@@ -34,13 +34,15 @@ out = Console()
 
 SETTINGS_EPILOG = "Every setting is also a flag (--db, --port, …): see `msgcube settings --help`."
 
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
-    MsgcubeError,
-    ClientError,
-    OSError,
-    SQLAlchemyError,
-)
-"""What the CLI reports in one line; anything else is a bug and keeps its traceback."""
+
+def expected(exc: BaseException) -> bool:
+    """Whether the CLI reports ``exc`` in one line; anything else is a bug and keeps its
+    traceback. The client's errors count only once the client was loaded (a command
+    that never loads it cannot raise them): loading it costs every command's start."""
+    client_errors = sys.modules.get("msgcube.client.errors")
+    return isinstance(exc, (MsgcubeError, OSError, SQLAlchemyError)) or (
+        client_errors is not None and isinstance(exc, client_errors.ClientError)
+    )
 
 
 def describe(exc: BaseException) -> str:
@@ -56,12 +58,32 @@ def describe(exc: BaseException) -> str:
 
 
 class MsgcubeGroup(click.Group):
-    """The top-level group: translates expected errors once, for every sub-command."""
+    """The top-level group: translates expected errors once, for every sub-command.
+
+    Sub-commands kept in modules of their own are named in ``lazy`` (name →
+    ``module:attribute``) and imported only when they run or a listing (``--help``, the
+    reference tables) names them: every command starts with its own imports alone.
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            module, _, attribute = self.lazy[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except EXPECTED_ERRORS as exc:
+        except Exception as exc:
+            if not expected(exc):
+                raise
             raise click.ClickException(describe(exc)) from exc
 
 

@@ -2,7 +2,9 @@
 
 Every command accepts every setting as a flag (``--db``, ``--tz`` …, generated from the
 settings table), so ``msgcube stats --db x.db …`` and ``MSGCUBE_DB=x.db msgcube stats …``
-mean the same thing.
+mean the same thing. What only one command needs is imported in that command (and the
+sub-commands kept in modules of their own are loaded by name, ``MsgcubeGroup``), so each
+call starts with its own imports alone: a start is mostly imports.
 """
 
 from __future__ import annotations
@@ -18,10 +20,7 @@ from typing import Any
 
 import click
 import orjson
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from msgcube.auth.accounts import AccountChanges, create_account, update_account
-from msgcube.auth.quotas import parse_daily_quota
 from msgcube.cli.common import (
     SETTINGS_EPILOG,
     MsgcubeGroup,
@@ -35,18 +34,11 @@ from msgcube.cli.common import (
     with_listed_settings,
     with_settings,
 )
-from msgcube.cli.platform_cmds import platform_group
-from msgcube.cli.push_cmds import quarantine_group, replay_cmd
-from msgcube.cli.reference import all_tables, regenerate, settings_markdown
-from msgcube.cli.sync_cmd import sync_command
 from msgcube.domain.endpoints import BY_NAME, ENDPOINTS, Period
 from msgcube.domain.periods import local_today
 from msgcube.errors import AccountError, ApiError, NotFound
 from msgcube.ingest.batch import import_followers
 from msgcube.ingest.files import ImportReport, detect_format, follower_openids, import_stream
-from msgcube.relay import shown_upstream
-from msgcube.rollup.engine import refresh
-from msgcube.rollup.query import served_list
 from msgcube.settings import Settings, use_packaged_rules
 from msgcube.storage.accounts import list_accounts
 from msgcube.storage.records import SenderIds
@@ -54,6 +46,12 @@ from msgcube.storage.records import SenderIds
 
 @click.group(
     cls=MsgcubeGroup,
+    lazy={
+        "platform": "msgcube.cli.platform_cmds:platform_group",
+        "quarantine": "msgcube.cli.push_cmds:quarantine_group",
+        "replay": "msgcube.cli.push_cmds:replay_cmd",
+        "sync": "msgcube.cli.sync_cmd:sync_command",
+    },
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=SETTINGS_EPILOG,
 )
@@ -89,6 +87,8 @@ def account_add(
     settings: Settings,
 ) -> None:
     """Register an account. The last line printed is the appid and secret."""
+    from msgcube.auth.accounts import AccountChanges, create_account
+
     secret = secret or secrets.token_hex(16)
     changes = AccountChanges(
         original_id=original_id,
@@ -134,6 +134,9 @@ def account_add(
 @with_settings
 def account_set(appid: str, settings: Settings, **changes: Any) -> None:
     """Change an account's settings (a new time zone re-derives its stored days and hours)."""
+    from msgcube.auth.accounts import AccountChanges, update_account
+    from msgcube.auth.quotas import parse_daily_quota
+
     values = {k: v for k, v in changes.items() if v is not None}
     if "account_tz" in values:
         values["tz"] = values.pop("account_tz")
@@ -155,6 +158,8 @@ def account_set(appid: str, settings: Settings, **changes: Any) -> None:
 @with_settings
 def account_list(settings: Settings) -> None:
     """List accounts."""
+    from msgcube.relay import shown_upstream
+
     with opened(settings) as store, store.read() as conn:
         for a in list_accounts(conn):
             click.echo(
@@ -246,6 +251,8 @@ def import_cmd(
 
 @contextlib.contextmanager
 def _progress(name: str, quiet: bool) -> Iterator[Callable[[int, int | None], None]]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     total: int | None = None
     with contextlib.suppress(OSError, ValueError):
         total = Path(name).stat().st_size if name != "-" else None
@@ -368,6 +375,8 @@ def generate(
 @with_settings
 def rollup(appid: str | None, settings: Settings) -> None:
     """Bring every closed period up to date now."""
+    from msgcube.rollup.engine import refresh
+
     with opened(settings) as store:
         with store.read() as conn:
             targets = [require_account(store, appid)] if appid else list_accounts(conn)
@@ -388,6 +397,8 @@ def rollup(appid: str | None, settings: Settings) -> None:
 @with_settings
 def stats(endpoint: str, begin: str, end: str, appid: str, settings: Settings) -> None:
     """Print, as JSON, exactly the list the API returns (errors on stderr, exit status 2)."""
+    from msgcube.rollup.query import served_list
+
     with opened(settings) as store:
         account = require_account(store, appid)
         try:
@@ -414,6 +425,8 @@ def stats(endpoint: str, begin: str, end: str, appid: str, settings: Settings) -
 @functools.partial(add_setting_flags, hidden=False)  # under the command: in the table's order
 def show_settings(markdown: bool, **flags: Any) -> None:
     """Print the resolved settings (secrets masked); its options work on every command but sync."""
+    from msgcube.cli.reference import settings_markdown
+
     if markdown:
         click.echo(settings_markdown())
         return
@@ -431,6 +444,8 @@ def show_settings(markdown: bool, **flags: Any) -> None:
 )
 def docs(files: tuple[str, ...]) -> None:
     """Print the generated reference tables, or rewrite them in README.md, docs/contract.md."""
+    from msgcube.cli.reference import all_tables, regenerate
+
     if not files:
         click.echo(all_tables(cli))
     for name in files:
@@ -464,12 +479,6 @@ def demo(days: int, users: int, no_serve: bool, settings: Settings) -> None:
     from msgcube.cli.demo import run_demo
 
     run_demo(settings, days=days, users=users, console=out, serve=not no_serve)
-
-
-cli.add_command(quarantine_group)
-cli.add_command(replay_cmd)
-cli.add_command(platform_group)
-cli.add_command(sync_command)
 
 
 def main() -> None:

@@ -88,9 +88,10 @@ def checks_markdown() -> str:
 
 
 def _commands(group: click.Group, prefix: str) -> Iterator[tuple[str, click.Command]]:
-    for name in sorted(group.commands):
-        command = group.commands[name]
-        if command.hidden:
+    ctx = click.Context(group)  # listed the way ``--help`` lists them (lazy ones loaded)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if command is None or command.hidden:
             continue
         if isinstance(command, click.Group):
             yield from _commands(command, f"{prefix} {name}")

@@ -14,17 +14,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from msgcube.analytics.client import Analytics
 from msgcube.analytics.schema import migrate as migrate_analytics
 from msgcube.analytics.url import AnalyticsUrl
 from msgcube.storage.schema import metadata
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 _ANALYTICS_OPTION = "msgcube_analytics"
 _WAL_AUTOCHECKPOINT = 1000  # SQLite's default, in pages
@@ -231,7 +233,15 @@ def create_store_engine(url: str) -> Engine:
     )
 
 
+SCHEMA_REVISION = "0013"
+"""The newest migration's revision (``tests/test_migrations.py`` checks it is alembic's
+head): a database already there is opened without loading alembic at all, which is most
+of what every CLI command and worker would spend starting up."""
+
+
 def _alembic_config(conn: Connection) -> Config:
+    from alembic.config import Config  # only to migrate: see SCHEMA_REVISION
+
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.files("msgcube.storage") / "migrations"))
     cfg.attributes["connection"] = conn
@@ -240,11 +250,25 @@ def _alembic_config(conn: Connection) -> Config:
 
 def migrate(store: Store) -> None:
     """Bring the schema to the newest revision (idempotent; safe on an existing database)."""
+    if _revision(store) == SCHEMA_REVISION:
+        return
+    from alembic import command
+
     with store.engine.begin() as conn:
         if store.dialect == "postgresql":
             # Two processes starting at once must not both create the tables.
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7400263)")
         command.upgrade(_alembic_config(conn), "head")
+
+
+def _revision(store: Store) -> str | None:
+    """The database's schema revision; None before the first migration."""
+    with store.engine.connect() as conn:
+        try:
+            found = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        except DBAPIError:
+            return None  # no such table yet (the connection's transaction rolls back)
+    return None if found is None else str(found)
 
 
 def open_store(
