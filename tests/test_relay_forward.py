@@ -457,3 +457,46 @@ def test_an_answers_head_is_bounded_and_other_transfer_codings_refused() -> None
         True,
         "upstream unreachable (unsupported transfer coding: gzip, chunked)",
     )
+
+
+def _link_local_address() -> tuple[str, str] | None:
+    """An IPv6 link-local address of this host and its interface, from the kernel's list."""
+    try:
+        lines = Path("/proc/net/if_inet6").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        hex_address, _index, _prefix, scope, _flags, interface = line.split()
+        if scope == "20":  # link
+            return str(ipaddress.IPv6Address(bytes.fromhex(hex_address))), interface
+    return None
+
+
+async def test_an_ipv6_link_local_upstream_with_its_zone_is_reached() -> None:
+    """``http://[fe80::…%25eth0]:port/``: the zone is written %25 in a URL (RFC 6874) and
+    must reach the connection as %eth0; the old code looked up the name ``fe80::…%25eth0``."""
+    found = _link_local_address()
+    if found is None:
+        pytest.skip("this host has no IPv6 link-local address")
+    address, interface = found
+    heads: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, f"{address}%{interface}", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = Http11Pool()
+    try:
+        origin = Origin.of(f"http://[{address}%25{interface}]:{port}/wx")
+        headers = [(b"host", origin.host_header), (b"content-length", b"0")]
+        answer_ = await pool.request(origin, b"POST", origin.target, headers, b"", max_body=10)
+    finally:
+        await pool.aclose()
+        server.close()
+        await server.wait_closed()
+    assert (answer_.status, answer_.body) == (200, b"ok")
+    assert heads and heads[0].startswith(b"POST /wx HTTP/1.1\r\n")

@@ -30,6 +30,7 @@ ADMIN = "admin-token-for-relay-tests-0123456789"
         "https://bot.example.com/wechat?account=1",
         "https://user:pa%40ss@bot.example.com/",
         "http://[::1]:9000",
+        "http://[fe80::1%25eth0]:9000/wx",  # a link-local address and its zone (RFC 6874)
     ],
 )
 def test_good_upstream_urls(url: str) -> None:

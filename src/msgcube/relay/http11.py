@@ -73,9 +73,12 @@ class Origin:
         if parsed.userinfo:
             pair = f"{parsed.username}:{parsed.password}".encode()
             authorization = b"Basic " + base64.b64encode(pair)
+        host = parsed.raw_host.decode("ascii")
+        if ":" in host:  # an IPv6 literal: its zone is written %25 in a URL (RFC 6874)
+            host = host.replace("%25", "%", 1)
         return cls(
             scheme=parsed.scheme,
-            host=parsed.raw_host.decode("ascii"),
+            host=host,
             port=parsed.port or (443 if tls else 80),
             host_header=parsed.netloc,
             target=parsed.raw_path,
