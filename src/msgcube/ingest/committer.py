@@ -8,13 +8,13 @@ and WeChat retries. While one commit is on disk the next batch accumulates by it
 the writer only lingers a millisecond before taking it, so that the requests answered by
 the previous commit can come back and share the next fsync instead of leaving it to a
 handful (not after a commit of one push: nobody else is coming back; and less and less
-often while waits end without the company, as when pushes arrive spread out in time). On SQLite, the
-committers of several worker processes take turns through a ``flock`` rather than
-SQLite's sleeping busy handler, and SQLite's WAL checkpoint is kept off the commit: an
-automatic one runs inside the COMMIT that crosses ~1000 pages of log (≈ every 90
-one-push batches) and made that push wait for the log to be copied back and the database
-file fsynced; here a ``PASSIVE`` checkpoint runs on a thread of its own after enough
-commits, beside the next ones.
+often while waits end without the company, as when pushes arrive spread out in time).
+On SQLite, the committers of several worker processes take turns through a ``flock``
+rather than SQLite's sleeping busy handler, and SQLite's WAL checkpoint is kept off the
+commit: an automatic one runs inside the COMMIT that crosses ~1000 pages of log (≈ every
+90 one-push batches) and made that push wait for the log to be copied back and the
+database file fsynced; here a ``PASSIVE`` checkpoint runs on a thread of its own after
+enough commits, beside the next ones.
 """
 
 from __future__ import annotations
@@ -78,9 +78,9 @@ class _Job:
 _STOP = object()
 
 
-def _settle(future: asyncio.Future[bool], came: bool = True) -> None:
+def _settle(future: asyncio.Future[None]) -> None:
     if not future.done():
-        future.set_result(came)
+        future.set_result(None)
 
 
 class GroupCommitter:
@@ -122,7 +122,7 @@ class GroupCommitter:
         self._checkpointing: asyncio.Future[None] | None = None
         self._since_checkpoint = 0
         self._last_batch = 1  # items in the last commit: the company worth waiting for
-        self._company: asyncio.Future[bool] | None = None  # True when it has come
+        self._company: asyncio.Future[None] | None = None  # resolved when it has come
         self._patience = _Patience()
 
     def _process_lock(self) -> contextlib.AbstractContextManager[None]:
@@ -262,14 +262,15 @@ class GroupCommitter:
     ) -> bool:
         """Until the queue holds as many items as the last commit did, or ``linger``.
 
-        True when the wait was worth it: all of them came, or at least half.
+        True when the wait was worth it: at least half of them came.
         """
         before = queue.qsize()
         wanted = self._last_batch - 1 - before
         company = self._company = loop.create_future()
-        timer = loop.call_later(self.linger, _settle, company, False)
+        timer = loop.call_later(self.linger, _settle, company)
         try:
-            return await company or 2 * (queue.qsize() - before) >= wanted
+            await company
+            return 2 * (queue.qsize() - before) >= wanted
         finally:
             timer.cancel()
             self._company = None
@@ -353,10 +354,9 @@ class _Patience:
 
     Every wait that ends with less than half the company come skips the next 1, 3, 7, …
     (at most ``MAX_SKIP``) batches that would have waited; one that sees it come resets
-    this. Pushes
-    that arrive spread out in time (WeChat sends an account's messages as its users
-    write them) rarely come back within the linger, and a push would pay the whole
-    linger on top of its commit (bench/relay.py, 8 connections paced at 300 pushes/s:
+    this. Pushes that arrive spread out in time (WeChat sends an account's messages as
+    its users write them) rarely come back within the linger, and a push would pay the
+    whole linger on top of its commit (bench/relay.py, 8 connections paced at 300 pushes/s:
     +0.1 ms at the median); clients that wait on their answers come back together, and
     there the wait is what lets them share one fsync.
     """
