@@ -70,10 +70,14 @@ def account_in(db_url: str, tz: str = "Asia/Shanghai") -> tuple[str, dict[str, s
     return appid, env
 
 
-def import_proc(env: dict[str, str], appid: str, path: Path, parser: str) -> subprocess.Popen[str]:
+def import_proc(
+    env: dict[str, str], appid: str, path: Path | None, parser: str
+) -> subprocess.Popen[str]:
+    """``msgcube import`` of ``path``, or of its standard input (a pipe the test writes)."""
     return subprocess.Popen(
-        [MSGCUBE, "import", "--appid", appid, "--quiet", str(path)],
+        [MSGCUBE, "import", "--appid", appid, "--quiet", "-" if path is None else str(path)],
         env=env | {"MSGCUBE_IMPORT_PARSER": parser},
+        stdin=subprocess.PIPE if path is None else None,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -144,11 +148,18 @@ def test_a_time_zone_change_during_an_import_applies_to_the_rest(
     db_url: str, tmp_path: Path
 ) -> None:
     """``account set --tz`` while an import runs: the batches after it are stored in the
-    new zone (they were parsed in the old one), not left a zone behind for good."""
+    new zone (they were parsed in the old one), not left a zone behind for good.
+
+    The import reads a pipe, so it cannot end before the zone changed: the rest of its
+    lines are written only then (a file was raced by a fast import).
+    """
     appid, env = account_in(db_url)
     pool = records(150_000, seed=11)
-    path = write_file(tmp_path / "in.jsonl", list(pool.values()))
-    proc = import_proc(env, appid, path, "process")
+    lines = [orjson.dumps(r).decode() + "\n" for r in pool.values()]
+    proc = import_proc(env, appid, None, "process")
+    assert proc.stdin is not None
+    proc.stdin.write("".join(lines[:20_000]))  # the first batch (10k) and part of the next
+    proc.stdin.flush()
     store = open_store(db_url)
     try:
         stored = 0
@@ -163,8 +174,8 @@ def test_a_time_zone_change_during_an_import_applies_to_the_rest(
     finally:
         store.dispose()
     run_msgcube("account", "set", "--appid", appid, "--account-tz", "America/New_York", env=env)
-    assert proc.poll() is None, "the import ended before the zone changed: use a larger file"
-    out, err = proc.communicate(timeout=300)
+    assert proc.poll() is None, "the import ended before the zone changed"
+    out, err = proc.communicate("".join(lines[20_000:]), timeout=300)
     assert proc.returncode == 0, (out, err)
     oracle = OracleAccount("America/New_York")
     oracle.store(pool.values())
