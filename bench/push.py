@@ -181,6 +181,8 @@ class _Conn(asyncio.Protocol):
 
     def send(self) -> None:
         assert self.transport is not None
+        if self.transport.is_closing():  # a paced send due after the slice closed it
+            return
         if self.stopping or next(self.budget, None) is None:
             self.transport.close()
             return

@@ -8,18 +8,22 @@
    worker) answering every push with a fixed encrypted passive reply, as a bot would,
    after ``think`` ms (the bot's own work; 0 = as fast as it gets) — and ``msgcube
    serve`` (one worker, default settings) on a fresh SQLite database (in ``--db-dir``,
-   default a temporary directory) with an account whose upstream is that app;
+   default a temporary directory) with an account whose upstream is that app, and the
+   bare relay (``bare_relay_app`` below: what any durable relay must do, and nothing
+   else) in front of the same app;
 2. for each think time and concurrency (connections, one push in flight each, like
    WeChat), runs ``--rounds`` alternating slices of ``--seconds``: WeChat-style pushes
    (signed, safe mode, a new MsgId each, text/xml) straight to the upstream, then the
-   same kind of pushes to msgcube's callback URL, which stores each one durably and
-   relays it there, concurrently. Alternating slices share whatever else the machine
-   is doing;
+   same kind of pushes to the bare relay, then to msgcube's callback URL, which stores
+   each one durably and relays it there, concurrently. Alternating slices share
+   whatever else the machine is doing;
    With ``--rates`` other than 0, each connection also waits ``connections / rate``
    seconds between its pushes, offering about that many pushes/s (see below);
 3. compares the latency percentiles (request sent → whole answer read): the added
    latency is msgcube's p50 / p99 minus the upstream's own. Goals: added p50 ≤ 2 ms,
-   added p99 ≤ 10 ms. Every answer must be the upstream's reply byte for byte;
+   added p99 ≤ 10 ms. The bare relay's added latency is the floor this machine sets
+   any relay that stores durably; msgcube's minus it is msgcube's own work. Every
+   answer must be the upstream's reply byte for byte;
 4. checks every relayed push answered is stored, and that the timings recorded for
    interface analysis count at least every answered push (after a clean shutdown);
 5. prints the figures and appends rows to ``bench/RESULTS.md`` (``## Relay``).
@@ -72,7 +76,7 @@ from push import (
     stored_messages,
 )
 
-ROW_MARK = "<!-- relay rows -->"
+ROW_MARK = "<!-- relay rows, with the bare relay -->"
 GOAL_P50_MS = 2.0
 GOAL_P99_MS = 10.0
 
@@ -119,17 +123,89 @@ async def upstream_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": REPLY})
 
 
+class BareRelay:
+    """The least any durable relay does, for a floor to measure msgcube against.
+
+    Each push is appended to a file and fsynced on a worker thread (a durable store of one
+    fsync, as msgcube's commit of a lone push) while its exact bytes go to the upstream
+    over a kept-alive connection; the answer is the upstream's, sent when both are done.
+    No signature, decryption, parsing, database or routing: what msgcube adds over this
+    relay's own added latency is msgcube's work; the rest is what the machine charges
+    any relay on this stack (uvicorn, uvloop, one thread hand-off, one fsync, one more
+    process on the path). ``RELAY_BENCH_UPSTREAM_PORT`` and ``RELAY_BENCH_SPOOL`` say
+    where to.
+    """
+
+    def __init__(self) -> None:
+        self.port = int(os.environ["RELAY_BENCH_UPSTREAM_PORT"])
+        self.spool = open(os.environ["RELAY_BENCH_SPOOL"], "ab", buffering=0)  # noqa: SIM115
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    def store(self, body: bytes) -> None:
+        self.spool.write(body)
+        os.fsync(self.spool.fileno())
+
+    async def forward(self, target: bytes, body: bytes) -> tuple[int, bytes, bytes]:
+        """(status, content type, body) of the upstream's answer to ``body``."""
+        link = None
+        while self.idle and link is None:
+            link = self.idle.pop()
+            if link[0].at_eof():  # the upstream closed it while idle (its keep-alive timeout)
+                link[1].close()
+                link = None
+        link = link or await asyncio.open_connection("127.0.0.1", self.port)
+        reader, writer = link
+        writer.write(
+            b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (target, len(body), body)
+        )
+        lines = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
+        headers = dict(line.lower().split(b": ", 1) for line in lines[1:] if line)
+        answer = await reader.readexactly(int(headers[b"content-length"]))
+        self.idle.append(link)
+        return int(lines[0].split(b" ")[1]), headers.get(b"content-type", b""), answer
+
+
+_bare: BareRelay | None = None
+
+
+async def bare_relay_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """``BareRelay`` as an ASGI app: ``/relay/bot/{ms}?…`` is sent on as ``/bot/{ms}?…``.
+
+    ``uvicorn relay:bare_relay_app --app-dir bench --lifespan off``
+    """
+    global _bare
+    if scope["type"] != "http":
+        return
+    relay = _bare = _bare or BareRelay()
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    body = b"".join(chunks)
+    target = scope["raw_path"].removeprefix(b"/relay") + b"?" + scope["query_string"]
+    stored = asyncio.ensure_future(asyncio.to_thread(relay.store, body))
+    status, ctype, answer = await relay.forward(target, body)
+    await stored
+    headers = [(b"content-type", ctype), (b"content-length", str(len(answer)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer})
+
+
 @dataclass
 class Pair:
-    """Pooled latencies of one setting: straight to the upstream and through msgcube."""
+    """Pooled latencies of one setting: straight to the upstream, through the bare relay
+    and through msgcube."""
 
     think: int
     concurrency: int
     rate: float  # offered pushes/s (0: each connection as fast as answers come)
     direct: list[float] = field(default_factory=list)
+    bare: list[float] = field(default_factory=list)
     relayed: list[float] = field(default_factory=list)
     relayed_ok: int = 0
-    bad: int = 0
+    bad: collections.Counter[str] = field(default_factory=collections.Counter)  # side: status
     cpu: list[float] = field(default_factory=list)  # msgcube's share of a core, per slice
     cpu_ms: list[float] = field(default_factory=list)  # msgcube's CPU ms per push, per slice
     relayed_s: float = 0.0  # measured seconds of the relayed slices
@@ -143,8 +219,9 @@ class Pair:
         lat = sorted(getattr(self, which))
         return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else 0.0
 
-    def added(self, q: float) -> float:
-        return self.pct("relayed", q) - self.pct("direct", q)
+    def added(self, q: float, which: str = "relayed") -> float:
+        """``which``'s percentile ``q`` over the upstream's own, in ms."""
+        return self.pct(which, q) - self.pct("direct", q)
 
 
 class Prepared:
@@ -185,6 +262,7 @@ def measure(
     server: subprocess.Popen[bytes],
     port: int,
     u_port: int,
+    b_port: int,
     env: dict[str, str],
 ) -> list[Pair]:
     pairs: list[Pair] = []
@@ -204,7 +282,7 @@ def measure(
         for concurrency, rate in [(c, r) for c in args.concurrency for r in args.rates]:
             pair = Pair(think, concurrency, rate)
             for _ in range(args.rounds):
-                for target, target_path in ((u_port, path), (port, "")):
+                for target, target_path in ((u_port, path), (b_port, f"/relay{path}"), (port, "")):
                     pushes = Prepared(
                         Pushes("safe", target, next_id, path=target_path), args.prepare
                     )
@@ -218,11 +296,14 @@ def measure(
                     if target == port:
                         pair.cpu.append(cpu.share())
                         pair.cpu_ms.append(cpu.used() * 1000 / max(load.ok, 1))
-                    pair.bad += sum(load.bad.values())
+                    side = {u_port: "upstream", b_port: "bare relay"}.get(target, "msgcube")
+                    pair.bad.update({f"{side} {status}": n for status, n in load.bad.items()})
                     if target == port:
                         pair.relayed += load.latencies
                         pair.relayed_ok += load.ok
                         pair.relayed_s += load.seconds
+                    elif target == b_port:
+                        pair.bare += load.latencies
                     else:
                         pair.direct += load.latencies
             pairs.append(pair)
@@ -233,8 +314,10 @@ def measure(
                 f"upstream p50 {pair.pct('direct', 0.5):.2f} "
                 f"/ p99 {pair.pct('direct', 0.99):.2f} ms; through msgcube p50 "
                 f"{pair.pct('relayed', 0.5):.2f} / p99 {pair.pct('relayed', 0.99):.2f} ms; "
-                f"added p50 {pair.added(0.5):+.2f} ms, p99 {pair.added(0.99):+.2f} ms; "
-                f"{len(pair.relayed):,} relayed, bad answers {pair.bad}",
+                f"added p50 {pair.added(0.5):+.2f} ms, p99 {pair.added(0.99):+.2f} ms "
+                f"(the bare relay's {pair.added(0.5, 'bare'):+.2f} / "
+                f"{pair.added(0.99, 'bare'):+.2f} ms); "
+                f"{len(pair.relayed):,} relayed, bad answers {dict(pair.bad) or 0}",
                 flush=True,
             )
     return pairs
@@ -260,6 +343,15 @@ def relay_calls(db: str) -> tuple[int, int]:
             return int(rows[0]), int(rows[1] or 0)
     finally:
         store.dispose()
+
+
+def uvicorn_cmd(app: str, port: int) -> list[str]:
+    """One uvicorn worker serving ``app`` of this module, as the bot and the bare relay run."""
+    return [
+        *(sys.executable, "-m", "uvicorn", f"relay:{app}", "--app-dir", str(BENCH)),
+        *("--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--lifespan", "off"),
+        *("--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "30"),
+    ]
 
 
 def _ints(text: str) -> list[int]:
@@ -295,30 +387,31 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="msgcube-relay-bench-", dir=args.db_dir or None))
     db = Settings(db=str(workdir / "bench.db")).db_url
     log = workdir / "servers.log"
-    port, u_port = free_port(), free_port()
+    port, u_port, b_port = free_port(), free_port(), free_port()
     env = clean_env(MSGCUBE_DB=db)
     msgcube("account", "add", "--appid", APPID, "--token", TOKEN, "--aes-key", KEY, env=env)
     print(f"cores: {os.cpu_count()}, load average {load_before:.2f}, db {db}", flush=True)
 
-    upstream_cmd = [
-        *(sys.executable, "-m", "uvicorn", "relay:upstream_app", "--app-dir", str(BENCH)),
-        *("--host", "127.0.0.1", "--port", str(u_port), "--workers", "1", "--lifespan", "off"),
-        *("--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "30"),
-    ]
-    upstream = start(upstream_cmd, clean_env(RELAY_BENCH_REPLY=REPLY.decode()), log, u_port)
+    upstream_env = clean_env(RELAY_BENCH_REPLY=REPLY.decode())
+    upstream = start(uvicorn_cmd("upstream_app", u_port), upstream_env, log, u_port)
+    bare_env = clean_env(
+        RELAY_BENCH_UPSTREAM_PORT=str(u_port), RELAY_BENCH_SPOOL=str(workdir / "bare.spool")
+    )
+    bare = start(uvicorn_cmd("bare_relay_app", b_port), bare_env, log, b_port)
     checks: list[str] = []
     try:
         serve_env = env | {"MSGCUBE_PORT": str(port), "MSGCUBE_WORKERS": str(args.workers)}
         server = start([MSGCUBE, "serve"], serve_env, log, port)
         try:
-            pairs = measure(args, server, port, u_port, env)
+            pairs = measure(args, server, port, u_port, b_port, env)
         finally:
             stop(server)  # SIGTERM: the recorder writes its last timings
         answered = sum(p.relayed_ok for p in pairs)
         stored = stored_messages(db)
         calls, failed = relay_calls(db)
-        if sum(p.bad for p in pairs):
-            checks.append(f"{sum(p.bad for p in pairs)} answers were not the upstream's reply")
+        bad = sum((p.bad for p in pairs), collections.Counter[str]())
+        if bad:
+            checks.append(f"answers that were not the upstream's reply: {dict(bad)}")
         # Requests cut off in flight at the end of a slice may be stored (and relayed)
         # without being counted: at most one per connection per slice.
         slack = sum(p.concurrency for p in pairs) * args.rounds
@@ -332,6 +425,7 @@ def main() -> int:
             flush=True,
         )
     finally:
+        stop(bare)
         stop(upstream)
         shutil.rmtree(workdir, ignore_errors=True)
     met = all(
@@ -359,7 +453,11 @@ committed durably *and* forwarded, concurrently, and answered when both are done
 alternating slices so both sides share whatever else the machine runs. Latency is the
 exact client's (request sent → whole answer read; each slice's pushes are made before it
 starts, so the client only writes bytes); "added" is msgcube's percentile minus the
-upstream's own. Goals: added p50 ≤ 2 ms, p99 ≤ 10 ms.
+upstream's own. Goals: added p50 ≤ 2 ms, p99 ≤ 10 ms. The same pushes also go through
+the bare relay (`BareRelay`: an fsync of the push on a worker thread, concurrently with
+sending its bytes on over a kept-alive connection, and nothing else, on the same uvicorn
+stack); its added latency is what this machine charges any durable relay, and "msgcube
+over bare" what msgcube's own work adds to that.
 Every answer was checked to be the upstream's reply byte for byte; "stored" checks every
 answered push is in the database and its timing was recorded. "load" is the 1-minute
 load average before the run (other work on the machine).
@@ -376,6 +474,8 @@ COLUMNS = (
     "upstream p50 / p99 ms",
     "through msgcube p50 / p99 ms",
     "added p50 / p99 ms",
+    "bare relay added p50 / p99 ms",
+    "msgcube over bare p50 / p99 ms",
     "stored",
 )
 SECTION += "| " + " | ".join(COLUMNS) + " |\n" + "|---" * len(COLUMNS) + "|\n"
@@ -391,7 +491,10 @@ def record(args: argparse.Namespace, pairs: list[Pair], load: float, ok: bool) -
         f"{p.setting} | {args.rounds} × {args.seconds:g} | "
         f"{p.pct('direct', 0.5):.2f} / {p.pct('direct', 0.99):.2f} | "
         f"{p.pct('relayed', 0.5):.2f} / {p.pct('relayed', 0.99):.2f} | "
-        f"{p.added(0.5):+.2f} / {p.added(0.99):+.2f} | {'yes' if ok else 'NO'} |\n"
+        f"{p.added(0.5):+.2f} / {p.added(0.99):+.2f} | "
+        f"{p.added(0.5, 'bare'):+.2f} / {p.added(0.99, 'bare'):+.2f} | "
+        f"{p.pct('relayed', 0.5) - p.pct('bare', 0.5):+.2f} / "
+        f"{p.pct('relayed', 0.99) - p.pct('bare', 0.99):+.2f} | {'yes' if ok else 'NO'} |\n"
         for p in pairs
     )
     RESULTS.write_text(text.replace(ROW_MARK, rows + ROW_MARK), encoding="utf-8")

@@ -7,6 +7,7 @@ was stored, and every endpoint, with the brute-force oracle over the files' reco
 
 from __future__ import annotations
 
+import contextlib
 import random
 import subprocess
 import time
@@ -157,26 +158,32 @@ def test_a_time_zone_change_during_an_import_applies_to_the_rest(
     pool = records(150_000, seed=11)
     lines = [orjson.dumps(r).decode() + "\n" for r in pool.values()]
     proc = import_proc(env, appid, None, "process")
-    assert proc.stdin is not None
-    proc.stdin.write("".join(lines[:20_000]))  # the first batch (10k) and part of the next
-    proc.stdin.flush()
-    store = open_store(db_url)
     try:
-        stored = 0
-        while not stored and proc.poll() is None:  # the first batch is in
-            with store.read() as conn:
-                account = get_account(conn, appid)
-                assert account is not None
-                stored = conn.execute(
-                    select(func.count()).where(messages.c.account_id == account.id)
-                ).scalar_one()
-            time.sleep(0.02)
-    finally:
-        store.dispose()
-    run_msgcube("account", "set", "--appid", appid, "--account-tz", "America/New_York", env=env)
-    assert proc.poll() is None, "the import ended before the zone changed"
-    out, err = proc.communicate("".join(lines[20_000:]), timeout=300)
-    assert proc.returncode == 0, (out, err)
+        assert proc.stdin is not None
+        proc.stdin.write("".join(lines[:20_000]))  # the first batch (10k) and part of the next
+        proc.stdin.flush()
+        store = open_store(db_url)
+        try:
+            stored = 0
+            while not stored and proc.poll() is None:  # the first batch is in
+                with store.read() as conn:
+                    account = get_account(conn, appid)
+                    assert account is not None
+                    stored = conn.execute(
+                        select(func.count()).where(messages.c.account_id == account.id)
+                    ).scalar_one()
+                time.sleep(0.02)
+        finally:
+            store.dispose()
+        run_msgcube("account", "set", "--appid", appid, "--account-tz", "America/New_York", env=env)
+        assert proc.poll() is None, "the import ended before the zone changed"
+        out, err = proc.communicate("".join(lines[20_000:]), timeout=300)
+        assert proc.returncode == 0, (out, err)
+    finally:  # a failure above must not leave the import, or its pipes, to the next test
+        if proc.poll() is None:
+            proc.kill()
+        with contextlib.suppress(BrokenPipeError):
+            proc.communicate(timeout=30)
     oracle = OracleAccount("America/New_York")
     oracle.store(pool.values())
     assert_matches_oracle(db_url, appid, oracle)
