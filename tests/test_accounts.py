@@ -25,17 +25,18 @@ from alembic import command
 from sqlalchemy import create_engine, select, text
 
 from msgcube.auth.accounts import AccountChanges, update_account
-from msgcube.auth.platforms import secret_matches as platforms_secret_matches
 from msgcube.domain.endpoints import BY_NAME
 from msgcube.domain.messages import Event, Message
 from msgcube.errors import AccountError
 from msgcube.ingest.batch import write_batch
 from msgcube.rollup.engine import refresh
 from msgcube.rollup.query import served_list
-from msgcube.storage.accounts import add_account, get_account, ingest_view, secret_matches
+from msgcube.storage.accounts import add_account, get_account, ingest_view
 from msgcube.storage.db import Store, _alembic_config, migrate, open_store
 from msgcube.storage.platforms import get_platform
 from msgcube.storage.schema import accounts, events, messages, server_secrets
+from msgcube.storage.secret_hashes import Check, check_secret
+from support.app_secrets import secret_ok
 from support.server import MSGCUBE, ServerProcess, msgcube_env
 
 from conftest import PG_URL, STAMP, fresh_appid
@@ -53,24 +54,32 @@ def _url(store: Store) -> str:
 # --------------------------------------------------------------------------- AppSecret hashes
 
 
-def test_the_stored_hash_is_keyed_by_the_deployment(store: Store) -> None:
-    appid = fresh_appid("wxkey")
+def test_the_stored_hash_is_slow_salted_and_keyed_by_the_deployment(store: Store) -> None:
+    appid, twin = fresh_appid("wxkey"), fresh_appid("wxkey")
     with store.write() as conn:
-        add_account(conn, appid=appid, secret=SECRET, tz="UTC", now=int(NOW.timestamp()))
+        for each in (appid, twin):
+            add_account(conn, appid=each, secret=SECRET, tz="UTC", now=int(NOW.timestamp()))
     with store.read() as conn:
-        stored = conn.execute(
-            select(accounts.c.secret_hash).where(accounts.c.appid == appid)
-        ).scalar_one()
+        stored, twin_stored = (
+            conn.execute(
+                select(accounts.c.secret_hash).where(accounts.c.appid == each)
+            ).scalar_one()
+            for each in (appid, twin)
+        )
         key = conn.execute(
             select(server_secrets.c.value).where(server_secrets.c.name == "app_secret_key")
         ).scalar_one()
-        account = get_account(conn, appid)
-        assert secret_matches(conn, account, SECRET)
-        assert not secret_matches(conn, account, SECRET + "x")
-        assert not secret_matches(conn, None, SECRET)
+        assert secret_ok(conn, stored, SECRET)
+        assert not secret_ok(conn, stored, SECRET + "x")
+        assert not secret_ok(conn, None, SECRET)
     bare = hashlib.sha256(SECRET.encode()).hexdigest()
-    assert stored != bare  # a table of SHA-256s of likely secrets finds nothing
-    assert stored == hmac.new(key.encode(), bare.encode(), hashlib.sha256).hexdigest()
+    keyed = hmac.new(key.encode(), bare.encode(), hashlib.sha256).hexdigest()
+    assert stored.startswith("s1$") and len(stored) <= 64  # the column holds 64
+    assert stored not in (bare, keyed)  # neither a table of SHA-256s nor the key finds it fast
+    assert twin_stored != stored  # salted: the same secret is stored differently
+    # scrypt of the keyed hash: without the deployment's key a guess cannot be checked.
+    assert not check_secret(stored, "another deployment's key", SECRET).matches
+    assert check_secret(stored, key, SECRET) == Check(True)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -93,7 +102,8 @@ def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def test_migration_0004_keeps_existing_secrets_working(empty_db: str, tmp_path: Path) -> None:
-    """A database from before 0004 holds bare SHA-256s; after it, the old secrets still work."""
+    """A database from before 0004 holds bare SHA-256s; after it, the old secrets still work,
+    and the first token they get stores them slowly hashed."""
     store = open_store(empty_db, migrate_schema=False)
     with store.engine.begin() as conn:
         command.upgrade(_alembic_config(conn), "0003")
@@ -109,8 +119,8 @@ def test_migration_0004_keeps_existing_secrets_working(empty_db: str, tmp_path: 
         account = get_account(conn, "wxold")
         assert account is not None
         assert account.secret_hash != hashlib.sha256(SECRET.encode()).hexdigest()
-        assert secret_matches(conn, account, SECRET)
-        assert not secret_matches(conn, account, "wrong")
+        assert secret_ok(conn, account.secret_hash, SECRET)
+        assert not secret_ok(conn, account.secret_hash, "wrong")
     store.dispose()
     # And through the real API: the old AppSecret still gets a token.
     with ServerProcess(empty_db, tmp_path, now=NOW.isoformat()) as server:
@@ -124,6 +134,13 @@ def test_migration_0004_keeps_existing_secrets_working(empty_db: str, tmp_path: 
             params={"grant_type": "client_credential", "appid": "wxold", "secret": "wrong"},
         ).json()
         assert wrong["errcode"] == 40125
+    # The sign-in that matched rewrote the row in the slow form; the secret still works.
+    store = open_store(empty_db)
+    with store.read() as conn:
+        account = get_account(conn, "wxold")
+        assert account is not None and account.secret_hash.startswith("s1$")
+        assert secret_ok(conn, account.secret_hash, SECRET)
+    store.dispose()
 
 
 def test_migration_0011_keeps_existing_platform_secrets_working(empty_db: str) -> None:
@@ -149,8 +166,8 @@ def test_migration_0011_keeps_existing_platform_secrets_working(empty_db: str) -
             select(server_secrets.c.value).where(server_secrets.c.name == "app_secret_key")
         ).scalar_one()
         assert platform.secret_hash == hmac.new(key.encode(), bare.encode(), "sha256").hexdigest()
-        assert platforms_secret_matches(conn, platform, SECRET)
-        assert not platforms_secret_matches(conn, platform, "wrong")
+        assert secret_ok(conn, platform.secret_hash, SECRET)
+        assert not secret_ok(conn, platform.secret_hash, "wrong")
     store.dispose()
 
 

@@ -7,13 +7,14 @@ import hashlib
 import pytest
 from click.testing import CliRunner, Result
 
-from msgcube.auth.platforms import check_ticket, exchange_refresh_token, secret_matches
+from msgcube.auth.platforms import check_ticket, exchange_refresh_token
 from msgcube.cli.main import cli
 from msgcube.errors import ApiError
 from msgcube.storage.accounts import get_account
 from msgcube.storage.db import Store
 from msgcube.storage.platforms import get_platform
 from support.api import new_account, shanghai
+from support.app_secrets import secret_ok
 
 from conftest import PG_URL, fresh_appid
 
@@ -56,8 +57,8 @@ def test_the_platform_commands_print_what_a_script_needs(store: Store) -> None:
     with store.read() as conn:
         platform = get_platform(conn, component_appid)
         assert platform is not None
-        assert secret_matches(conn, platform, secret)
-        assert not secret_matches(conn, platform, secret + "x")
+        assert secret_ok(conn, platform.secret_hash, secret)
+        assert not secret_ok(conn, platform.secret_hash, secret + "x")
     # Keyed as an account's AppSecret: a table of SHA-256s of likely secrets finds nothing.
     assert platform.secret_hash != hashlib.sha256(secret.encode()).hexdigest()
 

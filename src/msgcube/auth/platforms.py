@@ -211,12 +211,6 @@ def require_platform(conn: Connection, component_appid: str) -> Platform:
     return platform
 
 
-def secret_matches(conn: Connection, platform: Platform, secret: str) -> bool:
-    """Whether ``secret`` is the platform's component_appsecret (keyed hash as an
-    account's AppSecret, constant-time compare)."""
-    return hmac.compare_digest(platform.secret_hash, secret_hash(conn, secret))
-
-
 # --- component_verify_ticket --------------------------------------------------------------
 
 

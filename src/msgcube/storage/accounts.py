@@ -1,12 +1,10 @@
 """Accounts: registration, lookup, the secret check and dashboard session generations.
 
-The AppSecret is stored only as ``HMAC-SHA256(key, SHA-256(secret))``, keyed with the
-deployment's ``app_secret_key`` server secret: the accounts table alone (a dump, a
-backup of it, a leaked row) reveals nothing, and a guess can only be tested with the key.
-A fast hash is deliberate: ``/cgi-bin/token`` checks the secret before anyone is
-authenticated, and a slow hash there would hand attackers a CPU lever. (Rows written
-before migration 0004 held the bare SHA-256; the migration keyed them in place, which
-the nested form allows without knowing any secret.) Comparisons are constant-time.
+The AppSecret is stored slowly hashed and keyed with the deployment's
+``app_secret_key`` server secret (``storage/secret_hashes.py``): the accounts table
+alone (a dump, a backup of it, a leaked row) reveals nothing, and even with the key every
+guess costs scrypt's time and memory. The API and the dashboard check it through
+``auth/secret_checks.py``, which keeps that work off the event loop and bounded.
 
 The callback token and EncodingAESKey are kept as they are: msgcube needs them to verify
 and decrypt pushes.
@@ -17,8 +15,6 @@ at, and signing out or a new AppSecret moves it on.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
@@ -27,24 +23,15 @@ from sqlalchemy import Connection, bindparam, select, update
 
 from msgcube.domain.periods import check_tz
 from msgcube.storage.schema import accounts
+from msgcube.storage.secret_hashes import new_secret_hash
 from msgcube.storage.server_secrets import server_secret
 
 SECRET_KEY_NAME = "app_secret_key"  # noqa: S105 - the name of a server secret, not one
 
 
-def hash_secret(secret: str) -> str:
-    """The bare SHA-256 of a secret: the inner hash of ``keyed_secret_hash``."""
-    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def keyed_secret_hash(key: str, secret: str) -> str:
-    """What is stored for an AppSecret (an account's or a platform's): the SHA-256,
-    keyed with the deployment's key."""
-    return hmac.new(key.encode(), hash_secret(secret).encode(), hashlib.sha256).hexdigest()
-
-
 def secret_hash(conn: Connection, secret: str) -> str:
-    return keyed_secret_hash(server_secret(conn, SECRET_KEY_NAME), secret)
+    """What is stored for ``secret`` (slow: scrypt)."""
+    return new_secret_hash(server_secret(conn, SECRET_KEY_NAME), secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,19 +51,6 @@ class Account:
     secret_hash: str = field(default="", repr=False)
     session_gen: int = 0
     upstream_url: str | None = None  # the account's own server, when msgcube relays to it
-
-
-def secret_matches(conn: Connection, account: Account | None, secret: str) -> bool:
-    """Whether ``secret`` is the account's AppSecret (constant time).
-
-    ``None`` (an unknown appid) does the same work and answers False, so the answer's
-    timing does not tell which appids exist. An empty ``secret`` never matches, as on
-    ``/cgi-bin/token`` (41004): an account stored with an empty secret before that was
-    refused (``auth/accounts``) must not open to its appid alone.
-    """
-    expected = account.secret_hash if account is not None else "0" * 64
-    same = hmac.compare_digest(expected, secret_hash(conn, secret))
-    return same and account is not None and secret != ""
 
 
 def account_from_row(row: Any) -> Account:

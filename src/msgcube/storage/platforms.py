@@ -7,7 +7,6 @@ tokens are stored as SHA-256 hashes (``hash_token``), like access tokens.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -15,7 +14,6 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, select, update
 
 from msgcube.analytics.writes import forget_account
-from msgcube.storage.accounts import secret_hash
 from msgcube.storage.db import analytics_of
 from msgcube.storage.dialect import insert_ignore, upsert
 from msgcube.storage.schema import (
@@ -26,6 +24,7 @@ from msgcube.storage.schema import (
     quarantine,
     refresh_tokens,
 )
+from msgcube.storage.secret_hashes import NO_SECRET
 from msgcube.storage.tokens import hash_token
 
 # --- platforms ----------------------------------------------------------------------------
@@ -246,13 +245,13 @@ def insert_platform_account(
 ) -> None:
     """Insert the account unless a concurrent push (another worker) just did.
 
-    Its AppSecret is a random one nobody is told: only the platform's authorizer tokens
-    read its statistics. Nor has it a callback Token, so its own callback URL refuses
-    everything.
+    It has no AppSecret (``NO_SECRET`` matches none) until an operator gives it one:
+    only the platform's authorizer tokens read its statistics. Nor has it a callback
+    Token, so its own callback URL refuses everything.
     """
     values = {
         "appid": appid,
-        "secret_hash": secret_hash(conn, secrets.token_hex(32)),
+        "secret_hash": NO_SECRET,
         "original_id": original_id,
         "tz": tz,
         "verified": True,

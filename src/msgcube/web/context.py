@@ -1,4 +1,5 @@
-"""What every request handler needs: settings, the store, the clock, per-process caches."""
+"""What every request handler needs: settings, the store, the clock, per-process caches
+and the AppSecret checks."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from msgcube.auth.caller_cache import CallerCache
+from msgcube.auth.secret_checks import SecretChecks
 from msgcube.settings import Settings
 from msgcube.storage.db import Store
 
@@ -41,6 +43,7 @@ class AppContext:
     store: Store
     answers: LRU = field(default_factory=lambda: LRU(4096))
     callers: CallerCache = field(default_factory=CallerCache)
+    secrets: SecretChecks = field(default_factory=SecretChecks)
 
     def now(self) -> datetime:
         return self.settings.clock()

@@ -18,11 +18,11 @@ from msgcube.auth.platforms import (
     check_ticket,
     exchange_refresh_token,
     issue_component_token,
-    secret_matches,
 )
 from msgcube.errors import ApiError
 from msgcube.storage.accounts import get_account
 from msgcube.storage.platforms import get_platform, get_platform_by_id
+from msgcube.storage.schema import platforms
 from msgcube.web.context import AppContext
 from msgcube.web.envelope import ok_response
 from msgcube.web.request_checks import COMPONENT_KINDS, json_object, require_token
@@ -45,10 +45,11 @@ async def api_component_token(request: Request, ctx: AppContext) -> Response:
         raise ApiError(41004, "component_appsecret missing")
     with ctx.store.read() as conn:
         platform = get_platform(conn, appid)
-        if platform is None:
-            raise ApiError(61011, f"unknown component_appid {appid}")
-        if not secret_matches(conn, platform, secret):
-            raise ApiError(40125)
+    if platform is None:
+        raise ApiError(61011, f"unknown component_appid {appid}")
+    stored = platform.secret_hash
+    if not await ctx.secrets.matches(ctx.store, platforms, platform.id, stored, secret):
+        raise ApiError(40125)
     now = ctx.now_ts()
     check_ticket(platform, ticket or "", now)
     with ctx.store.write() as conn:

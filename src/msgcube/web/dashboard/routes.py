@@ -26,7 +26,7 @@ from msgcube.domain.endpoints import BY_NAME, Endpoint, RowKind
 from msgcube.domain.messages import COUNT_INTERVALS, COUNTED_TYPES
 from msgcube.domain.periods import DATA_FLOOR
 from msgcube.errors import BodyTooLarge, NotFound, RequestRefused, SignInRequired
-from msgcube.storage.accounts import Account, get_account, list_accounts, secret_matches
+from msgcube.storage.accounts import Account, get_account, list_accounts
 from msgcube.storage.server_secrets import server_secret
 from msgcube.web.context import AppContext
 from msgcube.web.dashboard import data
@@ -284,7 +284,8 @@ async def login_submit(request: Request) -> Response:
         appid, secret = form.get("appid", "").strip(), form.get("secret", "")
         with ctx.store.read() as conn:
             account = get_account(conn, appid) if appid else None
-            secret_ok = secret_matches(conn, account, secret)  # same work for an unknown appid
+        # The same work for an unknown appid.
+        secret_ok = await ctx.secrets.account_matches(ctx.store, account, secret)
         if account is None or not secret_ok:
             return _login(request, visitor, error=t["bad_login"], status=401, appid=appid)
         session = visitor.session.signed_in_as(

@@ -7,7 +7,7 @@ Create Date: 2026-11-29 21:50:00
 AppSecret hashes were a bare SHA-256. They become HMAC-SHA256(key, that SHA-256), keyed
 with the deployment's ``app_secret_key`` server secret (created here when accounts exist),
 so every existing AppSecret keeps working without being known. The formula is the one of
-``msgcube.storage.accounts.keyed_secret_hash``, written out so this file never changes.
+``msgcube.storage.secret_hashes.keyed_secret_hash``, written out so this file never changes.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ A platform's component_appsecret hash was a bare SHA-256, while accounts' AppSec
 have been keyed since 0004. It becomes HMAC-SHA256(key, that SHA-256) with the same
 ``app_secret_key`` server secret (created here when platforms exist and no key yet), so
 every registered platform's secret keeps working without being known. The formula is
-``msgcube.storage.accounts.keyed_secret_hash``, written out so this file never changes.
+``msgcube.storage.secret_hashes.keyed_secret_hash``, written out so this file never changes.
 """
 
 from __future__ import annotations
