@@ -282,7 +282,12 @@ def measure(
         for concurrency, rate in [(c, r) for c in args.concurrency for r in args.rates]:
             pair = Pair(think, concurrency, rate)
             for _ in range(args.rounds):
-                for target, target_path in ((u_port, path), (b_port, f"/relay{path}"), (port, "")):
+                sides = (
+                    (u_port, path, "direct", "upstream"),
+                    (b_port, f"/relay{path}", "bare", "bare relay"),
+                    (port, "", "relayed", "msgcube"),
+                )
+                for target, target_path, kept_in, side in sides:
                     pushes = Prepared(
                         Pushes("safe", target, next_id, path=target_path), args.prepare
                     )
@@ -293,19 +298,13 @@ def measure(
                         expect=REPLY,
                         rate=rate,
                     )
+                    getattr(pair, kept_in).extend(load.latencies)
+                    pair.bad.update({f"{side} {status}": n for status, n in load.bad.items()})
                     if target == port:
                         pair.cpu.append(cpu.share())
                         pair.cpu_ms.append(cpu.used() * 1000 / max(load.ok, 1))
-                    side = {u_port: "upstream", b_port: "bare relay"}.get(target, "msgcube")
-                    pair.bad.update({f"{side} {status}": n for status, n in load.bad.items()})
-                    if target == port:
-                        pair.relayed += load.latencies
                         pair.relayed_ok += load.ok
                         pair.relayed_s += load.seconds
-                    elif target == b_port:
-                        pair.bare += load.latencies
-                    else:
-                        pair.direct += load.latencies
             pairs.append(pair)
             print(
                 f"think {think} ms, c={pair.setting} ({len(pair.relayed) / pair.relayed_s:,.0f}"

@@ -11,7 +11,7 @@ Rows written before this scheme hold the keyed hash alone (64 hex digits). They 
 verify, fast, and are rewritten in this form by the first check that succeeds
 (``Check.outdated``). Any other value (an account created by a platform's push, which
 has no AppSecret of its own) never matches. The slow work runs off the event loop and
-under a bound (``web/secret_checks.py``); every comparison is constant-time.
+under a bound (``auth/secret_checks.py``); every comparison is constant-time.
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ def _scrypt(keyed: str, salt: bytes) -> bytes:
     )
 
 
-def new_secret_hash(key: str, secret: str, *, salt: bytes | None = None) -> str:
-    """The value to store for ``secret`` (a new random salt unless ``salt`` is given)."""
-    salt = os.urandom(_SALT_BYTES) if salt is None else salt
+def new_secret_hash(key: str, secret: str) -> str:
+    """The value to store for ``secret``, with a new random salt."""
+    salt = os.urandom(_SALT_BYTES)
     return f"{SCHEME}${_b64(salt)}${_b64(_scrypt(keyed_secret_hash(key, secret), salt))}"
 
 
